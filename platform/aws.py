@@ -1,0 +1,146 @@
+"""AWS client factory: one place that knows whether we talk to real AWS or the embedded AWS.
+
+Every client in Stagewise comes from ``AwsClients``, created at run time (never at import time) for
+an ``AwsTarget``. Both targets take the same path: base credentials, then STS ``AssumeRole`` into
+the environment's role from the stack file (``aws:assumeRoles``). On the embedded AWS (moto's
+server) the base credentials are dummies and moto maps the assumed role's credentials to the role's
+account id, so dev, test and prod land in three different accounts on one laptop, exactly as on AWS.
+
+Throttling and transient errors are retried by botocore's ``standard`` retry mode (capped
+exponential backoff with jitter, up to ``max_attempts``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.credentials
+import botocore.session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from stagewise.stacks.settings import EnvironmentSettings
+
+EMBEDDED_ACCESS_KEY = "testing"  # moto accepts any credentials; these are never real
+EMBEDDED_SECRET_KEY = "testing"
+_RETRIES = {"mode": "standard", "max_attempts": 8}
+
+
+class AwsAccessError(RuntimeError):
+    """Credentials could not be obtained for the target (no base credentials, AssumeRole denied,
+    endpoint unreachable). The message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class AwsTarget:
+    """Where AWS calls go.
+
+    Attributes:
+        region: AWS region, e.g. ``eu-west-1``.
+        role_arn: the role assumed for every call (the stack's ``aws:assumeRoles``).
+        session_name: STS role session name (shows up in CloudTrail and the registry's audit actor).
+        endpoint_url: the embedded AWS endpoint (``http://127.0.0.1:5055``), or None for real AWS.
+    """
+
+    region: str
+    role_arn: str
+    session_name: str = "stagewise"
+    endpoint_url: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        """True when calls go to the embedded AWS."""
+        return self.endpoint_url is not None
+
+    @classmethod
+    def for_settings(cls, settings: EnvironmentSettings, endpoint_url: str | None) -> "AwsTarget":
+        """The target of an environment: its region and role, on real AWS or the embedded AWS."""
+        return cls(settings.region, settings.role.role_arn, settings.role.session_name, endpoint_url)
+
+
+class AwsClients:
+    """boto3 clients for one target, created lazily, cached, with auto-refreshing role credentials.
+
+    Raises:
+        AwsAccessError: (on first use) when the role cannot be assumed.
+    """
+
+    def __init__(self, target: AwsTarget) -> None:
+        self.target = target
+        self._lock = threading.Lock()
+        self._clients: dict[str, Any] = {}
+        self._session: boto3.Session | None = None
+        self._config = botocore.config.Config(region_name=target.region, retries=_RETRIES)
+
+    def _base_session(self) -> boto3.Session:
+        if self.target.embedded:
+            return boto3.Session(
+                aws_access_key_id=EMBEDDED_ACCESS_KEY,
+                aws_secret_access_key=EMBEDDED_SECRET_KEY,
+                region_name=self.target.region,
+            )
+        return boto3.Session(region_name=self.target.region)
+
+    def _assume(self) -> dict[str, str]:
+        sts = self._base_session().client("sts", endpoint_url=self.target.endpoint_url, config=self._config)
+        try:
+            creds = sts.assume_role(
+                RoleArn=self.target.role_arn,
+                RoleSessionName=self.target.session_name,
+                DurationSeconds=3600,
+            )["Credentials"]
+        except (ClientError, BotoCoreError) as e:
+            where = f"the embedded AWS at {self.target.endpoint_url}" if self.target.embedded else "AWS"
+            hint = (
+                "start it with `stagewise local up`"
+                if self.target.embedded
+                else "check your base credentials (aws sts get-caller-identity) and that the role trusts them"
+            )
+            raise AwsAccessError(f"cannot assume {self.target.role_arn} on {where}: {e}; {hint}") from e
+        expiry = creds["Expiration"]
+        if isinstance(expiry, datetime):
+            expiry = expiry.astimezone(timezone.utc).isoformat()
+        return {
+            "access_key": creds["AccessKeyId"],
+            "secret_key": creds["SecretAccessKey"],
+            "token": creds["SessionToken"],
+            "expiry_time": expiry,
+        }
+
+    def session(self) -> boto3.Session:
+        """A boto3 session holding the assumed role's credentials (refreshed before they expire)."""
+        with self._lock:
+            if self._session is None:
+                creds = botocore.credentials.RefreshableCredentials.create_from_metadata(
+                    metadata=self._assume(), refresh_using=self._assume, method="sts-assume-role"
+                )
+                core = botocore.session.get_session()
+                core._credentials = creds  # botocore's documented way to inject refreshable creds
+                core.set_config_variable("region", self.target.region)
+                self._session = boto3.Session(botocore_session=core)
+            return self._session
+
+    def client(self, service: str) -> Any:
+        """A cached boto3 client for ``service`` (``"s3"``, ``"dynamodb"``, ...) on this target."""
+        session = self.session()
+        with self._lock:
+            if service not in self._clients:
+                self._clients[service] = session.client(
+                    service, endpoint_url=self.target.endpoint_url, config=self._config
+                )
+            return self._clients[service]
+
+    def caller_identity(self) -> dict[str, str]:
+        """STS GetCallerIdentity of the assumed role: ``{"Account", "Arn", "UserId"}``."""
+        ident = self.client("sts").get_caller_identity()
+        return {k: ident[k] for k in ("Account", "Arn", "UserId")}
+
+
+def utc_now() -> datetime:
+    """Timezone-aware current UTC time (one clock for the whole package, easy to read in audits)."""
+    return datetime.now(timezone.utc)
+

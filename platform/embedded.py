@@ -1,0 +1,193 @@
+"""The embedded AWS: moto's server on 127.0.0.1, run in the background across CLI commands.
+
+``stagewise local up`` starts ``python -m moto.server`` as a detached process and records its pid and
+port in ``$STAGEWISE_HOME/embedded.json`` (default ``./.stagewise``), so later commands
+(``stagewise run``, ``stagewise registry list``) find it and see the same state. State lives in the
+server's memory: ``stagewise local down`` stops the server and forgets everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEFAULT_PORT = 5055
+STATE_FILE = "embedded.json"
+
+
+class EmbeddedAWSError(RuntimeError):
+    """The embedded AWS could not be started, or is needed and not running (the message says how
+    to start it)."""
+
+
+def stagewise_home() -> Path:
+    """Stagewise's local state folder: ``$STAGEWISE_HOME`` or ``./.stagewise``."""
+    return Path(os.environ.get("STAGEWISE_HOME", ".stagewise")).resolve()
+
+
+def default_port() -> int:
+    """Port of the embedded AWS: ``$STAGEWISE_EMBEDDED_PORT`` or 5055."""
+    return int(os.environ.get("STAGEWISE_EMBEDDED_PORT", DEFAULT_PORT))
+
+
+@dataclass(frozen=True)
+class EmbeddedStatus:
+    """What ``stagewise local status`` reports.
+
+    Attributes:
+        running: the recorded server process is alive and answering HTTP.
+        endpoint: ``http://127.0.0.1:<port>`` (None when not running).
+        pid: the server's process id.
+        port: TCP port on 127.0.0.1.
+        started_at: Unix time the server was started, in seconds.
+        log: path of the server's log file.
+    """
+
+    running: bool
+    endpoint: str | None = None
+    pid: int | None = None
+    port: int | None = None
+    started_at: float | None = None
+    log: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready form of the status."""
+        return asdict(self)
+
+
+class EmbeddedAWS:
+    """Start, stop and inspect the background moto server whose state file lives in ``home``."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home or stagewise_home()
+        self.state_path = self.home / STATE_FILE
+
+    def status(self) -> EmbeddedStatus:
+        """Whether the recorded server is alive and answering; clears a stale state file."""
+        state = self._read_state()
+        if state is None:
+            return EmbeddedStatus(running=False)
+        pid, port = state["pid"], state["port"]
+        if _alive(pid) and _answers(port):
+            return EmbeddedStatus(True, f"http://127.0.0.1:{port}", pid, port, state["started_at"], state["log"])
+        if not _alive(pid):
+            self.state_path.unlink(missing_ok=True)
+        return EmbeddedStatus(running=False, pid=pid, port=port, log=state.get("log"))
+
+    def up(self, port: int | None = None, timeout: float = 30.0) -> EmbeddedStatus:
+        """Start the server unless it is running already; returns its status.
+
+        Args:
+            port: TCP port on 127.0.0.1 (default ``default_port()``).
+            timeout: seconds to wait for the server to answer.
+
+        Raises:
+            EmbeddedAWSError: the port is taken by another program, or the server did not answer
+                within ``timeout`` (its log file is named in the message).
+        """
+        current = self.status()
+        if current.running:
+            return current
+        port = port or default_port()
+        if _port_in_use(port):
+            raise EmbeddedAWSError(
+                f"port {port} on 127.0.0.1 is in use by another program; "
+                f"pick another with `stagewise local up --port N` or STAGEWISE_EMBEDDED_PORT"
+            )
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = self.home / "embedded-aws.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives the CLI command that started it
+                env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "false"},
+            )
+        state = {"pid": proc.pid, "port": port, "started_at": time.time(), "log": str(log)}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise EmbeddedAWSError(f"the embedded AWS exited at start (code {proc.returncode}); see {log}")
+            if _answers(port):
+                self.state_path.write_text(json.dumps(state))
+                return self.status()
+            time.sleep(0.1)
+        proc.terminate()
+        raise EmbeddedAWSError(f"the embedded AWS did not answer on port {port} within {timeout:.0f} s; see {log}")
+
+    def down(self, timeout: float = 10.0) -> bool:
+        """Stop the server if running; returns True if one was stopped. All its state is lost."""
+        state = self._read_state()
+        if state is None:
+            return False
+        pid = state["pid"]
+        stopped = False
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            stopped = True
+        self.state_path.unlink(missing_ok=True)
+        return stopped
+
+    def endpoint(self) -> str:
+        """Endpoint URL of the running server.
+
+        Raises:
+            EmbeddedAWSError: it is not running (message says how to start it).
+        """
+        st = self.status()
+        if not st.running or st.endpoint is None:
+            raise EmbeddedAWSError(
+                "the embedded AWS is not running; start it with `stagewise local up` "
+                "(or `stagewise run`, which starts it). Its state lives only while it runs."
+            )
+        return st.endpoint
+
+    def _read_state(self) -> dict | None:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours still "exists": reap it if it is one
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return waited == 0
+    except ChildProcessError:
+        return True
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,160 @@
+"""Create an environment's resources on the embedded AWS, idempotently, from ``platform.specs``.
+
+On AWS the Pulumi stack creates these resources; on a laptop ``stagewise run`` calls
+``ensure_environment`` so the embedded AWS holds the same buckets, registry table and alert topic
+(same names, same settings) under the environment's account id. Calling it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from stagewise.platform.aws import AwsClients
+from stagewise.platform.specs import BucketSpec, EnvironmentResources, TableSpec, TopicSpec
+
+
+@dataclass(frozen=True)
+class ProvisionAction:
+    """One resource and what provisioning did to it: ``created`` or ``exists``."""
+
+    kind: str
+    name: str
+    outcome: str
+
+
+def tls_only_bucket_policy(bucket_arn: str) -> dict:
+    """Bucket policy denying any request not made over TLS (AWS Security Hub control S3.5)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+
+
+def ensure_environment(clients: AwsClients, resources: EnvironmentResources) -> list[ProvisionAction]:
+    """Create (or confirm) the environment's buckets, registry table and alert topic.
+
+    Raises:
+        botocore.exceptions.ClientError: an AWS call failed for a reason other than "already exists".
+    """
+    actions = [ensure_bucket(clients, b, resources) for b in resources.buckets]
+    actions.append(ensure_table(clients, resources.registry_table))
+    actions.append(ensure_topic(clients, resources.alert_topic))
+    return actions
+
+
+def ensure_bucket(clients: AwsClients, spec: BucketSpec, resources: EnvironmentResources) -> ProvisionAction:
+    """Create the bucket with SSE, versioning, public access blocked, TLS-only policy, lifecycle."""
+    s3 = clients.client("s3")
+    outcome = "created"
+    kwargs: dict = {"Bucket": spec.name}
+    if resources.region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": resources.region}
+    try:
+        s3.create_bucket(**kwargs)
+    except ClientError as e:
+        if e.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
+            raise
+        outcome = "exists"
+    s3.put_bucket_encryption(
+        Bucket=spec.name,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": spec.sse_algorithm}}]
+        },
+    )
+    if spec.versioning:
+        s3.put_bucket_versioning(Bucket=spec.name, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_public_access_block(
+        Bucket=spec.name,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    arn = f"arn:{resources.partition}:s3:::{spec.name}"
+    s3.put_bucket_policy(Bucket=spec.name, Policy=json.dumps(tls_only_bucket_policy(arn)))
+    if spec.lifecycle:
+        rules = []
+        for r in spec.lifecycle:
+            rule: dict = {
+                "ID": r.id,
+                "Filter": {"Prefix": r.prefix},
+                "Status": "Enabled",
+                "NoncurrentVersionExpiration": {"NoncurrentDays": r.noncurrent_days},
+            }
+            if r.expire_days:
+                rule["Expiration"] = {"Days": r.expire_days}
+            rules.append(rule)
+        s3.put_bucket_lifecycle_configuration(Bucket=spec.name, LifecycleConfiguration={"Rules": rules})
+    if resources.tags:
+        s3.put_bucket_tagging(
+            Bucket=spec.name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in resources.tags.items()]}
+        )
+    return ProvisionAction("s3 bucket", spec.name, outcome)
+
+
+def ensure_table(clients: AwsClients, spec: TableSpec) -> ProvisionAction:
+    """Create the registry table (on-demand) if missing, wait until ACTIVE, enable PITR."""
+    ddb = clients.client("dynamodb")
+    outcome = "created"
+    try:
+        ddb.create_table(
+            TableName=spec.name,
+            BillingMode="PAY_PER_REQUEST",
+            KeySchema=[
+                {"AttributeName": spec.hash_key.name, "KeyType": "HASH"},
+                {"AttributeName": spec.range_key.name, "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[{"AttributeName": a.name, "AttributeType": a.type} for a in spec.attributes],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": i.name,
+                    "KeySchema": [
+                        {"AttributeName": i.hash_key.name, "KeyType": "HASH"},
+                        {"AttributeName": i.range_key.name, "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+                for i in spec.indexes
+            ],
+            DeletionProtectionEnabled=spec.deletion_protection,
+        )
+    except ClientError as e:
+        if e.response["Error"]["Code"] != "ResourceInUseException":
+            raise
+        outcome = "exists"
+    ddb.get_waiter("table_exists").wait(TableName=spec.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    if spec.point_in_time_recovery:
+        ddb.update_continuous_backups(
+            TableName=spec.name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+        )
+    return ProvisionAction("dynamodb table", spec.name, outcome)
+
+
+def ensure_topic(clients: AwsClients, spec: TopicSpec) -> ProvisionAction:
+    """Create the alert topic (CreateTopic is idempotent) and subscribe the alert e-mails."""
+    sns = clients.client("sns")
+    arn = sns.create_topic(Name=spec.name)["TopicArn"]
+    existing = {
+        s["Endpoint"]
+        for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn)
+        for s in page["Subscriptions"]
+        if s["Protocol"] == "email"
+    }
+    for email in spec.emails:
+        if email not in existing:
+            sns.subscribe(TopicArn=arn, Protocol="email", Endpoint=email)
+    return ProvisionAction("sns topic", spec.name, "exists" if existing else "created")

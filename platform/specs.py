@@ -1,0 +1,155 @@
+"""Specifications of an environment's AWS resources: one source for Pulumi and the embedded AWS.
+
+The Pulumi components (``stagewise.platform.*``) and the local provisioner
+(``stagewise.platform.provision``) both build resources from these plain dataclasses, so a bucket
+name, a table key schema or a topic name is written once. Nothing here imports Pulumi or boto3.
+
+Names are derived from the environment and account id: S3 bucket names are global, so they carry
+the account id; everything else is per account and carries the environment name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stagewise.stacks.settings import EnvironmentSettings
+
+METRICS_NAMESPACE = "Stagewise"
+
+
+@dataclass(frozen=True)
+class LifecycleRule:
+    """Expire objects under ``prefix`` after ``expire_days`` days (0: never), and noncurrent
+    versions after ``noncurrent_days`` days."""
+
+    id: str
+    prefix: str
+    expire_days: int = 0
+    noncurrent_days: int = 30
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    """An S3 bucket: SSE (AES256 or KMS), versioning, all public access blocked, TLS-only policy."""
+
+    role: str
+    name: str
+    versioning: bool = True
+    sse_algorithm: str = "AES256"
+    lifecycle: tuple[LifecycleRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeyAttribute:
+    """A DynamoDB key attribute: ``type`` is ``S``, ``N`` or ``B``."""
+
+    name: str
+    type: str = "S"
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A DynamoDB global secondary index projecting all attributes."""
+
+    name: str
+    hash_key: KeyAttribute
+    range_key: KeyAttribute
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """The registry's single DynamoDB table (on-demand billing, PITR, optional deletion protection).
+
+    Item layout (see ``stagewise.registry.dynamodb``): ``pk = "MODEL#<name>"`` with
+    ``sk = "MODEL"`` (the model record), ``"VERSION#<000001>"`` (immutable versions),
+    ``"EVENT#<iso time>#<id>"`` (audit events), ``"TOKEN#<idempotency token>"`` (idempotency
+    markers). The ``by-kind`` index lists models by kind (``gsi1pk = "KIND#model"``).
+    """
+
+    name: str
+    hash_key: KeyAttribute
+    range_key: KeyAttribute
+    indexes: tuple[IndexSpec, ...] = ()
+    point_in_time_recovery: bool = True
+    deletion_protection: bool = False
+
+    @property
+    def attributes(self) -> tuple[KeyAttribute, ...]:
+        """Every attribute that appears in a key schema, each once (DynamoDB's AttributeDefinitions)."""
+        seen: dict[str, KeyAttribute] = {}
+        for a in (self.hash_key, self.range_key, *(k for i in self.indexes for k in (i.hash_key, i.range_key))):
+            seen.setdefault(a.name, a)
+        return tuple(seen.values())
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """The SNS topic alerts go to, with the e-mail addresses subscribed to it."""
+
+    name: str
+    emails: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EnvironmentResources:
+    """Every named resource of one environment."""
+
+    environment: str
+    account_id: str
+    region: str
+    partition: str
+    data_bucket: BucketSpec
+    artifact_bucket: BucketSpec
+    registry_table: TableSpec
+    alert_topic: TopicSpec
+    metrics_namespace: str = METRICS_NAMESPACE
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def buckets(self) -> tuple[BucketSpec, ...]:
+        """The data and artifact buckets."""
+        return (self.data_bucket, self.artifact_bucket)
+
+    @property
+    def alert_topic_arn(self) -> str:
+        """ARN of the alert topic (partition from the environment's role)."""
+        return f"arn:{self.partition}:sns:{self.region}:{self.account_id}:{self.alert_topic.name}"
+
+
+def registry_table_spec(name: str, deletion_protection: bool = False) -> TableSpec:
+    """The registry table's key schema and indexes (see ``TableSpec`` for the item layout)."""
+    return TableSpec(
+        name=name,
+        hash_key=KeyAttribute("pk"),
+        range_key=KeyAttribute("sk"),
+        indexes=(IndexSpec("by-kind", KeyAttribute("gsi1pk"), KeyAttribute("gsi1sk")),),
+        deletion_protection=deletion_protection,
+    )
+
+
+def environment_resources(settings: EnvironmentSettings) -> EnvironmentResources:
+    """Name and specify every resource of the environment described by ``settings``."""
+    env, acct = settings.environment, settings.account_id
+    prefix = f"stagewise-{env}"
+    return EnvironmentResources(
+        environment=env,
+        account_id=acct,
+        region=settings.region,
+        partition=settings.partition,
+        data_bucket=BucketSpec(
+            role="data",
+            name=f"{prefix}-data-{acct}",
+            lifecycle=(
+                LifecycleRule("raw-expiry", "raw/", expire_days=90),
+                LifecycleRule("predictions-expiry", "predictions/", expire_days=180),
+            ),
+        ),
+        artifact_bucket=BucketSpec(
+            role="artifacts",
+            name=f"{prefix}-artifacts-{acct}",
+            lifecycle=(LifecycleRule("noncurrent-artifacts", "", noncurrent_days=90),),
+        ),
+        registry_table=registry_table_spec(f"{prefix}-registry", settings.deletion_protection),
+        alert_topic=TopicSpec(name=f"{prefix}-alerts", emails=settings.alert_emails),
+        tags=dict(settings.default_tags),
+    )

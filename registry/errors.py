@@ -1,0 +1,43 @@
+"""The registry's one exception family. Storage errors are translated into these at the boundary."""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """Base of every registry error; ``code`` is a stable machine-readable name."""
+
+    code = "RegistryError"
+
+    def to_dict(self) -> dict[str, str]:
+        """``{"code": ..., "message": ...}`` for ``--json`` output."""
+        return {"code": self.code, "message": str(self)}
+
+
+class NotFound(RegistryError):
+    """The model, version or event does not exist."""
+
+    code = "NotFound"
+
+
+class AlreadyExists(RegistryError):
+    """The model or version exists already (and the call was not an idempotent replay)."""
+
+    code = "AlreadyExists"
+
+
+class Conflict(RegistryError):
+    """Another writer changed the record first (its revision moved); re-read and retry."""
+
+    code = "Conflict"
+
+
+class InvalidTransition(RegistryError):
+    """The requested state change is not allowed from the current state."""
+
+    code = "InvalidTransition"
+
+
+class GateFailed(RegistryError):
+    """A gate failed, so the change was refused; the message carries the gate values."""
+
+    code = "GateFailed"
