@@ -144,6 +144,9 @@ class ModelSpec(_Strict):
     expectations: ExpectationsSpec = ExpectationsSpec()
     gates: tuple[GateSpec, ...] = ()
     rollout: RolloutSpec = RolloutSpec()
+    reference: Annotated[str | None, Field(pattern=r"^[\w.]+:\w+$")] = None
+    """Optional ``module:function`` giving the true E[target | features] of synthetic data; when
+    set, runs report the best achievable holdout metrics beside the model's (``generator`` data)."""
 
     @model_validator(mode="after")
     def _check(self) -> "ModelSpec":

@@ -43,13 +43,15 @@ class AwsTarget:
         region: AWS region, e.g. ``eu-west-1``.
         role_arn: the role assumed for every call (the stack's ``aws:assumeRoles``).
         session_name: STS role session name (shows up in CloudTrail and the registry's audit actor).
-        endpoint_url: the embedded AWS endpoint (``http://127.0.0.1:5055``), or None for real AWS.
+        endpoint_url: the embedded AWS endpoint (``https://127.0.0.1:5055``), or None for real AWS.
+        ca_bundle: PEM file to verify the endpoint's TLS certificate (the embedded AWS's own).
     """
 
     region: str
     role_arn: str
     session_name: str = "stagewise"
     endpoint_url: str | None = None
+    ca_bundle: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -57,9 +59,11 @@ class AwsTarget:
         return self.endpoint_url is not None
 
     @classmethod
-    def for_settings(cls, settings: EnvironmentSettings, endpoint_url: str | None) -> "AwsTarget":
+    def for_settings(
+        cls, settings: EnvironmentSettings, endpoint_url: str | None, ca_bundle: str | None = None
+    ) -> "AwsTarget":
         """The target of an environment: its region and role, on real AWS or the embedded AWS."""
-        return cls(settings.region, settings.role.role_arn, settings.role.session_name, endpoint_url)
+        return cls(settings.region, settings.role.role_arn, settings.role.session_name, endpoint_url, ca_bundle)
 
 
 class AwsClients:
@@ -86,7 +90,9 @@ class AwsClients:
         return boto3.Session(region_name=self.target.region)
 
     def _assume(self) -> dict[str, str]:
-        sts = self._base_session().client("sts", endpoint_url=self.target.endpoint_url, config=self._config)
+        sts = self._base_session().client(
+            "sts", endpoint_url=self.target.endpoint_url, config=self._config, verify=self.target.ca_bundle
+        )
         try:
             creds = sts.assume_role(
                 RoleArn=self.target.role_arn,
@@ -130,7 +136,7 @@ class AwsClients:
         with self._lock:
             if service not in self._clients:
                 self._clients[service] = session.client(
-                    service, endpoint_url=self.target.endpoint_url, config=self._config
+                    service, endpoint_url=self.target.endpoint_url, config=self._config, verify=self.target.ca_bundle
                 )
             return self._clients[service]
 

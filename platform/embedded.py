@@ -1,5 +1,9 @@
 """The embedded AWS: moto's server on 127.0.0.1, run in the background across CLI commands.
 
+It serves HTTPS with a self-signed certificate made for 127.0.0.1 (kept in ``$STAGEWISE_HOME/tls``),
+so the buckets' TLS-only policies (``aws:SecureTransport``) hold on the laptop exactly as on AWS,
+and clients verify the server against that certificate.
+
 ``stagewise local up`` starts ``python -m moto.server`` as a detached process and records its pid and
 port in ``$STAGEWISE_HOME/embedded.json`` (default ``./.stagewise``), so later commands
 (``stagewise run``, ``stagewise registry list``) find it and see the same state. State lives in the
@@ -8,8 +12,11 @@ server's memory: ``stagewise local down`` stops the server and forgets everythin
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
+import ssl
 import signal
 import socket
 import subprocess
@@ -50,6 +57,7 @@ class EmbeddedStatus:
         port: TCP port on 127.0.0.1.
         started_at: Unix time the server was started, in seconds.
         log: path of the server's log file.
+        ca_bundle: the server's self-signed certificate (PEM), for clients to verify it.
     """
 
     running: bool
@@ -58,6 +66,7 @@ class EmbeddedStatus:
     port: int | None = None
     started_at: float | None = None
     log: str | None = None
+    ca_bundle: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready form of the status."""
@@ -76,9 +85,9 @@ class EmbeddedAWS:
         state = self._read_state()
         if state is None:
             return EmbeddedStatus(running=False)
-        pid, port = state["pid"], state["port"]
-        if _alive(pid) and _answers(port):
-            return EmbeddedStatus(True, f"http://127.0.0.1:{port}", pid, port, state["started_at"], state["log"])
+        pid, port, cert = state["pid"], state["port"], state.get("cert")
+        if _alive(pid) and cert and _answers(port, cert):
+            return EmbeddedStatus(True, f"https://127.0.0.1:{port}", pid, port, state["started_at"], state["log"], cert)
         if not _alive(pid):
             self.state_path.unlink(missing_ok=True)
         return EmbeddedStatus(running=False, pid=pid, port=port, log=state.get("log"))
@@ -105,21 +114,23 @@ class EmbeddedAWS:
             )
         self.home.mkdir(parents=True, exist_ok=True)
         log = self.home / "embedded-aws.log"
+        cert, key = ensure_certificate(self.home / "tls")
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port),
+                 "--ssl-cert", str(cert), "--ssl-key", str(key)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the CLI command that started it
                 env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "false"},
             )
-        state = {"pid": proc.pid, "port": port, "started_at": time.time(), "log": str(log)}
+        state = {"pid": proc.pid, "port": port, "started_at": time.time(), "log": str(log), "cert": str(cert)}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise EmbeddedAWSError(f"the embedded AWS exited at start (code {proc.returncode}); see {log}")
-            if _answers(port):
+            if _answers(port, str(cert)):
                 self.state_path.write_text(json.dumps(state))
                 return self.status()
             time.sleep(0.1)
@@ -144,8 +155,8 @@ class EmbeddedAWS:
         self.state_path.unlink(missing_ok=True)
         return stopped
 
-    def endpoint(self) -> str:
-        """Endpoint URL of the running server.
+    def endpoint(self) -> EmbeddedStatus:
+        """Status of the running server (``.endpoint``, ``.ca_bundle``).
 
         Raises:
             EmbeddedAWSError: it is not running (message says how to start it).
@@ -156,7 +167,7 @@ class EmbeddedAWS:
                 "the embedded AWS is not running; start it with `stagewise local up` "
                 "(or `stagewise run`, which starts it). Its state lives only while it runs."
             )
-        return st.endpoint
+        return st
 
     def _read_state(self) -> dict | None:
         try:
@@ -180,11 +191,49 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _answers(port: int) -> bool:
+def ensure_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1/localhost in ``folder`` (made once, 10 years)."""
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    if cert_path.is_file() and key_path.is_file():
+        return cert_path, key_path
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stagewise embedded AWS")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    os.chmod(key_path, 0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def _answers(port: int, cert: str) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2) as resp:
+        context = ssl.create_default_context(cafile=cert)
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/moto-api/", timeout=2, context=context) as resp:
             return resp.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, OSError, ValueError, ssl.SSLError):
         return False
 
 

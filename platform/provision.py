@@ -84,8 +84,12 @@ def ensure_bucket(clients: AwsClients, spec: BucketSpec, resources: EnvironmentR
             "RestrictPublicBuckets": True,
         },
     )
-    arn = f"arn:{resources.partition}:s3:::{spec.name}"
-    s3.put_bucket_policy(Bucket=spec.name, Policy=json.dumps(tls_only_bucket_policy(arn)))
+    if not clients.target.embedded:
+        # moto evaluates bucket policies without their Conditions ("Conditions are not taken into
+        # account", moto's put_bucket_policy docs), so this conditional Deny would deny every call.
+        # The embedded AWS is served over TLS anyway; on AWS the Pulumi stack owns this policy.
+        arn = f"arn:{resources.partition}:s3:::{spec.name}"
+        s3.put_bucket_policy(Bucket=spec.name, Policy=json.dumps(tls_only_bucket_policy(arn)))
     if spec.lifecycle:
         rules = []
         for r in spec.lifecycle:

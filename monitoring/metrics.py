@@ -1,0 +1,95 @@
+"""CloudWatch metrics: the one source of metric names and dimensions, and a batched publisher.
+
+The dashboard and alarms (``stagewise.monitoring`` and the Pulumi stack) refer to these names, so a
+metric is named once. Every datum carries the dimensions Environment, Model and Version (``none``
+when the run registered no version, e.g. a failed validation); step durations add Step.
+
+PutMetricData limits (https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html):
+at most 1,000 metrics per call and a 1 MB request; values must be finite. The publisher batches by
+``MAX_DATA_PER_CALL`` and drops NaN and infinities (counting them), never sending them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+NAMESPACE = "Stagewise"
+MAX_DATA_PER_CALL = 500  # well under the 1,000-metric and 1 MB limits with our dimension sizes
+
+# metric names (unit)
+ROWS_VALIDATED = "RowsValidated"  # Count
+EXPECTATIONS_FAILED = "ExpectationsFailed"  # Count
+VALIDATION_SUCCESS = "ValidationSuccess"  # None: 1 passed, 0 failed
+HOLDOUT_R2 = "HoldoutR2"  # None
+HOLDOUT_RMSE = "HoldoutRMSE"  # None, in target units
+HOLDOUT_MAE = "HoldoutMAE"  # None, in target units
+ROWS_SCORED = "RowsScored"  # Count
+MEAN_PREDICTION = "MeanPrediction"  # None
+STEP_DURATION = "StepDurationSeconds"  # Seconds, with dimension Step
+PIPELINE_SUCCEEDED = "PipelineSucceeded"  # Count
+PIPELINE_FAILED = "PipelineFailed"  # Count
+
+HOLDOUT_METRICS = {"r2": HOLDOUT_R2, "rmse": HOLDOUT_RMSE, "mae": HOLDOUT_MAE}
+
+
+@dataclass(frozen=True)
+class Datum:
+    """One metric value: ``name`` with ``value`` in ``unit`` (a CloudWatch unit name)."""
+
+    name: str
+    value: float
+    unit: str = "None"
+    dimensions: dict[str, str] = field(default_factory=dict)
+    timestamp: datetime | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        """The datum as a PutMetricData ``MetricData`` entry."""
+        entry: dict[str, Any] = {
+            "MetricName": self.name,
+            "Value": float(self.value),
+            "Unit": self.unit,
+            "Dimensions": [{"Name": k, "Value": v} for k, v in self.dimensions.items()],
+        }
+        if self.timestamp is not None:
+            entry["Timestamp"] = self.timestamp
+        return entry
+
+
+def dimensions(environment: str, model: str, version: int | None) -> dict[str, str]:
+    """The standard dimensions: Environment, Model, Version (``"none"`` when no version)."""
+    return {"Environment": environment, "Model": model, "Version": "none" if version is None else str(version)}
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What ``publish`` did: data sent, non-finite values dropped, and API calls made."""
+
+    sent: int
+    dropped: int
+    calls: int
+
+
+def publish(cloudwatch: Any, data: Iterable[Datum], namespace: str = NAMESPACE) -> PublishResult:
+    """Send metric data in batches of ``MAX_DATA_PER_CALL``, dropping NaN and infinite values.
+
+    Args:
+        cloudwatch: a boto3 ``cloudwatch`` client.
+        data: the values to send.
+        namespace: CloudWatch namespace (``Stagewise``).
+
+    Raises:
+        botocore.exceptions.ClientError: a PutMetricData call failed (throttling is retried by the
+            client's retry mode first).
+    """
+    items = list(data)
+    finite = [d for d in items if math.isfinite(d.value)]
+    dropped = len(items) - len(finite)
+    calls = 0
+    for start in range(0, len(finite), MAX_DATA_PER_CALL):
+        batch = finite[start : start + MAX_DATA_PER_CALL]
+        cloudwatch.put_metric_data(Namespace=namespace, MetricData=[d.to_api() for d in batch])
+        calls += 1
+    return PublishResult(sent=len(finite), dropped=dropped, calls=calls)

@@ -1,0 +1,247 @@
+"""The ``stagewise`` command line.
+
+    stagewise run             run the whole pipeline (starts the embedded AWS if needed)
+    stagewise data generate   make the synthetic customer-engagement dataset
+    stagewise registry ...    read the registry (list, show)
+    stagewise local ...       the embedded AWS (up, down, status)
+
+Exit codes: 0 success; 1 unexpected error; 2 validation failed; 3 gate failed; 4 bad input or
+configuration; 5 AWS unreachable.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stagewise.platform.cli import (
+    AWS_OPT, ENV_OPT, EXIT_BAD_INPUT, JSON_OPT, emit_json, err, fail, handles_errors, local_app, out,
+)
+from stagewise.registry.cli import registry_app
+
+app = typer.Typer(
+    name="stagewise",
+    help="Stagewise: train, validate, register and score models on AWS - or on a laptop against an embedded AWS.\n\n"
+    "Exit codes: 0 ok, 1 unexpected error, 2 validation failed, 3 gate failed, 4 bad input/config, 5 AWS unreachable.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Datasets: the synthetic customer-engagement generator.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(registry_app, name="registry")
+app.add_typer(local_app, name="local")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"stagewise {version('stagewise')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Stagewise command line."""
+
+
+@data_app.command("generate")
+@handles_errors
+def data_generate(
+    rows: int = typer.Option(100_000, "--rows", "-n", min=1, help="Number of customers."),
+    seed: int = typer.Option(7, "--seed", help="Random seed: the same seed gives the same file."),
+    out_path: Path = typer.Option(Path("data/customers.parquet"), "--out", "-o", help="Output parquet file."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Generate the customer-engagement dataset of a hybrid social/gig app (parquet)."""
+    from stagewise.pipeline.generator import best_achievable_r2, generate_customers, write_dataset
+
+    t = time.perf_counter()
+    with err.status(f"generating {rows:,} customers (seed {seed})"):
+        df = generate_customers(rows, seed)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        digest = write_dataset(df, out_path)
+    doc = {
+        "path": str(out_path), "rows": len(df), "columns": len(df.columns), "seed": seed, "sha256": digest,
+        "bytes": out_path.stat().st_size, "best_achievable_r2": round(best_achievable_r2(df), 4),
+        "seconds": round(time.perf_counter() - t, 2),
+    }
+    if as_json:
+        emit_json(doc)
+    else:
+        out.print(f"wrote {doc['rows']:,} rows x {doc['columns']} columns to [bold]{out_path}[/] "
+                  f"({doc['bytes'] / 1e6:.1f} MB, sha256 {digest[:12]}…) in {doc['seconds']} s; "
+                  f"best achievable R² {doc['best_achievable_r2']}")
+
+
+@app.command("run")
+@handles_errors
+def run(
+    data: Path = typer.Option(Path("data/customers.parquet"), "--data", "-d", help="Input dataset (parquet or CSV), or an s3:// URI.", show_default=True),
+    model: str = typer.Option("engagement", "--model", "-m", help="Built-in spec name or path to a spec YAML."),
+    env: str = ENV_OPT,
+    aws: bool = AWS_OPT,
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who runs it, for the audit (default: the assumed role's identity)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port for the embedded AWS if it has to be started."),
+    project_dir: Optional[Path] = typer.Option(None, "--project-dir", help="Folder with Pulumi.<env>.yaml (default: found from cwd)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Run the pipeline: ingest, validate, train, evaluate, register, score, publish.
+
+    Without --aws it runs against the embedded AWS (started if needed, and left running so that
+    `stagewise registry ...` can read the result; stop it with `stagewise local down`).
+    """
+    from stagewise.pipeline.runner import new_run_id, run_pipeline
+    from stagewise.pipeline.spec import load_spec
+    from stagewise.pipeline.steps import RunContext
+    from stagewise.platform.embedded import stagewise_home
+    from stagewise.platform.environment import connect
+
+    source = str(data)
+    if not source.startswith("s3:/") and not data.is_file():
+        fail(f"input data {data} does not exist", EXIT_BAD_INPUT, as_json,
+             hint=f"generate it with `stagewise data generate --out {data}`, or pass --data FILE")
+    if source.startswith("s3:/") and not source.startswith("s3://"):
+        source = "s3://" + source[len("s3:/"):]  # Path() collapses the double slash
+    spec = load_spec(model)
+    with err.status(f"connecting to {env} ({'AWS' if aws else 'embedded AWS'})"):
+        conn = connect(env, aws=aws, project_dir=project_dir, start_embedded=True, provision=True, port=port)
+        identity = conn.clients.caller_identity()
+    run_id = new_run_id()
+    workdir = stagewise_home() / "runs" / run_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(
+        run_id=run_id, settings=conn.settings, resources=conn.resources, clients=conn.clients, spec=spec,
+        data_source=source, workdir=workdir, actor=actor or identity["Arn"],
+    )
+    where = f"embedded AWS {conn.clients.target.endpoint_url}" if conn.embedded else "AWS"
+    if not as_json:
+        out.print(f"[bold]stagewise run[/] {run_id} · [cyan]{env}[/] account {identity['Account']} ({conn.settings.region}, {where}) · model [bold]{spec.name}[/]")
+    result = _run_with_progress(ctx, run_pipeline, quiet=as_json)
+    doc = result.to_dict()
+    doc["outputs"] = {"workdir": str(workdir)}
+    if as_json:
+        emit_json(doc)
+    else:
+        _report(doc, ctx)
+    raise typer.Exit(result.exit_code)
+
+
+def _run_with_progress(ctx: Any, run_pipeline: Any, quiet: bool) -> Any:
+    if quiet:
+        return run_pipeline(ctx)
+    progress = Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.fields[step]:<9}"), BarColumn(), TaskProgressColumn(),
+        TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True,
+    )
+    tasks: dict[str, Any] = {}
+    current: dict[str, str] = {}
+
+    def on_step(name: str, phase: str, rec: Any) -> None:
+        if phase == "start":
+            tasks[name] = progress.add_task("", total=None, step=name)
+            current["step"] = name
+        else:
+            progress.update(tasks[name], total=1, completed=1, description=f"{rec.status} in {rec.seconds:.1f} s")
+
+    def report(done: int, total: int, message: str) -> None:
+        task = tasks.get(current.get("step", ""))
+        if task is not None:
+            progress.update(task, completed=done, total=total if total > 1 else None, description=message)
+
+    ctx.progress = report
+    with progress:
+        return run_pipeline(ctx, on_step=on_step)
+
+
+_STATUS_STYLE = {"succeeded": "green", "failed": "red", "stopped": "red", "skipped": "dim"}
+
+
+def _report(doc: dict[str, Any], ctx: Any) -> None:
+    steps = Table(title="Steps")
+    for col in ("step", "status", "seconds", "result"):
+        steps.add_column(col, justify="right" if col == "seconds" else "left", overflow="fold")
+    for s in doc["steps"]:
+        style = _STATUS_STYLE.get(s["status"], "")
+        steps.add_row(s["name"], f"[{style}]{s['status']}[/]", f"{s['seconds']:.2f}", _step_line(s))
+    steps.add_row("[bold]total", "", f"[bold]{doc['seconds']:.2f}", "")
+    out.print(steps)
+    ev = next((s["summary"] for s in doc["steps"] if s["name"] == "evaluate" and s["summary"]), None)
+    if ev:
+        metrics = Table(title="Holdout metrics vs gate")
+        for col in ("metric", "value", "best achievable", "gate", "outcome"):
+            metrics.add_column(col)
+        best = ev.get("best_achievable") or {}
+        gates = {g["metric"]: g for g in ev["gates"]}
+        for k, v in ev["metrics"].items():
+            g = gates.get(k)
+            outcome = g["outcome"] if g else ""
+            color = {"pass": "green", "fail": "red", "inconclusive": "yellow"}.get(outcome, "")
+            metrics.add_row(k, f"{v:.4f}", f"{best[k]:.4f}" if k in best else "-",
+                            f"{g['comparator']} {g['threshold']}" if g else "-", f"[{color}]{outcome}[/]" if outcome else "-")
+        out.print(metrics)
+    reg = next((s["summary"] for s in doc["steps"] if s["name"] == "register" and s["summary"]), None)
+    if reg:
+        champ = reg.get("champion")
+        out.print(f"version: [bold]{ctx.spec.name} v{reg['version']}[/] ({reg['status']}"
+                  f"{', champion' if champ == reg['version'] else f', champion is v{champ}' if champ else ''}"
+                  f"{', already registered by an identical earlier run' if not reg['created'] else ''}) "
+                  f"sha256 {reg['artifact_sha256'][:16]}…")
+    outputs = Table(show_header=False, box=None, title="Outputs", title_justify="left")
+    outputs.add_column("what", no_wrap=True)
+    outputs.add_column("where", overflow="fold")
+    shown: dict[str, str] = {}
+    for s in doc["steps"]:
+        for key in ("predictions_uri", "artifact_uri", "baseline_uri", "result_uri", "data_docs_uri", "data_docs_local"):
+            if s["summary"].get(key):
+                shown[key.replace("_uri", "").replace("_", " ")] = str(s["summary"][key])
+    for what, where in shown.items():
+        outputs.add_row(what, where)
+    out.print(outputs)
+    for a in doc["alerts"]:
+        out.print(f"[yellow]alert published[/] to {a.get('topic_arn')}: {a.get('subject')} {a.get('error', '')}")
+    if doc["exit_code"]:
+        err.print(f"[bold red]run failed[/] (exit {doc['exit_code']}): {doc['error']}")
+        val = next((s for s in doc["steps"] if s["name"] == "validate"), None)
+        for line in (val or {}).get("summary", {}).get("failed_expectations", []):
+            err.print(f"  [red]✗[/] {line}")
+    elif ctx.clients.target.embedded:
+        out.print("[dim]the embedded AWS keeps running: try `stagewise registry list`; stop it with `stagewise local down`[/]")
+
+
+def _step_line(s: dict[str, Any]) -> str:
+    if s["error"] and s["status"] == "failed":
+        return f"[red]{s['error'][:80]}[/]"
+    sm = s["summary"]
+    match s["name"]:
+        case "ingest":
+            return f"{sm.get('bytes', 0) / 1e6:.1f} MB, sha256 {sm.get('data_sha256', '')[:12]}…" if sm else ""
+        case "validate":
+            return f"{sm.get('rows', 0):,} rows, {sm.get('evaluated', 0)} expectations, {sm.get('failed', 0)} failed" if sm else ""
+        case "train":
+            return f"{sm['train_rows']:,} train / {sm['holdout_rows']:,} holdout rows" if sm else ""
+        case "evaluate":
+            return "gates " + ("passed" if sm.get("gates_passed") else "failed") if sm else ""
+        case "register":
+            return f"version {sm['version']} {sm['status']}" if sm else ""
+        case "score":
+            return f"{sm['rows_scored']:,} rows with v{sm['version']}" if sm else ""
+        case "publish":
+            return f"{sm['datapoints']} datapoints to {sm['namespace']}" if sm else ""
+    return ""
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The pipeline definition: one ordered list of steps, run by two executors.
+
+Locally, ``stagewise.pipeline.runner`` executes these steps in-process against the embedded AWS. On
+AWS, the same definition compiles to a Step Functions state machine in which each step with a
+``task`` runs as an ECS task of that name (validate, train, score) on Fargate Spot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from stagewise.pipeline import steps as s
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pipeline step.
+
+    Attributes:
+        name: state name (``validate``).
+        description: one line for humans (``--help``, the state machine's Comment).
+        run: the step function, ``run(ctx) -> summary dict``.
+        task: the ECS task definition that runs the step on AWS (``validate``, ``train``, ``score``).
+    """
+
+    name: str
+    description: str
+    run: Callable[[s.RunContext], dict[str, Any]]
+    task: str
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """An ordered, named sequence of steps."""
+
+    name: str
+    steps: tuple[Step, ...]
+
+    def step(self, name: str) -> Step:
+        """The step called ``name``; raises KeyError if there is none."""
+        for st in self.steps:
+            if st.name == name:
+                return st
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        """Step names in order."""
+        return [st.name for st in self.steps]
+
+
+PIPELINE = Pipeline(
+    name="stagewise",
+    steps=(
+        Step("ingest", "put the input in the data bucket under its sha256", s.ingest, task="validate"),
+        Step("validate", "Great Expectations suite of the model spec; fails closed", s.validate, task="validate"),
+        Step("train", "XGBoost (hist) on the train split; artifact, importance, baseline to S3", s.train, task="train"),
+        Step("evaluate", "holdout R², RMSE, MAE against the spec's gates", s.evaluate, task="train"),
+        Step("register", "immutable version with lineage in the DynamoDB registry", s.register, task="train"),
+        Step("score", "every record with the champion; predictions parquet to S3", s.score, task="score"),
+        Step("publish", "run metrics to CloudWatch", s.publish, task="score"),
+    ),
+)

@@ -1,0 +1,188 @@
+"""The model code of the pipeline: feature matrix, XGBoost training, holdout metrics, gates,
+baseline statistics and scoring. Pure functions on DataFrames; no AWS here.
+
+PII columns never enter this module's outputs: ``feature_matrix`` selects only the spec's
+features, and predictions carry only the id column, the prediction and the version.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+from stagewise.pipeline.spec import GateSpec, ModelSpec
+from stagewise.registry.records import GateResult
+
+_COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+BASELINE_QUANTILES = tuple(np.round(np.linspace(0, 1, 11), 2))  # deciles: PSI bins (issue: drift)
+BASELINE_SAMPLE = 5_000  # values kept per numeric feature for KS tests
+
+
+def feature_matrix(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The model input: the spec's features in spec order, typed for XGBoost.
+
+    Categorical features become ``pd.Categorical`` with the spec's category list (so codes are the
+    same in training and scoring); booleans become int8; integers int64; floats float64.
+
+    Returns:
+        DataFrame of ``len(df)`` rows and one column per feature (no id, PII or target).
+
+    Raises:
+        KeyError: a feature column is missing.
+    """
+    out = {}
+    for f in spec.features:
+        col = df[f.name]
+        if f.type == "categorical":
+            out[f.name] = pd.Categorical(col, categories=list(f.categories or ()))
+        elif f.type == "boolean":
+            out[f.name] = col.astype("int8")
+        elif f.type == "integer":
+            out[f.name] = col.astype("int64")
+        else:
+            out[f.name] = col.astype("float64")
+    return pd.DataFrame(out, index=df.index)
+
+
+def split_holdout(n_rows: int, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of the train and holdout splits (a seeded permutation; holdout share from spec)."""
+    rng = np.random.default_rng(spec.split.seed)
+    order = rng.permutation(n_rows)
+    n_hold = max(1, int(round(n_rows * spec.split.holdout_fraction)))
+    return np.sort(order[n_hold:]), np.sort(order[:n_hold])
+
+
+class _Progress(xgb.callback.TrainingCallback):
+    def __init__(self, report: Callable[[int, int], None], total: int) -> None:
+        self.report, self.total = report, total
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+        self.report(epoch + 1, self.total)
+        return False
+
+
+def train_model(
+    X: pd.DataFrame, y: np.ndarray, spec: ModelSpec, progress: Callable[[int, int], None] | None = None, n_jobs: int | None = None
+) -> xgb.XGBRegressor:
+    """Fit an XGBoost regressor with the spec's hyperparameters (``tree_method`` defaults to ``hist``).
+
+    Args:
+        X: ``feature_matrix`` output, shape (n, n_features).
+        y: target, shape (n,), float.
+        progress: called as ``progress(done_rounds, total_rounds)`` after each boosting round.
+        n_jobs: threads (default: all cores).
+    """
+    params = {"tree_method": "hist", **spec.xgboost}
+    total = int(params.get("n_estimators", 100))
+    callbacks = [_Progress(progress, total)] if progress else None
+    model = xgb.XGBRegressor(**params, enable_categorical=True, n_jobs=n_jobs, callbacks=callbacks)
+    model.fit(X, y)
+    model.set_params(callbacks=None)
+    return model
+
+
+def predict(model: xgb.XGBRegressor, X: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
+    """Predictions as float64, clipped to the target's declared range (e.g. [0, 1])."""
+    pred = model.predict(X).astype("float64")
+    lo = spec.target.min if spec.target.min is not None else -np.inf
+    hi = spec.target.max if spec.target.max is not None else np.inf
+    return np.clip(pred, lo, hi)
+
+
+def holdout_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """``{"r2", "rmse", "mae", "samples"}`` from scikit-learn's metric functions."""
+    return {
+        "r2": float(r2_score(y_true, y_pred)),
+        "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "samples": float(len(y_true)),
+    }
+
+
+def evaluate_gates(gates: tuple[GateSpec, ...], metrics: dict[str, float], samples: int) -> list[GateResult]:
+    """Evaluate each gate: ``pass``/``fail`` on ``metrics[gate.metric] comparator threshold``,
+    ``inconclusive`` when fewer than ``min_samples`` rows or the metric is missing or not finite."""
+    results = []
+    for g in gates:
+        value = metrics.get(g.metric)
+        if value is None or not np.isfinite(value) or samples < g.min_samples:
+            outcome = "inconclusive"
+        else:
+            outcome = "pass" if _COMPARE[g.comparator](value, g.threshold) else "fail"
+        results.append(
+            GateResult(
+                metric=g.metric, comparator=g.comparator, threshold=g.threshold,
+                value=None if value is None else float(value), samples=samples, min_samples=g.min_samples,
+                outcome=outcome,
+            )
+        )
+    return results
+
+
+def baseline_statistics(X: pd.DataFrame, spec: ModelSpec, predictions: np.ndarray | None = None, seed: int = 0) -> dict[str, Any]:
+    """Per-feature statistics of the training data, kept with the version for later drift checks.
+
+    Numeric features: count, null_fraction, mean, std, min, max, decile edges (``quantiles``, the
+    PSI bins) and a sample of up to ``BASELINE_SAMPLE`` values (for the two-sample KS statistic).
+    Categorical features: count, null_fraction and the share of each category.
+
+    Returns:
+        ``{"features": {name: stats}, "rows": n, "predictions": stats-or-None}`` (JSON-ready).
+    """
+    rng = np.random.default_rng(seed)
+    feats: dict[str, Any] = {}
+    for f in spec.features:
+        col = X[f.name]
+        nulls = float(col.isna().mean())
+        if f.type == "categorical":
+            shares = col.value_counts(normalize=True, dropna=True)
+            feats[f.name] = {
+                "type": f.type, "count": int(col.notna().sum()), "null_fraction": nulls,
+                "shares": {str(k): float(shares.get(k, 0.0)) for k in (f.categories or ())},
+            }
+        else:
+            feats[f.name] = {"type": f.type, "null_fraction": nulls, **_numeric_stats(col.to_numpy(dtype="float64"), rng)}
+    out: dict[str, Any] = {"rows": int(len(X)), "features": feats, "predictions": None}
+    if predictions is not None:
+        out["predictions"] = _numeric_stats(np.asarray(predictions, dtype="float64"), rng)
+    return out
+
+
+def _numeric_stats(values: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return {"count": 0}
+    sample = v if v.size <= BASELINE_SAMPLE else rng.choice(v, BASELINE_SAMPLE, replace=False)
+    return {
+        "count": int(v.size),
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "quantiles": [float(q) for q in np.quantile(v, BASELINE_QUANTILES)],
+        "sample": [float(x) for x in np.sort(sample)],
+    }
+
+
+def feature_importance(model: xgb.XGBRegressor) -> dict[str, float]:
+    """Total gain per feature, normalised to sum to 1, sorted high to low."""
+    gain = model.get_booster().get_score(importance_type="total_gain")
+    total = sum(gain.values()) or 1.0
+    return dict(sorted(((k, v / total) for k, v in gain.items()), key=lambda kv: -kv[1]))
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A fitted model with what the later steps need: holdout truth and predictions, train size."""
+
+    model: xgb.XGBRegressor
+    holdout_true: np.ndarray
+    holdout_pred: np.ndarray
+    train_rows: int
+    holdout_rows: int

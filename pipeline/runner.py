@@ -1,0 +1,151 @@
+"""The local runner: executes the pipeline definition in-process against the embedded AWS (or AWS).
+
+``run_pipeline`` runs the steps in order, times each, and on a ``PipelineStop`` (invalid data,
+rejected version) or an unexpected error publishes the alert and the metrics a failed run emits,
+then returns a ``RunResult`` whose ``exit_code`` the CLI exits with:
+
+    0  succeeded
+    1  a step failed unexpectedly (alert published when the topic was reachable)
+    2  validation failed: nothing trained or registered
+    3  an offline gate failed: the version is recorded as rejected, nothing served changed
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from stagewise.monitoring import metrics as m
+from stagewise.monitoring.alerts import Alert, publish_alert
+from stagewise.pipeline.definition import PIPELINE, Pipeline
+from stagewise.pipeline.steps import PipelineStop, RunContext, run_metrics
+from stagewise.platform.aws import utc_now
+
+
+@dataclass
+class StepRecord:
+    """How one step went: ``status`` is ``succeeded``, ``failed``, ``stopped`` or ``skipped``."""
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    """The outcome of a run (what ``stagewise run --json`` prints)."""
+
+    run_id: str
+    environment: str
+    account_id: str
+    model: str
+    exit_code: int
+    steps: list[StepRecord]
+    alerts: list[dict[str, Any]]
+    started_at: str
+    seconds: float
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        """``succeeded`` or ``failed``."""
+        return "succeeded" if self.exit_code == 0 else "failed"
+
+    def step(self, name: str) -> StepRecord | None:
+        """The record of step ``name`` (None if the run never reached it)."""
+        return next((s for s in self.steps if s.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready document."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "environment": self.environment,
+            "account_id": self.account_id,
+            "model": self.model,
+            "started_at": self.started_at,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+            "steps": [
+                {"name": s.name, "status": s.status, "seconds": round(s.seconds, 3), "summary": s.summary, "error": s.error}
+                for s in self.steps
+            ],
+            "alerts": self.alerts,
+        }
+
+
+def new_run_id() -> str:
+    """A sortable unique run id: ``<UTC time>-<6 hex>``."""
+    return f"{utc_now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+StepHook = Callable[[str, str, StepRecord | None], None]
+
+
+def run_pipeline(ctx: RunContext, pipeline: Pipeline = PIPELINE, on_step: StepHook | None = None) -> RunResult:
+    """Run every step of ``pipeline`` in order for ``ctx``.
+
+    Args:
+        ctx: the run's context (settings, clients, spec, input).
+        pipeline: the definition to execute.
+        on_step: called as ``on_step(step_name, "start" | "end", record)`` for progress displays.
+
+    Returns:
+        The run's result; never raises for a step failure (the failure is in the result).
+    """
+    started = utc_now().isoformat()
+    t0 = time.perf_counter()
+    records: list[StepRecord] = []
+    alerts: list[dict[str, Any]] = []
+    exit_code, error = 0, None
+    hook = on_step or (lambda *_: None)
+    for st in pipeline.steps:
+        hook(st.name, "start", None)
+        t = time.perf_counter()
+        try:
+            summary = st.run(ctx)
+            rec = StepRecord(st.name, "succeeded", time.perf_counter() - t, summary)
+        except PipelineStop as stop:
+            rec = StepRecord(st.name, "stopped", time.perf_counter() - t, stop.summary, str(stop))
+            exit_code, error = stop.exit_code, str(stop)
+            alerts.append(_send(ctx, stop.alert))
+        except Exception as e:  # noqa: BLE001 - any failure of a step is reported, alerted, exit 1
+            rec = StepRecord(st.name, "failed", time.perf_counter() - t, {}, f"{type(e).__name__}: {e}")
+            exit_code, error = 1, f"step {st.name} failed: {type(e).__name__}: {e}"
+            alerts.append(_send(ctx, ctx.alert(
+                "step.failed", f"Step {st.name} failed", f"{type(e).__name__}: {e}\n\n{traceback.format_exc(limit=5)}",
+                "Read the error above; fix the cause and re-run `stagewise run` (steps are idempotent: a re-run "
+                "does not duplicate versions).", version=ctx.memo.get("version"),
+            )))
+        ctx.durations[st.name] = rec.seconds
+        records.append(rec)
+        hook(st.name, "end", rec)
+        if exit_code != 0:
+            break
+    if exit_code != 0:
+        for st in pipeline.steps[len(records):]:
+            records.append(StepRecord(st.name, "skipped"))
+        try:
+            m.publish(ctx.clients.client("cloudwatch"), run_metrics(ctx, succeeded=False), ctx.resources.metrics_namespace)
+        except Exception as e:  # noqa: BLE001 - the failure being reported matters more
+            alerts.append({"event": "metrics.failed", "error": str(e)})
+    return RunResult(
+        run_id=ctx.run_id, environment=ctx.settings.environment, account_id=ctx.settings.account_id,
+        model=ctx.spec.name, exit_code=exit_code, steps=records, alerts=alerts, started_at=started,
+        seconds=time.perf_counter() - t0, error=error,
+    )
+
+
+def _send(ctx: RunContext, alert: Alert) -> dict[str, Any]:
+    entry: dict[str, Any] = {"event": alert.event, "subject": alert.subject, "topic_arn": ctx.resources.alert_topic_arn}
+    try:
+        entry["message_id"] = publish_alert(ctx.clients.client("sns"), ctx.resources.alert_topic_arn, alert)
+    except Exception as e:  # noqa: BLE001 - report, don't mask the original failure
+        entry["error"] = f"alert not published: {e}"
+    return entry

@@ -1,0 +1,447 @@
+"""The pipeline's steps: ingest, validate, train, evaluate, register, score, publish.
+
+Each step is a function ``step(ctx: RunContext) -> dict`` returning a JSON-ready summary. Steps read
+their inputs from and write their outputs to S3 (as they do in their containers on AWS); in-process
+they also leave the objects later steps need in ``ctx.memo`` so nothing is read twice.
+
+A step that must stop the pipeline raises ``PipelineStop`` carrying the exit code and the alert to
+publish: ``ValidationFailed`` (exit 2: invalid data never reaches training) or ``GateRejected``
+(exit 3: the version is recorded as rejected and nothing served changes).
+
+S3 layout (bucket names from ``stagewise.platform.specs``)::
+
+    data bucket      raw/<model>/<data sha256>/<file name>             the input, content-addressed
+                     validation/<model>/<run id>/result.json           GE validation result
+                     validation/<model>/<run id>/data-docs/...         GE Data Docs (HTML)
+                     predictions/<model>/run=<run id>/part-00000.parquet
+    artifact bucket  models/<model>/<artifact sha256>/model.ubj        XGBoost model (UBJSON)
+                     models/<model>/<artifact sha256>/metrics.json, feature_importance.json, baseline.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from stagewise.monitoring import metrics as m
+from stagewise.monitoring.alerts import Alert
+from stagewise.pipeline import modeling
+from stagewise.pipeline.spec import ModelSpec
+from stagewise.pipeline.storage import ObjectStore, S3Uri, sha256_bytes, sha256_file
+from stagewise.platform.aws import AwsClients
+from stagewise.platform.specs import EnvironmentResources
+from stagewise.registry.dynamodb import DynamoDBRegistryStore
+from stagewise.registry.service import Registry
+from stagewise.stacks.settings import EnvironmentSettings
+
+Progress = Callable[[int, int, str], None]
+EXIT_VALIDATION_FAILED = 2
+EXIT_GATE_FAILED = 3
+
+
+class PipelineStop(Exception):
+    """A step decided the run must stop. Carries the process exit code and the alert to publish."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, alert: Alert, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.alert = alert
+        self.summary = summary or {}
+
+
+class ValidationFailed(PipelineStop):
+    """The input failed its expectation suite (or could not be read): nothing trains."""
+
+    exit_code = EXIT_VALIDATION_FAILED
+
+
+class GateRejected(PipelineStop):
+    """The new version failed an offline gate: it is recorded as rejected, nothing served changes."""
+
+    exit_code = EXIT_GATE_FAILED
+
+
+@dataclass
+class RunContext:
+    """Everything a step needs for one run.
+
+    Attributes:
+        run_id: unique id of the run (``20261122T041500Z-1a2b3c``).
+        data_source: a local file path or an ``s3://`` URI of the input (parquet or CSV).
+        workdir: local folder for the run's files (Data Docs copy, model file).
+        actor: who runs it (the assumed role's ARN, or ``--actor``).
+        memo: objects handed from step to step in-process (frames, the fitted model, results).
+        progress: ``progress(done, total, message)`` for long steps.
+    """
+
+    run_id: str
+    settings: EnvironmentSettings
+    resources: EnvironmentResources
+    clients: AwsClients
+    spec: ModelSpec
+    data_source: str
+    workdir: Path
+    actor: str
+    memo: dict[str, Any] = field(default_factory=dict)
+    progress: Progress = lambda done, total, message: None
+    durations: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def objects(self) -> ObjectStore:
+        """S3 access for the run."""
+        return ObjectStore(self.clients.client("s3"))
+
+    @property
+    def registry(self) -> Registry:
+        """The environment's registry."""
+        return Registry(DynamoDBRegistryStore(self.clients.client("dynamodb"), self.resources.registry_table.name))
+
+    @property
+    def data_bucket(self) -> str:
+        return self.resources.data_bucket.name
+
+    @property
+    def artifact_bucket(self) -> str:
+        return self.resources.artifact_bucket.name
+
+    def alert(self, event: str, title: str, details: str, next_steps: str, **kw: Any) -> Alert:
+        """An alert about this run, filled with its environment, model and run id."""
+        return Alert(
+            event=event, title=title, environment=self.settings.environment, model=self.spec.name,
+            details=details, next_steps=next_steps, run_id=self.run_id, **kw,
+        )
+
+
+# --------------------------------------------------------------------------------------- ingest
+def ingest(ctx: RunContext) -> dict[str, Any]:
+    """Put the input in the data bucket under its content hash (skipped if already there)."""
+    src = ctx.data_source
+    if src.startswith("s3://"):
+        uri = S3Uri.parse(src)
+        data = ctx.objects.get_bytes(uri.bucket, uri.key)
+        digest = sha256_bytes(data)
+        ctx.memo.update(data_uri=str(uri), data_sha256=digest, data_bytes=data, data_name=Path(uri.key).name)
+        return {"data_uri": str(uri), "data_sha256": digest, "bytes": len(data), "uploaded": False}
+    path = Path(src)
+    if not path.is_file():
+        raise FileNotFoundError(f"input data {path} does not exist; create it with `stagewise data generate --out {path}`")
+    digest = sha256_file(path)
+    key = f"raw/{ctx.spec.name}/{digest}/{path.name}"
+    uploaded = ctx.objects.head_sha256(ctx.data_bucket, key) != digest
+    data = path.read_bytes()
+    if uploaded:
+        ctx.objects.put_bytes(ctx.data_bucket, key, data)
+    uri = f"s3://{ctx.data_bucket}/{key}"
+    ctx.memo.update(data_uri=uri, data_sha256=digest, data_bytes=data, data_name=path.name)
+    return {"data_uri": uri, "data_sha256": digest, "bytes": len(data), "uploaded": uploaded}
+
+
+def read_table(data: bytes, name: str) -> pd.DataFrame:
+    """Parse input bytes as parquet (``.parquet``/``.pq`` or parquet magic bytes) or CSV.
+
+    Raises:
+        ValueError: the bytes are empty or not a readable parquet/CSV file (message says which).
+    """
+    if not data:
+        raise ValueError(f"{name} is empty (0 bytes)")
+    try:
+        if name.endswith((".parquet", ".pq")) or data[:4] == b"PAR1":
+            return pd.read_parquet(io.BytesIO(data))
+        return pd.read_csv(io.BytesIO(data))
+    except Exception as e:  # pandas/pyarrow raise many types for unreadable files
+        raise ValueError(f"{name} is not a readable parquet or CSV file: {e}") from e
+
+
+# ------------------------------------------------------------------------------------- validate
+def validate(ctx: RunContext) -> dict[str, Any]:
+    """Run the spec's expectation suite (Great Expectations) and publish the result and Data Docs.
+
+    Raises:
+        ValidationFailed: the data failed an expectation or could not be read.
+    """
+    from stagewise.pipeline.validation import validate_frame  # GE import is slow: only when validating
+
+    prefix = f"validation/{ctx.spec.name}/{ctx.run_id}"
+    try:
+        df = read_table(ctx.memo["data_bytes"], ctx.memo["data_name"])
+    except ValueError as e:
+        ctx.memo["validation"] = {"success": False, "rows": 0, "evaluated": 0, "failed": 1}
+        raise ValidationFailed(
+            str(e),
+            ctx.alert(
+                "validation.failed", "Validation failed: input unreadable", f"The input {ctx.memo['data_uri']} could not be read: {e}",
+                "Check the file is a parquet (or CSV) export of the dataset and re-run `stagewise run --data FILE`.",
+                numbers={"rows": 0}, links={"input": ctx.memo["data_uri"]},
+            ),
+            {"failed_expectations": [str(e)]},
+        ) from e
+    ctx.progress(0, 1, f"validating {len(df):,} rows against {ctx.spec.name!r} suite")
+    docs_dir = ctx.workdir / "data-docs"
+    report = validate_frame(df, ctx.spec, docs_dir, run_name=ctx.run_id)
+    result_key = f"{prefix}/result.json"
+    ctx.objects.put_bytes(ctx.data_bucket, result_key, json.dumps(report.result, default=str).encode(), "application/json")
+    docs_files = ctx.objects.upload_dir(ctx.data_bucket, f"{prefix}/data-docs", docs_dir) if docs_dir.exists() else 0
+    docs_index = str(report.docs_index) if report.docs_index else None
+    summary = {
+        "success": report.success,
+        "rows": report.row_count,
+        "evaluated": report.evaluated,
+        "failed": len(report.failed),
+        "failed_expectations": [f.description for f in report.failed],
+        "result_uri": f"s3://{ctx.data_bucket}/{result_key}",
+        "data_docs_uri": f"s3://{ctx.data_bucket}/{prefix}/data-docs/index.html" if docs_files else None,
+        "data_docs_local": docs_index,
+    }
+    ctx.memo["validation"] = summary
+    if not report.success:
+        raise ValidationFailed(
+            f"{len(report.failed)} of {report.evaluated} expectations failed",
+            ctx.alert(
+                "validation.failed",
+                f"Validation failed: {len(report.failed)} of {report.evaluated} expectations",
+                "The input failed the expectation suite, so nothing was trained, registered or scored. "
+                "What is served is unchanged.\n" + "\n".join(f"  * {f.description}" for f in report.failed),
+                "Fix the data (or, if the data is right and the suite is wrong, the spec's features/expectations) "
+                "and re-run. Open the Data Docs for the full result.",
+                numbers={"rows": report.row_count, "expectations evaluated": report.evaluated, "expectations failed": len(report.failed)},
+                links={"input": ctx.memo["data_uri"], "validation result": summary["result_uri"], "data docs": summary["data_docs_uri"] or "-"},
+            ),
+            summary,
+        )
+    ctx.memo["frame"] = df
+    return summary
+
+
+# ---------------------------------------------------------------------------------------- train
+def train(ctx: RunContext) -> dict[str, Any]:
+    """Fit XGBoost on the train split; upload the model (UBJSON), importance and baseline to S3."""
+    df: pd.DataFrame = ctx.memo["frame"]
+    spec = ctx.spec
+    X = modeling.feature_matrix(df, spec)
+    y = df[spec.target.name].to_numpy(dtype="float64")
+    train_idx, hold_idx = modeling.split_holdout(len(df), spec)
+    model = modeling.train_model(X.iloc[train_idx], y[train_idx], spec, progress=lambda d, t: ctx.progress(d, t, "boosting rounds"))
+    hold_pred = modeling.predict(model, X.iloc[hold_idx], spec)
+    model_path = ctx.workdir / "model.ubj"
+    model.save_model(model_path)
+    artifact_sha = sha256_file(model_path)
+    prefix = f"models/{spec.name}/{artifact_sha}"
+    ctx.objects.put_file(ctx.artifact_bucket, f"{prefix}/model.ubj", model_path, "application/ubjson")
+    importance = modeling.feature_importance(model)
+    baseline = modeling.baseline_statistics(X.iloc[train_idx], spec, predictions=hold_pred)
+    ctx.objects.put_bytes(ctx.artifact_bucket, f"{prefix}/feature_importance.json", json.dumps(importance).encode(), "application/json")
+    ctx.objects.put_bytes(ctx.artifact_bucket, f"{prefix}/baseline.json", json.dumps(baseline).encode(), "application/json")
+    ctx.memo.update(
+        model=model, hold_idx=hold_idx, holdout_true=y[hold_idx], holdout_pred=hold_pred, features=X,
+        artifact_sha256=artifact_sha, artifact_prefix=prefix,
+    )
+    top = list(importance)[:5]
+    return {
+        "train_rows": int(len(train_idx)),
+        "holdout_rows": int(len(hold_idx)),
+        "artifact_uri": f"s3://{ctx.artifact_bucket}/{prefix}/model.ubj",
+        "artifact_sha256": artifact_sha,
+        "baseline_uri": f"s3://{ctx.artifact_bucket}/{prefix}/baseline.json",
+        "top_features": top,
+    }
+
+
+# ------------------------------------------------------------------------------------- evaluate
+def evaluate(ctx: RunContext) -> dict[str, Any]:
+    """Holdout R², RMSE, MAE; the spec's gates; the best achievable R² when the spec has a reference."""
+    spec = ctx.spec
+    metrics = modeling.holdout_metrics(ctx.memo["holdout_true"], ctx.memo["holdout_pred"])
+    samples = int(metrics.pop("samples"))
+    gates = modeling.evaluate_gates(spec.gates, metrics, samples)
+    best = None
+    if spec.reference:
+        module, func = spec.reference.split(":")
+        reference = getattr(importlib.import_module(module), func)
+        holdout = ctx.memo["frame"].iloc[ctx.memo["hold_idx"]]
+        best = modeling.holdout_metrics(ctx.memo["holdout_true"], np.asarray(reference(holdout), dtype="float64"))
+        best.pop("samples")
+    ctx.objects.put_bytes(
+        ctx.artifact_bucket, f"{ctx.memo['artifact_prefix']}/metrics.json",
+        json.dumps({"holdout": metrics, "samples": samples, "best_achievable": best}).encode(), "application/json",
+    )
+    ctx.memo.update(metrics=metrics, gates=gates, samples=samples, best=best)
+    return {
+        "metrics": metrics,
+        "samples": samples,
+        "gates": [g.model_dump() for g in gates],
+        "gates_passed": bool(gates) and all(g.outcome == "pass" for g in gates),
+        "best_achievable": best,
+    }
+
+
+# ------------------------------------------------------------------------------------- register
+def register(ctx: RunContext) -> dict[str, Any]:
+    """Register an immutable version with its lineage; idempotent for the same inputs.
+
+    The idempotency token hashes (model, data sha256, spec digest, package version, artifact
+    sha256), so re-running the same run (e.g. after a crash) returns the version it made.
+
+    Raises:
+        GateRejected: an offline gate did not pass (the version is recorded as ``rejected``).
+    """
+    spec = ctx.spec
+    pkg = package_version("stagewise")
+    lineage = {
+        "run_id": ctx.run_id,
+        "data_uri": ctx.memo["data_uri"],
+        "data_sha256": ctx.memo["data_sha256"],
+        "validation_result_uri": ctx.memo["validation"]["result_uri"],
+        "validation_success": True,
+        "data_docs_uri": ctx.memo["validation"]["data_docs_uri"],
+        "spec_digest": spec.digest(),
+        "hyperparameters": dict(spec.xgboost),
+        "package_version": pkg,
+        "xgboost_version": _version("xgboost"),
+        "environment": ctx.settings.environment,
+        "account_id": ctx.settings.account_id,
+        "rows": {"train": int(len(ctx.memo["frame"]) - ctx.memo["samples"]), "holdout": ctx.memo["samples"]},
+    }
+    token = hashlib.sha256(
+        "|".join([spec.name, ctx.memo["data_sha256"], spec.digest(), pkg, ctx.memo["artifact_sha256"]]).encode()
+    ).hexdigest()
+    prefix = ctx.memo["artifact_prefix"]
+    reg = ctx.registry.register_version(
+        spec.name,
+        artifact_uri=f"s3://{ctx.artifact_bucket}/{prefix}/model.ubj",
+        artifact_sha256=ctx.memo["artifact_sha256"],
+        metrics=ctx.memo["metrics"],
+        gates=ctx.memo["gates"],
+        lineage=lineage,
+        actor=ctx.actor,
+        token=token,
+        baseline_uri=f"s3://{ctx.artifact_bucket}/{prefix}/baseline.json",
+        description=spec.description,
+    )
+    v = reg.version
+    ctx.memo.update(version=v.version, champion=reg.champion)
+    summary = {
+        "version": v.version,
+        "status": v.status,
+        "created": reg.created,
+        "champion": reg.champion,
+        "artifact_uri": v.artifact_uri,
+        "artifact_sha256": v.artifact_sha256,
+    }
+    if v.status == "rejected":
+        failed = [g for g in v.gates if g.outcome != "pass"]
+        raise GateRejected(
+            f"version {v.version} failed its offline gate(s)",
+            ctx.alert(
+                "gate.failed", f"Offline gate failed: version {v.version} rejected",
+                f"Version {v.version} did not pass its offline gates and was recorded as rejected. "
+                f"What is served is unchanged (champion: {reg.champion or 'none'}).",
+                "Look at the holdout metrics and the data; retrain with more or better data or tuned "
+                "hyperparameters in the model spec.",
+                version=v.version,
+                numbers={f"{g.metric} (need {g.comparator} {g.threshold})": g.value for g in failed},
+                links={"artifact": v.artifact_uri},
+            ),
+            summary,
+        )
+    return summary
+
+
+# ---------------------------------------------------------------------------------------- score
+def score(ctx: RunContext) -> dict[str, Any]:
+    """Score every record with the champion (one registry read), verify the artifact's sha256,
+    write ``(id, prediction, model_version)`` parquet to the data bucket."""
+    import xgboost as xgb
+
+    spec = ctx.spec
+    champion = ctx.registry.champion(spec.name)
+    if champion is None:
+        raise RuntimeError(f"model {spec.name!r} has no champion to score with")
+    if champion.artifact_sha256 == ctx.memo.get("artifact_sha256"):
+        model = ctx.memo["model"]
+    else:
+        uri = S3Uri.parse(champion.artifact_uri)
+        raw = ctx.objects.get_bytes(uri.bucket, uri.key, expect_sha256=champion.artifact_sha256)
+        model = xgb.XGBRegressor()
+        model.load_model(bytearray(raw))
+    df: pd.DataFrame = ctx.memo["frame"]
+    X = ctx.memo.get("features")
+    if X is None:
+        X = modeling.feature_matrix(df, spec)
+    ctx.progress(0, 1, f"scoring {len(df):,} rows with version {champion.version}")
+    pred = modeling.predict(model, X, spec)
+    out = pd.DataFrame({
+        spec.id_column: df[spec.id_column].to_numpy(),
+        "prediction": pred,
+        "model_version": np.full(len(df), champion.version, dtype="int64"),
+    })
+    buf = io.BytesIO()
+    out.to_parquet(buf, index=False)
+    key = f"predictions/{spec.name}/run={ctx.run_id}/part-00000.parquet"
+    ctx.objects.put_bytes(ctx.data_bucket, key, buf.getvalue(), "application/vnd.apache.parquet")
+    ctx.memo.update(rows_scored=len(out), mean_prediction=float(pred.mean()), scored_version=champion.version)
+    return {
+        "rows_scored": int(len(out)),
+        "version": champion.version,
+        "mean_prediction": float(pred.mean()),
+        "predictions_uri": f"s3://{ctx.data_bucket}/{key}",
+    }
+
+
+# -------------------------------------------------------------------------------------- publish
+def run_metrics(ctx: RunContext, succeeded: bool) -> list[m.Datum]:
+    """The CloudWatch data of a run, from what its steps left in ``ctx.memo`` and ``ctx.durations``."""
+    env, model = ctx.settings.environment, ctx.spec.name
+    new = m.dimensions(env, model, ctx.memo.get("version"))
+    data: list[m.Datum] = []
+    val = ctx.memo.get("validation")
+    if val:
+        data += [
+            m.Datum(m.ROWS_VALIDATED, val["rows"], "Count", new),
+            m.Datum(m.EXPECTATIONS_FAILED, val["failed"], "Count", new),
+            m.Datum(m.VALIDATION_SUCCESS, 1.0 if val["success"] else 0.0, "None", new),
+        ]
+    for key, name in m.HOLDOUT_METRICS.items():
+        if key in ctx.memo.get("metrics", {}):
+            data.append(m.Datum(name, ctx.memo["metrics"][key], "None", new))
+    if "rows_scored" in ctx.memo:
+        scored = m.dimensions(env, model, ctx.memo["scored_version"])
+        data += [
+            m.Datum(m.ROWS_SCORED, ctx.memo["rows_scored"], "Count", scored),
+            m.Datum(m.MEAN_PREDICTION, ctx.memo["mean_prediction"], "None", scored),
+        ]
+    for step, seconds in ctx.durations.items():
+        data.append(m.Datum(m.STEP_DURATION, seconds, "Seconds", {**new, "Step": step}))
+    data.append(m.Datum(m.PIPELINE_SUCCEEDED if succeeded else m.PIPELINE_FAILED, 1, "Count", new))
+    return data
+
+
+def publish(ctx: RunContext) -> dict[str, Any]:
+    """Send the run's metrics to CloudWatch (namespace ``Stagewise``)."""
+    result = m.publish(ctx.clients.client("cloudwatch"), run_metrics(ctx, succeeded=True), ctx.resources.metrics_namespace)
+    return {"namespace": ctx.resources.metrics_namespace, "datapoints": result.sent, "dropped": result.dropped, "calls": result.calls}
+
+
+def _version(dist: str) -> str:
+    try:
+        return package_version(dist)
+    except Exception:  # a distribution may be installed under another name (xgboost-cpu)
+        mod = importlib.import_module(dist)
+        return getattr(mod, "__version__", "unknown")
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Run ``fn``; return its result and wall time in seconds."""
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
