@@ -1,4 +1,4 @@
-"""Validate an input DataFrame against the expectation suite a model spec implies (Great Expectations 1.x).
+"""Validate a DataFrame against the expectation suite a model spec implies (Great Expectations 1.x).
 
 The spec (``pipeline/specs/*.yaml``) says which columns a dataset has, their types, ranges,
 categories and null budgets, the row-count bounds and the unique columns. ``build_suite`` turns
@@ -142,11 +142,15 @@ class ValidationReport:
         Returns:
             Text such as::
 
-                suite 'engagement': FAILED, 2 of 107 expectations failed on 300 rows
+                suite 'engagement': FAILED, 5 of 107 expectations failed on 300 rows
                   - expect_table_columns_to_match_set: missing columns: ['age']
-                  - expect_column_values_to_be_between [engagement_score]: engagement_score:
-                    3 values (1.0%) outside [0.0, 1.0] (unexpected 3) e.g. [1.5, -0.2, 2.0]
+                  - expect_column_values_to_be_in_type_list [age]: column 'age' is missing
+                  - ... (one line each, never wrapped)
+                  - expect_column_values_to_be_between [engagement_score]: engagement_score: 3 values (1.0%) outside [0.0, 1.0] (unexpected 3) e.g. [1.5, -0.2, 2.0]
                 Data Docs: /path/to/docs/index.html
+
+            Each failure line is ``  - <expectation type> [<column>]: <description>``, then
+            ``(unexpected N)`` and up to five sample values when GX reported them.
         """
         verdict = "passed" if self.success else "FAILED"
         lines = [
@@ -267,8 +271,10 @@ def validate_frame(
         spec: the model spec whose suite (``build_suite(spec)``) is run.
         docs_dir: folder of the Data Docs site; created if needed. Gets ``index.html`` plus
             ``expectations/`` and ``validations/`` pages and a ``static/`` folder (~4 MB, mostly
-            fonts and images). ``index.html`` lists this run; pages of earlier runs written to
-            the same folder stay on disk.
+            fonts and images). The site shows this call's run only: GX rebuilds it from the
+            call's in-memory stores and deletes the ``expectations/`` and ``validations/`` pages
+            of earlier runs in the same folder (other files are left alone), so give each run
+            its own folder to keep them.
         run_name: GX run name, part of the validation page's path in the Data Docs.
 
     Returns:
@@ -340,7 +346,9 @@ def validate_frame(
     # GX returns results grouped by how it computed them; report failures in suite order.
     order = {e.id: i for i, e in enumerate(suite.expectations)}
     failures = [r for r in result.get("results", []) if not r.get("success", False)]
-    failures.sort(key=lambda r: order.get((r.get("expectation_config") or {}).get("id"), len(order)))
+    failures.sort(
+        key=lambda r: order.get((r.get("expectation_config") or {}).get("id"), len(order))
+    )
     failed = tuple(_failure(r, present) for r in failures)
     index = docs_dir / "index.html"
     return ValidationReport(
@@ -449,9 +457,12 @@ def _describe(
     count: int | None,
     pct: float | None,
 ) -> str:
-    share = f"{count} values ({pct:.1f}%)" if count is not None and pct is not None else (
-        f"{count} values" if count is not None else "values"
-    )
+    if count is None:
+        share = "values"
+    elif pct is None:
+        share = f"{count} values"
+    else:
+        share = f"{count} values ({pct:.1f}%)"
     if etype == "expect_table_columns_to_match_set":
         mismatched = (res.get("details") or {}).get("mismatched") or {}
         parts = []
@@ -462,7 +473,8 @@ def _describe(
         return "; ".join(parts) or f"columns {res.get('observed_value')} do not match the spec"
     if etype == "expect_table_row_count_to_be_between":
         lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
-        return f"row count {res.get('observed_value')} outside [{lo}, {'inf' if hi is None else hi}]"
+        hi_s = "inf" if hi is None else hi
+        return f"row count {res.get('observed_value')} outside [{lo}, {hi_s}]"
     if etype == "expect_column_values_to_be_between":
         lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
         lo_s = "-inf" if lo is None else lo

@@ -1,4 +1,4 @@
-"""Tests for stagewise.pipeline.validation: the GX 1.x suite built from a spec and validate_frame."""
+"""Tests for stagewise.pipeline.validation: the GX 1.x suite from a spec, and validate_frame."""
 
 from __future__ import annotations
 
@@ -86,18 +86,22 @@ def test_build_suite_follows_the_spec() -> None:
     assert [e.column for e in by_type["expect_column_values_to_be_unique"]] == ["customer_id"]
 
     not_null = {e.column: e.mostly for e in by_type["expect_column_values_to_not_be_null"]}
-    assert set(not_null) == {"customer_id", "name", "email", "engagement_score", *spec.feature_names}
+    assert set(not_null) == {"customer_id", "name", "email", "engagement_score"} | set(
+        spec.feature_names
+    )
     assert not_null["age"] == 1.0 and not_null["customer_id"] == 1.0
     assert not_null["app_rating"] == pytest.approx(0.2)
     assert not_null["avg_job_completion_rating"] == pytest.approx(0.1)
 
-    types = {e.column: list(e.type_list) for e in by_type["expect_column_values_to_be_in_type_list"]}
+    type_checks = by_type["expect_column_values_to_be_in_type_list"]
+    types = {e.column: list(e.type_list) for e in type_checks}
     assert types["age"] == list(TYPE_LISTS["integer"])
     assert types["gender"] == ["str"]
     assert types["push_notifications_enabled"] == list(TYPE_LISTS["boolean"])
     assert "float64" in types["engagement_score"] and "int64" in types["engagement_score"]
 
-    ranges = {e.column: (e.min_value, e.max_value) for e in by_type["expect_column_values_to_be_between"]}
+    range_checks = by_type["expect_column_values_to_be_between"]
+    ranges = {e.column: (e.min_value, e.max_value) for e in range_checks}
     assert ranges["engagement_score"] == (0.0, 1.0) and ranges["age"] == (18, 90)
     assert "gender" not in ranges and "push_notifications_enabled" not in ranges
     sets = {e.column: list(e.value_set) for e in by_type["expect_column_values_to_be_in_set"]}

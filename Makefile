@@ -1,0 +1,39 @@
+# Two commands do all the set-up: `make run` and `make test`. Both create .venv and install first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ROWS   ?= 100000
+DATA   ?= data/customers.parquet
+ENV    ?= dev
+
+.PHONY: install run test data down clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Stagewise needs Python 3.11, found {sys.version.split()[0]}: make PYTHON=python3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+data: $(DATA)
+
+$(DATA): pipeline/generator.py | $(STAMP)
+	$(BIN)/stagewise data generate --rows $(ROWS) --out $(DATA)
+
+## run the whole pipeline on 100,000 customers against the embedded AWS (no AWS account needed)
+run: $(STAMP) $(DATA)
+	$(BIN)/stagewise run --env $(ENV) --data $(DATA)
+
+## the test suite (starts its own embedded AWS on a free port)
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+## stop the embedded AWS left running by `make run`
+down: $(STAMP)
+	$(BIN)/stagewise local down
+
+clean: down
+	rm -rf .stagewise data .pytest_cache

@@ -1,0 +1,60 @@
+"""Shared fixtures: a real embedded AWS (moto's server over HTTPS on a free loopback port).
+
+The server is started before any client exists, in a temporary STAGEWISE_HOME, and stopped at the
+end of the session. Tests talk to it over HTTP(S) with boto3, exactly as the CLI does.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fake_credentials() -> None:
+    """No real credentials can leak into a test: boto3's chain sees only dummies."""
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        os.environ.pop(var, None)
+    os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+    os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+    os.environ["AWS_DEFAULT_REGION"] = "eu-west-1"
+
+
+@pytest.fixture(scope="session")
+def stagewise_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private STAGEWISE_HOME for the session (embedded AWS state, run folders)."""
+    home = tmp_path_factory.mktemp("stagewise-home")
+    os.environ["STAGEWISE_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def embedded(stagewise_home: Path):
+    """The embedded AWS, running for the whole session on a free port."""
+    from stagewise.platform.embedded import EmbeddedAWS
+
+    port = _free_port()
+    os.environ["STAGEWISE_EMBEDDED_PORT"] = str(port)
+    server = EmbeddedAWS(stagewise_home)
+    status = server.up(port=port)
+    yield status
+    server.down()
+
+
+@pytest.fixture(scope="session")
+def dev(embedded):
+    """The dev environment on the embedded AWS, its resources provisioned."""
+    from stagewise.platform.environment import connect
+
+    return connect("dev", project_dir=REPO, provision=True)
