@@ -1,6 +1,87 @@
 """Reproducible synthetic customer-engagement data for the ``engagement`` model spec.
 
-PLACEHOLDER DOCSTRING
+One row per customer of a hybrid social / gig app. Columns are exactly
+``load_spec("engagement").columns``: ``customer_id`` (``cus_`` + 10 hex chars, unique by
+construction), the PII columns ``name`` and ``email`` (Faker's per-country name lists sampled
+with numpy; unique e-mails on the RFC 2606 domains example.com / .org / .net), the 33 features in
+spec order, and the target ``engagement_score``. Dtypes follow the spec: integer -> int64,
+float -> float64, boolean -> bool, categorical -> pandas' default ``str`` dtype holding only the
+spec's categories. The spec's min/max are validation limits; the generated values sit well inside
+them; the limits are enforced by clipping, which binds only in the extreme tails (about 0.15% of
+rows at account_age_days = 3650, i.e. founding customers; < 0.06% for any other column).
+
+Generative story (all vectorised numpy; see ``_features``):
+
+* Demographics: country (US 30%, IN 16%, BR 12%, ... ES 4%), age 18 + Gamma(2, ~7 y) (median
+  ~29, younger in IN/BR/MX), gender, city tier, device OS (multinomial logit: iOS-heavy in
+  US/GB/CA/AU, Android-heavy in IN/BR/MX, web for older users), primary intent (social for the
+  young, gigs for older users and emerging markets), acquisition channel, account age (a third
+  recent sign-ups, the rest log-normal with median ~1.4 years).
+* Unpublished latent factors: *activity* (drives recency, active days, sessions, messages, likes,
+  push opt-in and open rate), *social* and *gig orientation* (tied to primary_intent; drive
+  messaging / posting vs. gig applications, listings and support tickets), profile *quality*
+  (match rate, profile views, connections, virality), *wealth* (country; subscription tier,
+  payment methods, revenue), *creator* and *satisfaction* (app rating, tickets).
+* Recency/frequency are consistent: lapsed customers (~17%) have days_since_last_login >= 30 and
+  days_active_last_30 = 0; otherwise active days = last-login day + Binomial over the earlier
+  days of the window, sessions_per_week = active days x sessions per active day x 7 / 30.
+* Heavy tails (negative-binomial / log-normal) for messages, likes, profile views, connections,
+  gig applications and transaction_revenue_month (USD: subscription fee 0 / 9.99 / 29.99 +
+  completed gig value + in-app purchases; median 0, 99th percentile ~580).
+* Nulls only where the spec allows them: ``app_rating`` is NaN for customers who never rated
+  (~41%; J-shaped 1-5 stars otherwise), ``avg_job_completion_rating`` is NaN when no gig was
+  completed in the last 90 days (~69% overall, ~88% of social-intent customers).
+  ``push_open_rate`` is 0 when push notifications are disabled.
+
+Target. ``engagement_score`` is the share of the next ``HORIZON_DAYS`` = 30 days on which the
+customer is active. With sigma the logistic function and [.] an indicator::
+
+    z(x) = -2.0
+           + 2.2  * tanh(sessions_per_week / 12)                    habit, saturating
+           + 1.6  * days_active_last_30 / 30                        recent frequency
+           - 1.5  * sigma((days_since_last_login - 10) / 2)         lapse threshold near 10 days
+           + 2.0  * w_soc[intent] * tanh(3 * (match_success_rate - 0.15))
+           + 0.5  * w_gig[intent] * log(1 + gig_applications_sent_month + 2 * gig_listings_active)
+           + 0.3  * w_gig[intent] * (avg_job_completion_rating - 4.3)     (0 when null)
+           + tier[subscription_tier]                                 free 0, plus 0.2, premium 0.4
+           + 0.9  * push_open_rate - 0.2 * [not push_notifications_enabled]
+           + 0.15 * log(1 + messages_received_week)
+           - 0.25 * [device_os == "web"]
+           - 0.35 * tanh(support_tickets_90d / 3)
+           + 0.12 * (app_rating - 3)                                 (0 when null)
+           - 0.4  * exp(-account_age_days / 30)                      early churn of new accounts
+
+    w_soc = {social: 1.0, gigs: 0.1, both: 0.5},  w_gig = {social: 0.1, gigs: 1.0, both: 0.5}
+    (intent = primary_intent: social customers are retained by matches, gig customers by
+    gig activity and good job ratings.)
+
+    g(x) = sigma(z(x))                                   = E[engagement_score | x]
+    p | x ~ Beta(KAPPA * g, KAPPA * (1 - g)),  KAPPA = 11   (customer-level overdispersion)
+    engagement_score = Binomial(30, p) / 30              (a multiple of 1/30 in [0, 1])
+
+So ``engagement_score`` is beta-binomial / 30: E[y | x] = g(x) exactly, no clipping is needed,
+and (beta-binomial variance, e.g. https://en.wikipedia.org/wiki/Beta-binomial_distribution,
+Var(K) = n g (1-g) (kappa + n) / (kappa + 1), divided by n^2)::
+
+    Var(y | x) = g (1 - g) (KAPPA + 30) / (30 (KAPPA + 1))
+
+By the law of total variance the best possible R^2 (a model that knows g) is
+``1 - E[Var(y|x)] / Var(y)`` (``theoretical_best_r2``); ``best_achievable_r2`` measures the R^2
+of g itself on a frame. Mean engagement is ~0.46 with a U-shaped distribution (~11% zeros, ~7%
+ones), as in real DAU/MAU data.
+
+Calibration, measured (XGBoost 3.2 with the spec's hyperparameters, categoricals as
+``pd.Categorical`` with the spec's categories, ``enable_categorical=True``, 80/20 split with
+``random_state=42``; seeds 7 / 11 / 2024)::
+
+    rows      best_achievable_r2     XGBoost holdout R^2
+    20,000    0.859 / 0.857 / 0.859  0.846 / 0.847 / 0.845
+    100,000   0.856 / 0.857 / 0.857  0.850 / 0.852 / 0.847
+
+Determinism: numpy ``SeedSequence(seed)`` spawns independent PCG64 streams per block (ids,
+rows in chunks of 131,072, e-mail de-duplication), so the same ``(n_rows, seed)`` gives an
+identical frame on the same numpy / pyarrow / Faker versions. Speed (2 vCPU): ~0.35 s for
+100,000 rows, ~4-6 s and ~0.8 GB peak RSS for 1,000,000 rows.
 """
 
 from __future__ import annotations
@@ -140,17 +221,14 @@ def _strings(categories: tuple[str, ...], codes: np.ndarray) -> pd.Series:
 # --------------------------------------------------------------------------------------------
 
 
-def _customer_ids(rng: np.random.Generator, n: int) -> tuple[pa.Array, pa.Array]:
-    """Unique customer ids: ``cus_`` + 10 lowercase hex characters.
+def _id_integers(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Distinct 40-bit integers for rows ``0..n-1`` (uint64 array of shape (n,)).
 
-    The row index ``0..n-1`` is pushed through a seed-keyed bijection of the 40-bit integers
-    (add a key, then xor-shift / odd-multiply rounds, each invertible modulo 2**40, then add a
-    second key), so distinct rows always get distinct ids for any ``n <= 2**40`` while the ids
-    look random and differ between seeds.
-
-    Returns:
-        ``(ids, hex_part)``: Arrow string arrays of length n, e.g. ``cus_3fa9c01b2d`` and
-        ``3fa9c01b2d``.
+    The row index is pushed through a seed-keyed bijection of the 40-bit integers: add a key,
+    then three rounds of xor-shift (invertible) and multiplication by an odd constant
+    (invertible modulo 2**40), then add a second key. A bijection maps distinct rows to distinct
+    values, so ids are unique for any ``n <= 2**40`` by construction, yet look random and differ
+    between seeds.
     """
     mask = np.uint64(_MAX_ROWS - 1)
     k0, k1, m1, m2, m3 = (np.uint64(v) for v in rng.integers(0, _MAX_ROWS, size=5, dtype=np.uint64))
@@ -161,6 +239,17 @@ def _customer_ids(rng: np.random.Generator, n: int) -> tuple[pa.Array, pa.Array]
             x ^= x >> np.uint64(shift)
             x = (x * mult) & mask  # uint64 wrap-around, then mod 2**40: exact
         x = (x + k1) & mask
+    return x
+
+
+def _customer_ids(rng: np.random.Generator, n: int) -> tuple[pa.Array, pa.Array]:
+    """Unique customer ids ``cus_`` + 10 lowercase hex characters (see ``_id_integers``).
+
+    Returns:
+        ``(ids, hex_part)``: Arrow string arrays of length n, e.g. ``cus_3fa9c01b2d`` and
+        ``3fa9c01b2d``.
+    """
+    x = _id_integers(rng, n)
     digits = _ID_BITS // 4
     hex_lut = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
     chars = np.empty((n, digits), dtype=np.uint8)
@@ -441,7 +530,7 @@ def _features(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     p_day = _sigmoid(-0.5 + 1.5 * activity + 0.15 * social)
     days_active = np.where(lapsed, 0, 1 + beh.binomial(window, p_day))
     days_active = _clip_int("days_active_last_30", days_active)
-    per_day = np.exp(0.45 + 0.4 * activity + 0.1 * social + 0.3 * beh.standard_normal(n))
+    per_day = np.exp(0.35 + 0.35 * activity + 0.1 * social + 0.5 * beh.standard_normal(n))
     sessions = days_active * per_day * 7.0 / 30.0
     sessions = _clip_float("sessions_per_week", sessions, 2)
     minutes = np.exp(np.log(8.0) + 0.2 * activity + 0.25 * social + 0.5 * beh.standard_normal(n))
@@ -623,10 +712,24 @@ def _target_inputs(df: pd.DataFrame) -> dict[str, np.ndarray]:
             codes = np.asarray(pd.Categorical(col, categories=feature.categories).codes)
             if (codes < 0).any():
                 bad = sorted(set(col[codes < 0].astype(str)))[:5]
-                raise ValueError(f"column {name!r} holds values outside the spec's categories: {bad}")
+                raise ValueError(
+                    f"column {name!r} holds values outside the spec's categories: {bad}"
+                )
             x[name] = codes.astype(np.int64)
+        elif feature.type == "boolean" and not (
+            pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col)
+        ):  # e.g. "True"/"False" strings from a text export
+            lowered = col.astype(str).str.strip().str.lower()
+            mapped = lowered.map({"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0})
+            if mapped.isna().any():
+                bad = sorted(set(col[mapped.isna()].astype(str)))[:5]
+                raise ValueError(f"column {name!r} holds non-boolean values: {bad}")
+            x[name] = mapped.to_numpy(dtype=np.float64)
         else:
-            x[name] = pd.to_numeric(col).to_numpy(dtype=np.float64, na_value=np.nan)
+            try:
+                x[name] = pd.to_numeric(col).to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"column {name!r} is not numeric: {e}") from e
             allows_null = feature.max_null_fraction > 0
             if not allows_null and np.isnan(x[name]).any():
                 raise ValueError(f"column {name!r} holds nulls but the spec allows none")
@@ -716,7 +819,7 @@ def theoretical_best_r2(df: pd.DataFrame) -> float:
 
 
 def _draw_target(rng: np.random.Generator, g: np.ndarray) -> np.ndarray:
-    """Beta-binomial share of active days: ``Binomial(30, p) / 30`` with ``p ~ Beta(g k, (1-g) k)``."""
+    """Beta-binomial share of active days: ``Binomial(30, p) / 30``, ``p ~ Beta(g k, (1-g) k)``."""
     p = rng.beta(g * KAPPA, (1.0 - g) * KAPPA)
     return rng.binomial(HORIZON_DAYS, p) / HORIZON_DAYS
 
