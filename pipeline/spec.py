@@ -122,11 +122,32 @@ class BakeSpec(_Strict):
 
 
 class RolloutSpec(_Strict):
-    """Rollout defaults of the model; the traffic steps themselves come from the stack settings."""
+    """How a new version of the model rolls out.
 
+    Attributes:
+        plan: per-environment traffic steps in percent (e.g. ``{"prod": [5, 25, 100]}``) overriding
+            the stack's ``stagewise:rolloutPlan`` for this model; environments not listed use the
+            stack's plan. Each plan strictly increases and ends at 100.
+        bake: how long each step runs before it may advance.
+        champion_tolerance: how far a challenger's holdout metric may trail the champion's.
+        routing_key: the column whose value sticks a record to champion or challenger.
+    """
+
+    plan: dict[Literal["dev", "test", "prod"], tuple[Annotated[int, Field(gt=0, le=100)], ...]] = Field(default_factory=dict)
     bake: BakeSpec = BakeSpec()
     champion_tolerance: Annotated[float, Field(ge=0)] = 0.01
     routing_key: str | None = None
+
+    @model_validator(mode="after")
+    def _plans(self) -> "RolloutSpec":
+        for env, steps in self.plan.items():
+            if not steps or steps[-1] != 100 or any(b <= a for a, b in zip(steps, steps[1:])):
+                raise ValueError(f"rollout plan for {env} must strictly increase and end at 100, got {list(steps)}")
+        return self
+
+    def plan_for(self, environment: str, stack_plan: tuple[int, ...]) -> tuple[int, ...]:
+        """The traffic steps for ``environment``: this spec's override, else the stack's plan."""
+        return self.plan.get(environment, stack_plan)  # type: ignore[call-overload]
 
 
 class ModelSpec(_Strict):

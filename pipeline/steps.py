@@ -24,7 +24,6 @@ import hashlib
 import importlib
 import io
 import json
-import time
 from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -439,9 +438,3 @@ def _version(dist: str) -> str:
         mod = importlib.import_module(dist)
         return getattr(mod, "__version__", "unknown")
 
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """Run ``fn``; return its result and wall time in seconds."""
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start

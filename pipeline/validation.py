@@ -430,7 +430,8 @@ def _failure(r: dict, present: set[str]) -> FailedExpectation:
     sample = list(res.get("partial_unexpected_list") or [])[:_SAMPLE_SIZE]
 
     if column is not None and column not in present:
-        desc = f"column {column!r} is missing"
+        check = etype.removeprefix("expect_column_values_to_").replace("_", " ")
+        desc = f"column {column!r} is missing (check '{check}' could not run)"
         count = pct = None
         sample = []
     elif _raised(r.get("exception_info")):

@@ -125,7 +125,7 @@ class AwsClients:
                     metadata=self._assume(), refresh_using=self._assume, method="sts-assume-role"
                 )
                 core = botocore.session.get_session()
-                core._credentials = creds  # botocore's documented way to inject refreshable creds
+                core._credentials = creds  # botocore has no public setter for refreshable credentials
                 core.set_config_variable("region", self.target.region)
                 self._session = boto3.Session(botocore_session=core)
             return self._session
