@@ -26,13 +26,19 @@ VALIDATION_SUCCESS = "ValidationSuccess"  # None: 1 passed, 0 failed
 HOLDOUT_R2 = "HoldoutR2"  # None
 HOLDOUT_RMSE = "HoldoutRMSE"  # None, in target units
 HOLDOUT_MAE = "HoldoutMAE"  # None, in target units
-ROWS_SCORED = "RowsScored"  # Count
+ROWS_SCORED = "RowsScored"  # Count, per serving version
+SCORED_R2 = "ScoredR2"  # None: R² of a version on the scored rows that carry the label
+SCORED_RMSE = "ScoredRMSE"  # None
+SCORED_MAE = "ScoredMAE"  # None
+TRAFFIC_WEIGHT = "TrafficWeight"  # Percent of keys routed to the version
+ROLLBACKS = "Rollbacks"  # Count, dimension Version = the rolled-back challenger
 MEAN_PREDICTION = "MeanPrediction"  # None
 STEP_DURATION = "StepDurationSeconds"  # Seconds, with dimension Step
 PIPELINE_SUCCEEDED = "PipelineSucceeded"  # Count
 PIPELINE_FAILED = "PipelineFailed"  # Count
 
 HOLDOUT_METRICS = {"r2": HOLDOUT_R2, "rmse": HOLDOUT_RMSE, "mae": HOLDOUT_MAE}
+SCORED_METRICS = {"r2": SCORED_R2, "rmse": SCORED_RMSE, "mae": SCORED_MAE}
 
 
 @dataclass(frozen=True)

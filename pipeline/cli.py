@@ -1,19 +1,21 @@
 """The ``stagewise`` command line.
 
     stagewise run             run the whole pipeline (starts the embedded AWS if needed)
+    stagewise score           score with the current rollout, without training
+    stagewise agent ...       register LLM-agent versions
     stagewise data generate   make the synthetic customer-engagement dataset
     stagewise registry ...    read the registry (list, show)
     stagewise local ...       the embedded AWS (up, down, status)
 
 Exit codes: 0 success; 1 unexpected error; 2 validation failed; 3 gate failed; 4 bad input or
-configuration; 5 AWS unreachable.
+configuration; 5 AWS unreachable; 6 conflict (retry); 7 invalid transition.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -27,7 +29,7 @@ from stagewise.registry.cli import registry_app
 app = typer.Typer(
     name="stagewise",
     help="Stagewise: train, validate, register and score models on AWS - or on a laptop against an embedded AWS.\n\n"
-    "Exit codes: 0 ok, 1 unexpected error, 2 validation failed, 3 gate failed, 4 bad input/config, 5 AWS unreachable.",
+    "Exit codes: 0 ok, 1 unexpected error, 2 validation failed, 3 gate failed, 4 bad input/config, 5 AWS unreachable, 6 conflict (retry), 7 invalid transition.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -58,14 +60,18 @@ def data_generate(
     rows: int = typer.Option(100_000, "--rows", "-n", min=1, help="Number of customers."),
     seed: int = typer.Option(7, "--seed", help="Random seed: the same seed gives the same file."),
     out_path: Path = typer.Option(Path("data/customers.parquet"), "--out", "-o", help="Output parquet file."),
+    label_noise: float = typer.Option(0.0, "--label-noise", min=0.0, max=1.0,
+                                      help="Share of rows whose label is replaced by noise (labels broken upstream)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Generate the customer-engagement dataset of a hybrid social/gig app (parquet)."""
-    from stagewise.pipeline.generator import best_achievable_r2, generate_customers, write_dataset
+    from stagewise.pipeline.generator import best_achievable_r2, generate_customers, with_label_noise, write_dataset
 
     t = time.perf_counter()
     with err.status(f"generating {rows:,} customers (seed {seed})"):
         df = generate_customers(rows, seed)
+        if label_noise:
+            df = with_label_noise(df, label_noise, seed)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         digest = write_dataset(df, out_path)
     doc = {
@@ -93,11 +99,43 @@ def run(
     project_dir: Optional[Path] = typer.Option(None, "--project-dir", help="Folder with Pulumi.<env>.yaml (default: found from cwd)."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Run the pipeline: ingest, validate, train, evaluate, register, score, publish.
+    """Run the pipeline: ingest, validate, train, evaluate, register, score, rollout, publish.
 
-    Without --aws it runs against the embedded AWS (started if needed, and left running so that
-    `stagewise registry ...` can read the result; stop it with `stagewise local down`).
+    A new version that passes its gates becomes champion (the first), challenger at the first step
+    of the rollout plan, or candidate (while another rollout is in progress). Without --aws it runs
+    against the embedded AWS (started if needed, and left running so that `stagewise registry ...`
+    can read the result; stop it with `stagewise local down`).
     """
+    from stagewise.pipeline.definition import PIPELINE
+
+    _execute(PIPELINE, data, model, env, aws, actor, port, project_dir, as_json)
+
+
+@app.command("score")
+@handles_errors
+def score(
+    data: Path = typer.Option(Path("data/customers.parquet"), "--data", "-d", help="Dataset to score (parquet or CSV), or an s3:// URI."),
+    model: str = typer.Option("engagement", "--model", "-m", help="Built-in spec name or path to a spec YAML."),
+    env: str = ENV_OPT,
+    aws: bool = AWS_OPT,
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who runs it, for the audit (default: the assumed role's identity)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port for the embedded AWS if it has to be started."),
+    project_dir: Optional[Path] = typer.Option(None, "--project-dir", help="Folder with Pulumi.<env>.yaml (default: found from cwd)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Score with the current rollout, without training: ingest, validate, score, rollout, publish.
+
+    Each run counts toward the bake of the rollout in progress; the controller then advances,
+    holds or rolls back on the online gates, so repeated scoring runs walk a challenger through
+    its plan.
+    """
+    from stagewise.pipeline.definition import SCORING
+
+    _execute(SCORING, data, model, env, aws, actor, port, project_dir, as_json)
+
+
+def _execute(pipeline: Any, data: Path, model: str, env: str, aws: bool, actor: Optional[str], port: Optional[int],
+             project_dir: Optional[Path], as_json: bool) -> None:
     from stagewise.pipeline.runner import new_run_id, run_pipeline
     from stagewise.pipeline.spec import load_spec
     from stagewise.pipeline.steps import RunContext
@@ -123,8 +161,9 @@ def run(
     )
     where = f"embedded AWS {conn.clients.target.endpoint_url}" if conn.embedded else "AWS"
     if not as_json:
-        out.print(f"[bold]stagewise run[/] {run_id} · [cyan]{env}[/] account {identity['Account']} ({conn.settings.region}, {where}) · model [bold]{spec.name}[/]")
-    result = _run_with_progress(ctx, run_pipeline, quiet=as_json)
+        out.print(f"[bold]stagewise {'run' if pipeline.name == 'stagewise' else 'score'}[/] {run_id} · [cyan]{env}[/] "
+                  f"account {identity['Account']} ({conn.settings.region}, {where}) · model [bold]{spec.name}[/]")
+    result = _run_with_progress(ctx, lambda c, **kw: run_pipeline(c, pipeline, **kw), quiet=as_json)
     doc = result.to_dict()
     doc["outputs"] = {"workdir": str(workdir)}
     if as_json:
@@ -134,7 +173,7 @@ def run(
     raise typer.Exit(result.exit_code)
 
 
-def _run_with_progress(ctx: Any, run_pipeline: Any, quiet: bool) -> Any:
+def _run_with_progress(ctx: Any, run_pipeline: Callable[..., Any], quiet: bool) -> Any:
     if quiet:
         return run_pipeline(ctx)
     progress = Progress(
@@ -189,17 +228,25 @@ def _report(doc: dict[str, Any], ctx: Any) -> None:
         out.print(metrics)
     reg = next((s["summary"] for s in doc["steps"] if s["name"] == "register" and s["summary"]), None)
     if reg:
-        champ = reg.get("champion")
-        out.print(f"version: [bold]{ctx.spec.name} v{reg['version']}[/] ({reg['status']}"
-                  f"{', champion' if champ == reg['version'] else f', champion is v{champ}' if champ else ''}"
+        out.print(f"version: [bold]{ctx.spec.name} v{reg['version']}[/] ({reg['status']}, {reg['stage']}"
                   f"{', already registered by an identical earlier run' if not reg['created'] else ''}) "
                   f"sha256 {reg['artifact_sha256'][:16]}…")
+    roll = next((s["summary"] for s in doc["steps"] if s["name"] == "rollout" and s["summary"]), None)
+    if roll:
+        sv = roll["serving"]
+        line = f"serving: champion v{sv['champion']}"
+        if sv.get("challenger"):
+            where = "shadow" if sv["shadow"] else f"{sv['weight']:g}%"
+            line += f", challenger v{sv['challenger']} at {where}"
+            line += " (paused)" if sv.get("paused") else ""
+        color = {"rolled_back": "red", "advanced": "green", "completed": "green"}.get(roll["outcome"], "yellow")
+        out.print(f"{line} · rollout [{color}]{roll['outcome'].replace('_', ' ')}[/]" + (f": {roll['reason']}" if roll.get("reason") else ""))
     outputs = Table(show_header=False, box=None, title="Outputs", title_justify="left")
     outputs.add_column("what", no_wrap=True)
     outputs.add_column("where", overflow="fold")
     shown: dict[str, str] = {}
     for s in doc["steps"]:
-        for key in ("predictions_uri", "artifact_uri", "baseline_uri", "result_uri", "data_docs_uri", "data_docs_local"):
+        for key in ("predictions_uri", "shadow_predictions_uri", "artifact_uri", "baseline_uri", "result_uri", "data_docs_uri", "data_docs_local"):
             if s["summary"].get(key):
                 shown[key.replace("_uri", "").replace("_", " ")] = str(s["summary"][key])
     for what, where in shown.items():
@@ -230,9 +277,14 @@ def _step_line(s: dict[str, Any]) -> str:
         case "evaluate":
             return "gates " + ("passed" if sm.get("gates_passed") else "failed") if sm else ""
         case "register":
-            return f"version {sm['version']} {sm['status']}" if sm else ""
+            return f"version {sm['version']} {sm['status']} as {sm['stage']}" if sm else ""
         case "score":
-            return f"{sm['rows_scored']:,} rows with v{sm['version']}" if sm else ""
+            if not sm:
+                return ""
+            parts = [f"{v['rows']:,} v{k}" + (" (shadow)" if v.get("shadow") else "") for k, v in sm["versions"].items()]
+            return f"{sm['rows_scored']:,} rows: " + ", ".join(parts)
+        case "rollout":
+            return sm.get("outcome", "").replace("_", " ") if sm else ""
         case "publish":
             return f"{sm['datapoints']} datapoints to {sm['namespace']}" if sm else ""
     return ""

@@ -58,7 +58,14 @@ PIPELINE = Pipeline(
         Step("train", "XGBoost (hist) on the train split; artifact, importance, baseline to S3", s.train, task="train"),
         Step("evaluate", "holdout R², RMSE, MAE against the spec's gates", s.evaluate, task="train"),
         Step("register", "immutable version with lineage in the DynamoDB registry", s.register, task="train"),
-        Step("score", "every record with the champion; predictions parquet to S3", s.score, task="score"),
+        Step("score", "every record routed champion/challenger; predictions parquet to S3", s.score, task="score"),
+        Step("rollout", "the rollout controller: advance, hold or roll back on the online gates", s.rollout, task="score"),
         Step("publish", "run metrics to CloudWatch", s.publish, task="score"),
     ),
 )
+
+SCORING = Pipeline(
+    name="stagewise-score",
+    steps=tuple(PIPELINE.step(n) for n in ("ingest", "validate", "score", "rollout", "publish")),
+)
+"""Scoring without training (``stagewise score``): repeated runs walk a challenger through its plan."""

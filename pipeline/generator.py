@@ -953,3 +953,31 @@ def write_dataset(df: pd.DataFrame, path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def with_label_noise(df: pd.DataFrame, share: float, seed: int = DEFAULT_SEED) -> pd.DataFrame:
+    """A copy of ``df`` whose target is replaced, on a random ``share`` of rows, by an independent
+    draw ``Binomial(30, 0.5) / 30`` — labels broken upstream (a bad join, a logging outage), the
+    kind of fault an online gate on realised R² exists to catch. Features are untouched, so the
+    data still passes validation while a model's realised R² collapses (measured: about 0.0 at
+    ``share=0.5`` for a model with holdout R² 0.85, since the noise labels' mean and spread differ).
+
+    Args:
+        df: a frame from ``generate_customers``.
+        share: fraction of rows relabelled, in [0, 1].
+        seed: RNG seed of the row choice and the new labels.
+
+    Raises:
+        ValueError: ``share`` outside [0, 1].
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"label noise share must be in [0, 1], got {share}")
+    rng = np.random.default_rng([seed, 0x1ABE1])
+    out = df.copy()
+    rows = rng.random(len(out)) < share
+    target = _spec().target.name
+    noisy = rng.binomial(HORIZON_DAYS, 0.5, size=int(rows.sum())) / HORIZON_DAYS
+    values = out[target].to_numpy(dtype="float64", copy=True)
+    values[rows] = noisy
+    out[target] = values
+    return out

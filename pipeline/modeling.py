@@ -7,8 +7,6 @@ features, and predictions carry only the id column, the prediction and the versi
 
 from __future__ import annotations
 
-import operator
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -17,9 +15,8 @@ import xgboost as xgb
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from stagewise.pipeline.spec import GateSpec, ModelSpec
-from stagewise.registry.records import GateResult
-
-_COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+from stagewise.registry import gates as gatelib
+from stagewise.registry.records import Gate, GateResult
 BASELINE_QUANTILES = tuple(np.round(np.linspace(0, 1, 11), 2))  # deciles: PSI bins (issue: drift)
 BASELINE_SAMPLE = 5_000  # values kept per numeric feature for KS tests
 
@@ -105,24 +102,15 @@ def holdout_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     }
 
 
+def registry_gates(gates: tuple[GateSpec, ...]) -> tuple[Gate, ...]:
+    """The spec's gates as registry ``Gate`` records (gates are data, stored with the rollout)."""
+    return tuple(Gate(**g.model_dump()) for g in gates)
+
+
 def evaluate_gates(gates: tuple[GateSpec, ...], metrics: dict[str, float], samples: int) -> list[GateResult]:
-    """Evaluate each gate: ``pass``/``fail`` on ``metrics[gate.metric] comparator threshold``,
-    ``inconclusive`` when fewer than ``min_samples`` rows or the metric is missing or not finite."""
-    results = []
-    for g in gates:
-        value = metrics.get(g.metric)
-        if value is None or not np.isfinite(value) or samples < g.min_samples:
-            outcome = "inconclusive"
-        else:
-            outcome = "pass" if _COMPARE[g.comparator](value, g.threshold) else "fail"
-        results.append(
-            GateResult(
-                metric=g.metric, comparator=g.comparator, threshold=g.threshold,
-                value=None if value is None else float(value), samples=samples, min_samples=g.min_samples,
-                outcome=outcome,
-            )
-        )
-    return results
+    """Evaluate offline gates on holdout ``metrics`` computed on ``samples`` rows (see
+    ``stagewise.registry.gates.evaluate`` for pass / fail / inconclusive)."""
+    return gatelib.evaluate(registry_gates(gates), {k: (v, samples) for k, v in metrics.items()})
 
 
 def baseline_statistics(X: pd.DataFrame, spec: ModelSpec, predictions: np.ndarray | None = None, seed: int = 0) -> dict[str, Any]:
@@ -175,14 +163,3 @@ def feature_importance(model: xgb.XGBRegressor) -> dict[str, float]:
     gain = model.get_booster().get_score(importance_type="total_gain")
     total = sum(gain.values()) or 1.0
     return dict(sorted(((k, v / total) for k, v in gain.items()), key=lambda kv: -kv[1]))
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """A fitted model with what the later steps need: holdout truth and predictions, train size."""
-
-    model: xgb.XGBRegressor
-    holdout_true: np.ndarray
-    holdout_pred: np.ndarray
-    train_rows: int
-    holdout_rows: int

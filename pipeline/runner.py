@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from stagewise.monitoring import metrics as m
-from stagewise.monitoring.alerts import Alert, publish_alert
 from stagewise.pipeline.definition import PIPELINE, Pipeline
 from stagewise.pipeline.steps import PipelineStop, RunContext, run_metrics
 from stagewise.platform.aws import utc_now
@@ -102,7 +101,6 @@ def run_pipeline(ctx: RunContext, pipeline: Pipeline = PIPELINE, on_step: StepHo
     started = utc_now().isoformat()
     t0 = time.perf_counter()
     records: list[StepRecord] = []
-    alerts: list[dict[str, Any]] = []
     exit_code, error = 0, None
     hook = on_step or (lambda *_: None)
     for st in pipeline.steps:
@@ -114,15 +112,15 @@ def run_pipeline(ctx: RunContext, pipeline: Pipeline = PIPELINE, on_step: StepHo
         except PipelineStop as stop:
             rec = StepRecord(st.name, "stopped", time.perf_counter() - t, stop.summary, str(stop))
             exit_code, error = stop.exit_code, str(stop)
-            alerts.append(_send(ctx, stop.alert))
+            ctx.send_alert(stop.alert)
         except Exception as e:  # noqa: BLE001 - any failure of a step is reported, alerted, exit 1
             rec = StepRecord(st.name, "failed", time.perf_counter() - t, {}, f"{type(e).__name__}: {e}")
             exit_code, error = 1, f"step {st.name} failed: {type(e).__name__}: {e}"
-            alerts.append(_send(ctx, ctx.alert(
+            ctx.send_alert(ctx.alert(
                 "step.failed", f"Step {st.name} failed", f"{type(e).__name__}: {e}\n\n{traceback.format_exc(limit=5)}",
                 "Read the error above; fix the cause and re-run `stagewise run` (steps are idempotent: a re-run "
                 "does not duplicate versions).", version=ctx.memo.get("version"),
-            )))
+            ))
         ctx.durations[st.name] = rec.seconds
         records.append(rec)
         hook(st.name, "end", rec)
@@ -134,18 +132,11 @@ def run_pipeline(ctx: RunContext, pipeline: Pipeline = PIPELINE, on_step: StepHo
         try:
             m.publish(ctx.clients.client("cloudwatch"), run_metrics(ctx, succeeded=False), ctx.resources.metrics_namespace)
         except Exception as e:  # noqa: BLE001 - the failure being reported matters more
-            alerts.append({"event": "metrics.failed", "error": str(e)})
+            ctx.memo.setdefault("alerts", []).append({"event": "metrics.failed", "error": str(e)})
+    alerts = ctx.memo.get("alerts", [])
     return RunResult(
         run_id=ctx.run_id, environment=ctx.settings.environment, account_id=ctx.settings.account_id,
         model=ctx.spec.name, exit_code=exit_code, steps=records, alerts=alerts, started_at=started,
         seconds=time.perf_counter() - t0, error=error,
     )
 
-
-def _send(ctx: RunContext, alert: Alert) -> dict[str, Any]:
-    entry: dict[str, Any] = {"event": alert.event, "subject": alert.subject, "topic_arn": ctx.resources.alert_topic_arn}
-    try:
-        entry["message_id"] = publish_alert(ctx.clients.client("sns"), ctx.resources.alert_topic_arn, alert)
-    except Exception as e:  # noqa: BLE001 - report, don't mask the original failure
-        entry["error"] = f"alert not published: {e}"
-    return entry

@@ -128,13 +128,17 @@ class RolloutSpec(_Strict):
         plan: per-environment traffic steps in percent (e.g. ``{"prod": [5, 25, 100]}``) overriding
             the stack's ``stagewise:rolloutPlan`` for this model; environments not listed use the
             stack's plan. Each plan strictly increases and ends at 100.
-        bake: how long each step runs before it may advance.
+        bake: how long each step runs before it may advance (None: the stack's ``stagewise:bake``).
+        gates: online gates evaluated on the challenger after each scoring run; metrics are
+            ``r2``, ``rmse``, ``mae`` (on scored rows that carry the target) and
+            ``r2_delta_vs_champion`` (challenger R² minus champion R² in the same run).
         champion_tolerance: how far a challenger's holdout metric may trail the champion's.
         routing_key: the column whose value sticks a record to champion or challenger.
     """
 
     plan: dict[Literal["dev", "test", "prod"], tuple[Annotated[int, Field(gt=0, le=100)], ...]] = Field(default_factory=dict)
-    bake: BakeSpec = BakeSpec()
+    bake: BakeSpec | None = None
+    gates: tuple[GateSpec, ...] = ()
     champion_tolerance: Annotated[float, Field(ge=0)] = 0.01
     routing_key: str | None = None
 

@@ -33,14 +33,18 @@ import numpy as np
 import pandas as pd
 
 from stagewise.monitoring import metrics as m
-from stagewise.monitoring.alerts import Alert
+from stagewise.monitoring.alerts import Alert, publish_alert
 from stagewise.pipeline import modeling
 from stagewise.pipeline.spec import ModelSpec
 from stagewise.pipeline.storage import ObjectStore, S3Uri, sha256_bytes, sha256_file
 from stagewise.platform.aws import AwsClients
 from stagewise.platform.specs import EnvironmentResources
+from stagewise.registry import gates as gatelib
+from stagewise.registry import routing
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
-from stagewise.registry.service import Registry
+from stagewise.registry.errors import NotFound
+from stagewise.registry.records import Gate, VersionRecord
+from stagewise.registry.service import Registry, RolloutPlan
 from stagewise.stacks.settings import EnvironmentSettings
 
 Progress = Callable[[int, int, str], None]
@@ -113,6 +117,17 @@ class RunContext:
     @property
     def artifact_bucket(self) -> str:
         return self.resources.artifact_bucket.name
+
+    def send_alert(self, alert: Alert) -> dict[str, Any]:
+        """Publish ``alert`` to the environment's topic now; the outcome is kept in ``memo["alerts"]``
+        (a failure to publish is recorded, never raised over the failure being reported)."""
+        entry: dict[str, Any] = {"event": alert.event, "subject": alert.subject, "topic_arn": self.resources.alert_topic_arn}
+        try:
+            entry["message_id"] = publish_alert(self.clients.client("sns"), self.resources.alert_topic_arn, alert)
+        except Exception as e:  # noqa: BLE001
+            entry["error"] = f"alert not published: {e}"
+        self.memo.setdefault("alerts", []).append(entry)
+        return entry
 
     def alert(self, event: str, title: str, details: str, next_steps: str, **kw: Any) -> Alert:
         """An alert about this run, filled with its environment, model and run id."""
@@ -258,21 +273,37 @@ def train(ctx: RunContext) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------- evaluate
 def evaluate(ctx: RunContext) -> dict[str, Any]:
-    """Holdout R², RMSE, MAE; the spec's gates; the best achievable R² when the spec has a reference."""
+    """Holdout R², RMSE, MAE; the spec's offline gates; the champion on the same holdout.
+
+    The new version must not lose to the champion by more than ``rollout.champion_tolerance``
+    R² on the same holdout rows (gate ``r2_vs_champion``, value = new R² - champion R²). The
+    comparison is skipped when the champion was trained on other features.
+    """
     spec = ctx.spec
     metrics = modeling.holdout_metrics(ctx.memo["holdout_true"], ctx.memo["holdout_pred"])
     samples = int(metrics.pop("samples"))
     gates = modeling.evaluate_gates(spec.gates, metrics, samples)
+    holdout = ctx.memo["frame"].iloc[ctx.memo["hold_idx"]]
+    champion_metrics = None
+    champion = _current_champion(ctx)
+    if champion is not None and champion.lineage.get("features") == spec.feature_names:
+        champ_model = load_version_model(ctx, champion)
+        champ_pred = modeling.predict(champ_model, ctx.memo["features"].iloc[ctx.memo["hold_idx"]], spec)
+        champion_metrics = modeling.holdout_metrics(ctx.memo["holdout_true"], champ_pred)
+        champion_metrics.pop("samples")
+        compare = Gate(metric="r2_vs_champion", comparator=">=", threshold=-spec.rollout.champion_tolerance)
+        gates += gatelib.evaluate([compare], {"r2_vs_champion": (metrics["r2"] - champion_metrics["r2"], samples)})
     best = None
     if spec.reference:
         module, func = spec.reference.split(":")
         reference = getattr(importlib.import_module(module), func)
-        holdout = ctx.memo["frame"].iloc[ctx.memo["hold_idx"]]
         best = modeling.holdout_metrics(ctx.memo["holdout_true"], np.asarray(reference(holdout), dtype="float64"))
         best.pop("samples")
     ctx.objects.put_bytes(
         ctx.artifact_bucket, f"{ctx.memo['artifact_prefix']}/metrics.json",
-        json.dumps({"holdout": metrics, "samples": samples, "best_achievable": best}).encode(), "application/json",
+        json.dumps({"holdout": metrics, "samples": samples, "best_achievable": best,
+                    "champion": {"version": champion.version, **champion_metrics} if champion_metrics else None}).encode(),
+        "application/json",
     )
     ctx.memo.update(metrics=metrics, gates=gates, samples=samples, best=best)
     return {
@@ -281,15 +312,59 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         "gates": [g.model_dump() for g in gates],
         "gates_passed": bool(gates) and all(g.outcome == "pass" for g in gates),
         "best_achievable": best,
+        "champion": {"version": champion.version, **champion_metrics} if champion_metrics else None,
     }
 
 
-# ------------------------------------------------------------------------------------- register
-def register(ctx: RunContext) -> dict[str, Any]:
-    """Register an immutable version with its lineage; idempotent for the same inputs.
+def _current_champion(ctx: RunContext) -> VersionRecord | None:
+    try:
+        return ctx.registry.champion(ctx.spec.name)
+    except NotFound:
+        return None
 
-    The idempotency token hashes (model, data sha256, spec digest, package version, artifact
-    sha256), so re-running the same run (e.g. after a crash) returns the version it made.
+
+def load_version_model(ctx: RunContext, version: VersionRecord) -> Any:
+    """The fitted model of a registered version, its artifact's sha256 verified (cached per run).
+
+    Raises:
+        StorageError: the artifact is missing or its bytes differ from the registered sha256.
+    """
+    import xgboost as xgb
+
+    cache = ctx.memo.setdefault("models", {})
+    if version.artifact_sha256 not in cache:
+        if version.artifact_sha256 == ctx.memo.get("artifact_sha256") and "model" in ctx.memo:
+            cache[version.artifact_sha256] = ctx.memo["model"]
+        else:
+            uri = S3Uri.parse(version.artifact_uri)
+            raw = ctx.objects.get_bytes(uri.bucket, uri.key, expect_sha256=version.artifact_sha256)
+            model = xgb.XGBRegressor()
+            model.load_model(bytearray(raw))
+            cache[version.artifact_sha256] = model
+    return cache[version.artifact_sha256]
+
+
+# ------------------------------------------------------------------------------------- register
+def rollout_plan(ctx: RunContext) -> RolloutPlan:
+    """The rollout plan of this model in this environment: the spec's per-environment override or
+    the stack's ``rolloutPlan``; the spec's bake or the stack's ``bake``; the spec's online gates."""
+    spec, st = ctx.spec, ctx.settings
+    bake = spec.rollout.bake
+    return RolloutPlan(
+        steps=tuple(spec.rollout.plan_for(st.environment, st.rollout_plan)),
+        bake_minutes=bake.min_minutes if bake else st.bake.min_minutes,
+        bake_runs=bake.min_scoring_runs if bake else st.bake.min_scoring_runs,
+        gates=modeling.registry_gates(spec.rollout.gates),
+    )
+
+
+def register(ctx: RunContext) -> dict[str, Any]:
+    """Register an immutable version with its lineage, and start its rollout if it passed.
+
+    The new version becomes champion (the model's first), challenger at the plan's first step,
+    or candidate (another rollout is in progress). Idempotent: the token hashes (model, data
+    sha256, spec digest, package version, artifact sha256), so re-running the same run returns the
+    version it made.
 
     Raises:
         GateRejected: an offline gate did not pass (the version is recorded as ``rejected``).
@@ -304,6 +379,7 @@ def register(ctx: RunContext) -> dict[str, Any]:
         "validation_success": True,
         "data_docs_uri": ctx.memo["validation"]["data_docs_uri"],
         "spec_digest": spec.digest(),
+        "features": spec.feature_names,
         "hyperparameters": dict(spec.xgboost),
         "package_version": pkg,
         "xgboost_version": _version("xgboost"),
@@ -315,6 +391,7 @@ def register(ctx: RunContext) -> dict[str, Any]:
         "|".join([spec.name, ctx.memo["data_sha256"], spec.digest(), pkg, ctx.memo["artifact_sha256"]]).encode()
     ).hexdigest()
     prefix = ctx.memo["artifact_prefix"]
+    plan = rollout_plan(ctx)
     reg = ctx.registry.register_version(
         spec.name,
         artifact_uri=f"s3://{ctx.artifact_bucket}/{prefix}/model.ubj",
@@ -326,14 +403,19 @@ def register(ctx: RunContext) -> dict[str, Any]:
         token=token,
         baseline_uri=f"s3://{ctx.artifact_bucket}/{prefix}/baseline.json",
         description=spec.description,
+        rollout=plan,
+        online_gates=plan.gates,
     )
     v = reg.version
     ctx.memo.update(version=v.version, champion=reg.champion)
     summary = {
         "version": v.version,
         "status": v.status,
+        "stage": reg.stage,
         "created": reg.created,
         "champion": reg.champion,
+        "serving": reg.model.serving(),
+        "plan": list(plan.steps),
         "artifact_uri": v.artifact_uri,
         "artifact_sha256": v.artifact_sha256,
     }
@@ -358,43 +440,104 @@ def register(ctx: RunContext) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- score
 def score(ctx: RunContext) -> dict[str, Any]:
-    """Score every record with the champion (one registry read), verify the artifact's sha256,
-    write ``(id, prediction, model_version)`` parquet to the data bucket."""
-    import xgboost as xgb
-
+    """Score every record as the registry says: one registry read for the model record, each key
+    routed champion/challenger by its sticky hash (shadow mode: the challenger scores every
+    record into a separate file but serves none), artifacts' sha256 verified. Writes
+    ``(id, prediction, model_version)`` parquet to the data bucket; with labels present, measures
+    each version's R², RMSE, MAE on the rows it scored."""
     spec = ctx.spec
-    champion = ctx.registry.champion(spec.name)
-    if champion is None:
-        raise RuntimeError(f"model {spec.name!r} has no champion to score with")
-    if champion.artifact_sha256 == ctx.memo.get("artifact_sha256"):
-        model = ctx.memo["model"]
-    else:
-        uri = S3Uri.parse(champion.artifact_uri)
-        raw = ctx.objects.get_bytes(uri.bucket, uri.key, expect_sha256=champion.artifact_sha256)
-        model = xgb.XGBRegressor()
-        model.load_model(bytearray(raw))
+    record = ctx.registry.get_model(spec.name)
+    if record.champion is None:
+        raise RuntimeError(f"model {spec.name!r} has no champion to score with; run `stagewise run` to train one")
     df: pd.DataFrame = ctx.memo["frame"]
     X = ctx.memo.get("features")
     if X is None:
         X = modeling.feature_matrix(df, spec)
-    ctx.progress(0, 1, f"scoring {len(df):,} rows with version {champion.version}")
-    pred = modeling.predict(model, X, spec)
-    out = pd.DataFrame({
-        spec.id_column: df[spec.id_column].to_numpy(),
-        "prediction": pred,
-        "model_version": np.full(len(df), champion.version, dtype="int64"),
-    })
-    buf = io.BytesIO()
-    out.to_parquet(buf, index=False)
-    key = f"predictions/{spec.name}/run={ctx.run_id}/part-00000.parquet"
-    ctx.objects.put_bytes(ctx.data_bucket, key, buf.getvalue(), "application/vnd.apache.parquet")
-    ctx.memo.update(rows_scored=len(out), mean_prediction=float(pred.mean()), scored_version=champion.version)
+    key = spec.rollout.routing_key or spec.id_column
+    r = record.rollout
+    ctx.progress(0, 1, f"routing {len(df):,} rows" + (f" ({r.weight:g}% to v{r.challenger})" if r else ""))
+    served = routing.assign(record, df[key].to_numpy())
+    labels = df[spec.target.name].to_numpy(dtype="float64") if spec.target.name in df.columns else None
+    prediction = np.empty(len(df), dtype="float64")
+    per_version: dict[int, dict[str, Any]] = {}
+    for number in sorted(set(served.tolist())):
+        mask = served == number
+        model = load_version_model(ctx, ctx.registry.get_version(spec.name, number))
+        ctx.progress(0, 1, f"scoring {int(mask.sum()):,} rows with v{number}")
+        prediction[mask] = modeling.predict(model, X[mask], spec)
+        per_version[number] = _version_stats(prediction[mask], labels[mask] if labels is not None else None)
+    prefix = f"predictions/{spec.name}/run={ctx.run_id}"
+    out = pd.DataFrame({spec.id_column: df[spec.id_column].to_numpy(), "prediction": prediction, "model_version": served})
+    ctx.objects.put_bytes(ctx.data_bucket, f"{prefix}/part-00000.parquet", _parquet(out), "application/vnd.apache.parquet")
+    shadow_uri = None
+    if r is not None and r.shadow:
+        model = load_version_model(ctx, ctx.registry.get_version(spec.name, r.challenger))
+        shadow_pred = modeling.predict(model, X, spec)
+        per_version[r.challenger] = {**_version_stats(shadow_pred, labels), "shadow": True}
+        shadow = pd.DataFrame({spec.id_column: out[spec.id_column], "prediction": shadow_pred,
+                               "model_version": np.full(len(df), r.challenger, dtype="int64")})
+        ctx.objects.put_bytes(ctx.data_bucket, f"{prefix}/shadow/part-00000.parquet", _parquet(shadow), "application/vnd.apache.parquet")
+        shadow_uri = f"s3://{ctx.data_bucket}/{prefix}/shadow/part-00000.parquet"
+    weights = {record.champion: 100.0 - (r.weight if r else 0.0)}
+    if r is not None:
+        weights[r.challenger] = r.weight
+    observations: dict[str, tuple[float | None, int]] = {}
+    if r is not None and r.challenger in per_version:
+        ch = per_version[r.challenger]
+        for k in ("r2", "rmse", "mae"):
+            observations[k] = (ch.get(k), ch["labeled"])
+        champ = per_version.get(record.champion, {})
+        if ch.get("r2") is not None and champ.get("r2") is not None:
+            observations["r2_delta_vs_champion"] = (ch["r2"] - champ["r2"], min(ch["labeled"], champ["labeled"]))
+    ctx.memo.update(rows_scored=len(out), per_version=per_version, weights=weights, observations=observations,
+                    rollout_id=r.id if r else None, serving=record.serving())
     return {
         "rows_scored": int(len(out)),
-        "version": champion.version,
-        "mean_prediction": float(pred.mean()),
-        "predictions_uri": f"s3://{ctx.data_bucket}/{key}",
+        "serving": record.serving(),
+        "versions": {str(k): v for k, v in per_version.items()},
+        "predictions_uri": f"s3://{ctx.data_bucket}/{prefix}/part-00000.parquet",
+        "shadow_predictions_uri": shadow_uri,
     }
+
+
+def _version_stats(pred: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+    stats: dict[str, Any] = {"rows": int(len(pred)), "mean_prediction": float(pred.mean()) if len(pred) else None, "labeled": 0}
+    if labels is not None and len(pred) >= 2:
+        ok = np.isfinite(labels)
+        if ok.sum() >= 2:
+            stats.update(modeling.holdout_metrics(labels[ok], pred[ok]))
+            stats["labeled"] = int(stats.pop("samples"))
+    return stats
+
+
+def _parquet(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+# -------------------------------------------------------------------------------------- rollout
+def rollout(ctx: RunContext) -> dict[str, Any]:
+    """The rollout controller: count this scoring run against the rollout in progress, evaluate
+    its gates on the challenger's observations, and advance, hold or roll back (alerting on a
+    rollback). Idempotent per run id."""
+    if ctx.memo.get("rollout_id") is None:
+        return {"outcome": "no_rollout", "serving": ctx.memo.get("serving")}
+    decision = ctx.registry.evaluate_rollout(ctx.spec.name, ctx.memo["observations"], actor=ctx.actor, run_token=ctx.run_id)
+    ctx.memo["decision"] = decision.outcome
+    before = ctx.memo["serving"]
+    if decision.outcome == "rolled_back":
+        failed = [g for g in decision.results if g.outcome == "fail"]
+        ctx.send_alert(ctx.alert(
+            "rollout.rollback", f"Rollout rolled back: v{before['challenger']} failed a gate",
+            f"Version {before['challenger']} was serving {before['weight']:g}% of traffic and failed its online gate(s); "
+            f"all traffic is back on the champion v{before['champion']}. {decision.reason}",
+            "Compare the challenger's scored metrics with the champion's (stagewise registry history), check the "
+            "scoring data for drift or label problems, then register a fixed version.",
+            version=before["challenger"],
+            numbers={f"{g.metric} (need {g.comparator} {g.threshold:g}, {g.samples} samples)": g.value for g in failed},
+        ))
+    return decision.to_dict() | {"before": before}
 
 
 # -------------------------------------------------------------------------------------- publish
@@ -413,12 +556,19 @@ def run_metrics(ctx: RunContext, succeeded: bool) -> list[m.Datum]:
     for key, name in m.HOLDOUT_METRICS.items():
         if key in ctx.memo.get("metrics", {}):
             data.append(m.Datum(name, ctx.memo["metrics"][key], "None", new))
-    if "rows_scored" in ctx.memo:
-        scored = m.dimensions(env, model, ctx.memo["scored_version"])
-        data += [
-            m.Datum(m.ROWS_SCORED, ctx.memo["rows_scored"], "Count", scored),
-            m.Datum(m.MEAN_PREDICTION, ctx.memo["mean_prediction"], "None", scored),
-        ]
+    for number, stats in ctx.memo.get("per_version", {}).items():
+        dims = m.dimensions(env, model, number)
+        if not stats.get("shadow"):
+            data.append(m.Datum(m.ROWS_SCORED, stats["rows"], "Count", dims))
+        if stats.get("mean_prediction") is not None:
+            data.append(m.Datum(m.MEAN_PREDICTION, stats["mean_prediction"], "None", dims))
+        for key, name in m.SCORED_METRICS.items():
+            if stats.get(key) is not None:
+                data.append(m.Datum(name, stats[key], "None", dims))
+    for number, weight in ctx.memo.get("weights", {}).items():
+        data.append(m.Datum(m.TRAFFIC_WEIGHT, weight, "Percent", m.dimensions(env, model, number)))
+    if ctx.memo.get("decision") == "rolled_back":
+        data.append(m.Datum(m.ROLLBACKS, 1, "Count", m.dimensions(env, model, ctx.memo["serving"]["challenger"])))
     for step, seconds in ctx.durations.items():
         data.append(m.Datum(m.STEP_DURATION, seconds, "Seconds", {**new, "Step": step}))
     data.append(m.Datum(m.PIPELINE_SUCCEEDED if succeeded else m.PIPELINE_FAILED, 1, "Count", new))
@@ -437,4 +587,3 @@ def _version(dist: str) -> str:
     except Exception:  # a distribution may be installed under another name (xgboost-cpu)
         mod = importlib.import_module(dist)
         return getattr(mod, "__version__", "unknown")
-

@@ -3,7 +3,9 @@
 Exit codes used by every command:
     0 success; 1 unexpected error; 2 validation failed; 3 gate failed;
     4 bad input or configuration (settings, spec, file, unknown model/version);
-    5 AWS unreachable (embedded AWS not running, role not assumable).
+    5 AWS unreachable (embedded AWS not running, role not assumable);
+    6 conflict: the record changed since it was read (re-read and retry);
+    7 invalid transition: the registry refused the state change (e.g. advancing a rolled-back version).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from stagewise.platform.embedded import EmbeddedAWS, EmbeddedAWSError
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 4
 EXIT_AWS = 5
+EXIT_CONFLICT = 6
+EXIT_INVALID_TRANSITION = 7
 
 out = Console()
 err = Console(stderr=True)
@@ -51,7 +55,7 @@ def handles_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from stagewise.pipeline.spec import SpecError
-        from stagewise.registry.errors import NotFound, RegistryError
+        from stagewise.registry.errors import Conflict, GateFailed, InvalidTransition, NotFound, RegistryError
         from stagewise.stacks.settings import SettingsError
 
         as_json = bool(kwargs.get("as_json"))
@@ -61,6 +65,12 @@ def handles_errors(fn: F) -> F:
             fail(str(e), EXIT_BAD_INPUT, as_json)
         except NotFound as e:
             fail(str(e), EXIT_BAD_INPUT, as_json, code_name=e.code)
+        except Conflict as e:
+            fail(str(e), EXIT_CONFLICT, as_json, code_name=e.code, hint="someone else changed it first: re-read and retry")
+        except InvalidTransition as e:
+            fail(str(e), EXIT_INVALID_TRANSITION, as_json, code_name=e.code)
+        except GateFailed as e:
+            fail(str(e), 3, as_json, code_name=e.code)
         except RegistryError as e:
             fail(str(e), EXIT_ERROR, as_json, code_name=e.code)
         except (EmbeddedAWSError, AwsAccessError) as e:

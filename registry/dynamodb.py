@@ -205,10 +205,16 @@ class DynamoDBRegistryStore(RegistryStore):
             }
         }
 
+    def has_token(self, name: str, token: str) -> bool:
+        return self._get(_pk(name), f"TOKEN#{token}") is not None
+
+    def token_result(self, name: str, token: str) -> int:
+        return self._token_version(_pk(name), token)
+
     def _token_version(self, pk: str, token: str) -> int:
         item = self._get(pk, f"TOKEN#{token}")
-        if item is None:  # pragma: no cover - the condition just said it exists
-            raise RegistryError(f"idempotency token {token} vanished")
+        if item is None:
+            raise NotFound(f"idempotency token {token} was never used")
         return int(item["result_version"]["N"])
 
     def _transact(self, items: list[dict[str, Any]]) -> list[str] | None:

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 Kind = Literal["model", "agent"]
 VersionStatus = Literal["registered", "rejected"]
 GateOutcome = Literal["pass", "fail", "inconclusive"]
+Comparator = Literal[">=", ">", "<=", "<"]
+Stage = Literal["champion", "challenger", "candidate", "registered", "retired", "rolled_back"]
 
 
 class _Record(BaseModel):
@@ -32,16 +34,93 @@ class GateResult(_Record):
     outcome: GateOutcome
 
 
+class Gate(_Record):
+    """A gate declared as data: passes when ``metric comparator threshold`` holds on at least
+    ``min_samples`` samples; with fewer samples (or no value) it is inconclusive."""
+
+    metric: str
+    comparator: Comparator
+    threshold: float
+    min_samples: int = Field(default=0, ge=0)
+
+    def describe(self) -> str:
+        """``r2 >= 0.7 (min 500 samples)``."""
+        return f"{self.metric} {self.comparator} {self.threshold:g} (min {self.min_samples} samples)"
+
+
+class RolloutState(_Record):
+    """A rollout in progress: the challenger's place in the plan and what it has proven so far.
+
+    Attributes:
+        id: rollout id; part of the routing hash, so assignments are stable for its whole life.
+        challenger: the version rolling out; ``baseline`` the champion it started against.
+        plan: traffic steps in percent, e.g. ``(10, 50, 100)``; reaching 100 makes it champion.
+        step: index into ``plan``; -1 while in shadow mode.
+        weight: share of keys routed to the challenger, percent (0 in shadow mode).
+        shadow: the challenger scores every record but serves none.
+        paused: the controller holds while paused (manual ``pause``/``resume``).
+        step_started_at: when the current step began; ``step_runs`` scoring runs seen in it.
+        bake_minutes, bake_runs: what a step must run before it may advance.
+        gates: the online gates evaluated after each scoring run (or feedback, for agents).
+        evaluated_runs: tokens of runs already counted (a retried run is not counted twice).
+    """
+
+    id: str
+    challenger: int
+    baseline: int | None
+    plan: tuple[int, ...]
+    step: int
+    weight: float
+    shadow: bool = False
+    paused: bool = False
+    started_at: datetime
+    started_by: str
+    step_started_at: datetime
+    step_runs: int = 0
+    bake_minutes: float = 0
+    bake_runs: int = 0
+    gates: tuple[Gate, ...] = ()
+    evaluated_runs: tuple[str, ...] = ()
+
+
+class FeedbackTally(_Record):
+    """Human or judge verdicts on an agent version: counts and the sum of optional scores."""
+
+    approved: int = 0
+    rejected: int = 0
+    scored: int = 0
+    score_sum: float = 0.0
+
+    @property
+    def verdicts(self) -> int:
+        return self.approved + self.rejected
+
+    @property
+    def approval_rate(self) -> float | None:
+        """approved / (approved + rejected), None before any verdict."""
+        return self.approved / self.verdicts if self.verdicts else None
+
+    @property
+    def mean_score(self) -> float | None:
+        """Mean of the scores given, None before any."""
+        return self.score_sum / self.scored if self.scored else None
+
+
 class ModelRecord(_Record):
-    """The mutable head of a model: aliases and rollout state, guarded by ``revision``.
+    """The mutable head of a model or agent: what serves, guarded by ``revision``.
 
     Attributes:
         name: model name (``engagement``).
         kind: ``model`` or ``agent``.
         revision: incremented by every change; every write is conditional on it.
         latest_version: highest version number issued (0 before the first).
-        aliases: alias -> version, e.g. ``{"champion": 1}``.
+        aliases: alias -> version: ``champion``, ``challenger`` and user aliases.
+        stages: version -> stage (champion, challenger, candidate, registered, retired, rolled_back).
+        champion_history: versions that were champion, oldest first (the last known-good chain).
         rollout: the rollout in progress (None when none is).
+        gates: the online gates a rollout of this model is held to (from the model spec, or given
+            when an agent is registered).
+        feedback: verdict tallies per version (agents).
     """
 
     name: str
@@ -52,7 +131,41 @@ class ModelRecord(_Record):
     revision: int = 0
     latest_version: int = 0
     aliases: dict[str, int] = Field(default_factory=dict)
-    rollout: dict[str, Any] | None = None
+    stages: dict[int, Stage] = Field(default_factory=dict)
+    champion_history: tuple[int, ...] = ()
+    rollout: RolloutState | None = None
+    gates: tuple[Gate, ...] = ()
+    feedback: dict[int, FeedbackTally] = Field(default_factory=dict)
+
+    @property
+    def champion(self) -> int | None:
+        """The champion version, if any."""
+        return self.aliases.get("champion")
+
+    def serving(self) -> dict[str, Any]:
+        """What serves, compactly: champion, challenger, challenger weight (percent), shadow, paused."""
+        r = self.rollout
+        return {
+            "champion": self.champion,
+            "challenger": r.challenger if r else None,
+            "weight": r.weight if r else 0.0,
+            "shadow": r.shadow if r else False,
+            "paused": r.paused if r else False,
+            "rollout_id": r.id if r else None,
+            "step": (list(r.plan)[r.step] if r.step >= 0 else "shadow") if r else None,
+        }
+
+
+class AgentConfig(_Record):
+    """What makes an agent version: its prompt template (in S3, by sha256), the model it calls and
+    how (e.g. a Bedrock model id), and the tools it may use."""
+
+    prompt_uri: str
+    prompt_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    model_id: str
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=1024, ge=1)
+    tools: tuple[str, ...] = ()
 
 
 class VersionRecord(_Record):
@@ -81,6 +194,7 @@ class VersionRecord(_Record):
     lineage: dict[str, Any] = Field(default_factory=dict)
     baseline_uri: str | None = None
     description: str = ""
+    agent: AgentConfig | None = None
 
 
 class AuditEvent(_Record):

@@ -1,24 +1,58 @@
-"""The registry's operations: what may change and how, on top of a ``RegistryStore``.
+"""The registry's operations: what may change, when, and how it is recorded.
 
-Rules enforced here:
-    * versions are immutable and numbered 1, 2, ... per model by the registry;
-    * a version whose offline gates did not all pass is recorded as ``rejected`` and never served;
-    * the first version of a model that passes its gates becomes ``champion`` directly;
-    * every change is a conditional write with an idempotency token and an audit event.
+Rules enforced here (the store only writes atomically what this module decides):
+
+* Versions are immutable and numbered 1, 2, ... per model by the registry. A version whose offline
+  gates did not all pass is ``rejected`` and never serves.
+* The first version of a model to pass its gates becomes ``champion`` directly. Later ones start a
+  rollout as ``challenger`` at the plan's first step, or wait as ``candidate`` while another rollout
+  is in progress.
+* A rollout walks the plan (e.g. 10 -> 50 -> 100 percent). After each scoring run (or feedback, for
+  agents) the controller evaluates the rollout's gates: any ``fail`` rolls back to the champion (the
+  last known-good version); all ``pass`` plus a completed bake advances; otherwise it holds.
+  Reaching 100 percent makes the challenger champion and retires the old one.
+* Manual ``promote``, ``advance``, ``rollback``, ``pause``, ``resume``, aliases and feedback.
+* Every change is one conditional write (on the model's ``revision``) carrying an audit event with
+  actor, reason, evidence and before/after, and an idempotency token: a retried call acts once.
+  Given ``expected_revision``, a stale caller gets ``Conflict``; it never overwrites a newer state.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Literal
 
 from stagewise.platform.aws import utc_now
-from stagewise.registry.errors import AlreadyExists, Conflict, NotFound
-from stagewise.registry.records import AuditEvent, GateResult, Kind, ModelRecord, VersionRecord
+from stagewise.registry import gates as gatelib
+from stagewise.registry.errors import AlreadyExists, Conflict, InvalidTransition, NotFound
+from stagewise.registry.records import (
+    AgentConfig, AuditEvent, FeedbackTally, Gate, GateResult, Kind, ModelRecord, RolloutState, VersionRecord,
+)
 from stagewise.registry.store import RegistryStore
 
 CONFLICT_RETRIES = 5
+KEEP_RUN_TOKENS = 50
+RESERVED_ALIASES = ("champion", "challenger")
+Outcome = Literal["advanced", "completed", "held", "rolled_back", "no_rollout", "already_counted"]
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """How a new challenger rolls out: traffic steps (percent, ending at 100), bake per step
+    (minutes and scoring runs), shadow mode, and the online gates (None: the model's own)."""
+
+    steps: tuple[int, ...]
+    bake_minutes: float = 0.0
+    bake_runs: int = 1
+    shadow: bool = False
+    gates: tuple[Gate, ...] | None = None
+
+    def __post_init__(self) -> None:
+        s = list(self.steps)
+        if not s or s[-1] != 100 or any(b <= a for a, b in zip(s, s[1:])) or s[0] <= 0:
+            raise ValueError(f"a rollout plan strictly increases from above 0 and ends at 100, got {s}")
 
 
 @dataclass(frozen=True)
@@ -28,104 +62,57 @@ class Registration:
     Attributes:
         version: the version record (new, or the one an earlier call with the same token made).
         created: False when the call was an idempotent replay and nothing was written.
-        champion: the model's champion version after the call (None if it has none).
+        model: the model record after the call.
+        stage: the new version's stage (champion, challenger, candidate, registered) or
+            ``rejected``.
     """
 
     version: VersionRecord
     created: bool
-    champion: int | None
+    model: ModelRecord
+    stage: str
+
+    @property
+    def champion(self) -> int | None:
+        """The champion after the call."""
+        return self.model.champion
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the rollout controller decided after a scoring run or feedback."""
+
+    outcome: Outcome
+    model: ModelRecord
+    results: list[GateResult] = field(default_factory=list)
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "gates": [r.model_dump() for r in self.results],
+            "serving": self.model.serving(),
+        }
+
+
+Mutation = Callable[[ModelRecord, datetime], tuple[dict[str, Any], str, str, dict[str, Any], int | None]]
 
 
 class Registry:
-    """Model and agent versions with aliases and audit, on an injected store."""
+    """Model and agent versions, aliases, staged rollout and audit, on an injected store.
 
-    def __init__(self, store: RegistryStore) -> None:
+    Args:
+        store: where records live (``DynamoDBRegistryStore``).
+        clock: returns the current UTC time (injectable so bake times can be tested).
+    """
+
+    def __init__(self, store: RegistryStore, clock: Callable[[], datetime] = utc_now) -> None:
         self.store = store
+        self.clock = clock
 
-    def ensure_model(self, name: str, actor: str, kind: Kind = "model", description: str = "") -> ModelRecord:
-        """The model record, created (with an audit event) if it does not exist yet."""
-        try:
-            return self.store.get_model(name)
-        except NotFound:
-            pass
-        now = utc_now()
-        record = ModelRecord(name=name, kind=kind, description=description, created_at=now, updated_at=now)
-        event = AuditEvent(
-            model=name, event_id=uuid.uuid4().hex, at=now, actor=actor, action="model.create",
-            after={"kind": kind},
-        )
-        try:
-            return self.store.create_model(record, event)
-        except AlreadyExists:  # created concurrently: fine, read it
-            return self.store.get_model(name)
-
-    def register_version(
-        self,
-        name: str,
-        *,
-        artifact_uri: str,
-        artifact_sha256: str,
-        metrics: dict[str, float],
-        gates: list[GateResult],
-        lineage: dict[str, Any],
-        actor: str,
-        token: str,
-        baseline_uri: str | None = None,
-        kind: Kind = "model",
-        description: str = "",
-    ) -> Registration:
-        """Register a new immutable version; make it champion if it is the first to pass its gates.
-
-        Args:
-            name: model name.
-            artifact_uri: ``s3://`` URI of the model artifact; ``artifact_sha256`` its content hash.
-            metrics: holdout metrics (``{"r2": ..., "rmse": ..., "mae": ...}``).
-            gates: offline gate results; any outcome other than ``pass`` makes the version ``rejected``.
-            lineage: data hash/URI, validation result URI, spec digest, hyperparameters, package
-                version, run id.
-            actor: who registers (caller identity ARN or ``--actor``).
-            token: idempotency token: a retried call with the same token returns the first result.
-
-        Raises:
-            Conflict: the model kept changing under us for ``CONFLICT_RETRIES`` attempts.
-        """
-        self.ensure_model(name, actor, kind, description)
-        passed = bool(gates) and all(g.outcome == "pass" for g in gates)
-        for _ in range(CONFLICT_RETRIES):
-            model = self.store.get_model(name)
-            number = model.latest_version + 1
-            now = utc_now()
-            version = VersionRecord(
-                model=name, version=number, created_at=now, created_by=actor,
-                status="registered" if passed else "rejected",
-                artifact_uri=artifact_uri, artifact_sha256=artifact_sha256, metrics=metrics,
-                gates=tuple(gates), lineage=lineage, baseline_uri=baseline_uri, description=description,
-            )
-            aliases = dict(model.aliases)
-            if passed and "champion" not in aliases:
-                aliases["champion"] = number
-            head = model.model_copy(
-                update={"revision": model.revision + 1, "latest_version": number, "aliases": aliases, "updated_at": now}
-            )
-            event = AuditEvent(
-                model=name, event_id=uuid.uuid4().hex, at=now, actor=actor,
-                action="version.register" if passed else "version.reject",
-                version=number,
-                reason="first version to pass its gates becomes champion"
-                if aliases.get("champion") == number else
-                ("offline gates passed" if passed else "offline gate failed: version rejected, nothing served changes"),
-                evidence={"gates": [g.model_dump() for g in gates], "metrics": metrics},
-                before={"aliases": model.aliases, "latest_version": model.latest_version},
-                after={"aliases": aliases, "latest_version": number},
-            )
-            try:
-                written, created = self.store.commit_version(version, head, model.revision, event, token)
-            except (Conflict, AlreadyExists):
-                continue
-            current = self.store.get_model(name)
-            return Registration(written, created, current.aliases.get("champion"))
-        raise Conflict(f"model {name!r} kept changing; gave up after {CONFLICT_RETRIES} attempts")
-
+    # ------------------------------------------------------------------------------------ reads
     def get_model(self, name: str) -> ModelRecord:
         """The model record. Raises NotFound."""
         return self.store.get_model(name)
@@ -150,6 +137,453 @@ class Registry:
 
     def champion(self, name: str) -> VersionRecord | None:
         """The version aliased ``champion`` (None if the model has none). Raises NotFound."""
-        model = self.store.get_model(name)
-        number = model.aliases.get("champion")
+        number = self.store.get_model(name).champion
         return None if number is None else self.store.get_version(name, number)
+
+    def serving_at(self, name: str, at: datetime) -> dict[str, Any]:
+        """What was serving at ``at``: the ``after`` state of the last audit event at or before it.
+
+        Returns:
+            ``{"champion", "challenger", "weight", "shadow", "paused", "rollout_id", "step",
+            "since", "event"}``; champion None if nothing served yet.
+
+        Raises:
+            NotFound: unknown model.
+        """
+        last = None
+        for event in self.history(name):
+            if event.at <= at:
+                last = event
+        if last is None or "serving" not in last.after:
+            return {"champion": None, "challenger": None, "weight": 0.0, "shadow": False, "paused": False,
+                    "rollout_id": None, "step": None, "since": None, "event": None}
+        return {**last.after["serving"], "since": last.at.isoformat(), "event": last.action}
+
+    # ---------------------------------------------------------------------------- registration
+    def ensure_model(self, name: str, actor: str, kind: Kind = "model", description: str = "",
+                     gates: tuple[Gate, ...] = ()) -> ModelRecord:
+        """The model record, created (with an audit event) if it does not exist yet.
+
+        Raises:
+            InvalidTransition: the name exists with another kind (a model is not an agent).
+        """
+        try:
+            model = self.store.get_model(name)
+        except NotFound:
+            now = self.clock()
+            record = ModelRecord(name=name, kind=kind, description=description, created_at=now, updated_at=now, gates=gates)
+            event = AuditEvent(model=name, event_id=uuid.uuid4().hex, at=now, actor=actor, action="model.create",
+                               after={"kind": kind, "serving": record.serving()})
+            try:
+                return self.store.create_model(record, event)
+            except AlreadyExists:
+                model = self.store.get_model(name)
+        if model.kind != kind:
+            raise InvalidTransition(f"{name!r} is registered as a {model.kind}, not a {kind}")
+        return model
+
+    def register_version(
+        self,
+        name: str,
+        *,
+        artifact_uri: str,
+        artifact_sha256: str,
+        metrics: dict[str, float],
+        gates: list[GateResult],
+        lineage: dict[str, Any],
+        actor: str,
+        token: str,
+        baseline_uri: str | None = None,
+        kind: Kind = "model",
+        description: str = "",
+        rollout: RolloutPlan | None = None,
+        online_gates: tuple[Gate, ...] | None = None,
+        agent: AgentConfig | None = None,
+    ) -> Registration:
+        """Register a new immutable version and decide its stage in the same write.
+
+        Stage: ``rejected`` if an offline gate did not pass; else ``champion`` if the model has
+        none; else ``candidate`` if a rollout is in progress; else ``challenger`` at the first
+        step of ``rollout`` (or champion at once if that step is 100); else ``registered``.
+
+        Args:
+            name: model name.
+            artifact_uri, artifact_sha256: where the artifact is and its content hash.
+            metrics: holdout metrics.
+            gates: offline gate results (an empty list counts as passed: nothing was required).
+            lineage: data hash/URI, validation result, spec digest, hyperparameters, versions, run id.
+            actor: who registers.
+            token: idempotency token: a retried call with the same token returns the first result.
+            rollout: start a rollout for a passing version (None: leave it ``registered``).
+            online_gates: replace the model's rollout gates (e.g. from the current model spec).
+            agent: the agent configuration, for versions of an agent.
+
+        Raises:
+            Conflict: the model kept changing under us for ``CONFLICT_RETRIES`` attempts.
+            InvalidTransition: the name exists with another kind.
+        """
+        self.ensure_model(name, actor, kind, description, online_gates or ())
+        passed = all(g.outcome == "pass" for g in gates)
+        for _ in range(CONFLICT_RETRIES):
+            model = self.store.get_model(name)
+            if self.store.has_token(name, token):
+                return self._replay_registration(name, token)
+            number = model.latest_version + 1
+            now = self.clock()
+            version = VersionRecord(
+                model=name, version=number, created_at=now, created_by=actor,
+                status="registered" if passed else "rejected",
+                artifact_uri=artifact_uri, artifact_sha256=artifact_sha256, metrics=metrics,
+                gates=tuple(gates), lineage=lineage, baseline_uri=baseline_uri, description=description, agent=agent,
+            )
+            base = model.model_copy(update={"latest_version": number, **({"gates": online_gates} if online_gates is not None else {})})
+            if not passed:
+                head, stage, reason = base, "rejected", "offline gate failed: version rejected, what serves is unchanged"
+            elif model.champion is None:
+                head, stage, reason = _crown(base, number), "champion", "first version to pass its gates becomes champion"
+            elif model.rollout is not None:
+                head = base.model_copy(update={"stages": {**base.stages, number: "candidate"}})
+                stage, reason = "candidate", f"rollout of v{model.rollout.challenger} in progress: waits as candidate"
+            elif rollout is not None:
+                head = _start_rollout(base, number, rollout, actor, now)
+                stage = "champion" if head.champion == number else "challenger"
+                reason = f"offline gates passed: rollout started at {_step_label(head)}"
+            else:
+                head = base.model_copy(update={"stages": {**base.stages, number: "registered"}})
+                stage, reason = "registered", "offline gates passed"
+            head = head.model_copy(update={"revision": model.revision + 1, "updated_at": now})
+            event = AuditEvent(
+                model=name, event_id=uuid.uuid4().hex, at=now, actor=actor,
+                action="version.register" if passed else "version.reject", version=number, reason=reason,
+                evidence={"gates": [g.model_dump() for g in gates], "metrics": metrics, "stage": stage},
+                before={"serving": model.serving()}, after={"serving": head.serving(), "stage": stage},
+            )
+            try:
+                written, created = self.store.commit_version(version, head, model.revision, event, token)
+            except (Conflict, AlreadyExists):
+                continue
+            if not created:
+                return self._replay_registration(name, token)
+            return Registration(written, True, head, stage)
+        raise Conflict(f"model {name!r} kept changing; gave up after {CONFLICT_RETRIES} attempts")
+
+    def _replay_registration(self, name: str, token: str) -> Registration:
+        number = self.store.token_result(name, token)
+        version = self.store.get_version(name, number)
+        model = self.store.get_model(name)
+        stage = "rejected" if version.status == "rejected" else model.stages.get(number, "registered")
+        return Registration(version, False, model, stage)
+
+    # ------------------------------------------------------------------------ manual operations
+    def promote(self, name: str, version: int, plan: RolloutPlan, *, actor: str, token: str, reason: str = "",
+                expected_revision: int | None = None) -> ModelRecord:
+        """Start a rollout of ``version`` (or crown it, if the model has no champion).
+
+        Raises:
+            NotFound: no such model or version.
+            InvalidTransition: the version is rejected, rolled back, already champion or
+                challenger, or another rollout is in progress.
+            Conflict: ``expected_revision`` is stale.
+        """
+        record = self.store.get_version(name, version)
+
+        def mutate(m: ModelRecord, now: datetime):
+            stage = m.stages.get(version)
+            if record.status == "rejected":
+                raise InvalidTransition(f"v{version} was rejected by its offline gates and can never serve")
+            if stage == "rolled_back":
+                raise InvalidTransition(f"v{version} was rolled back; register a new version instead")
+            if m.champion == version:
+                raise InvalidTransition(f"v{version} is already champion")
+            if m.rollout is not None:
+                raise InvalidTransition(
+                    f"a rollout of v{m.rollout.challenger} is in progress; advance, roll back or wait for it first")
+            if m.champion is None:
+                return _fields(_crown(m, version)), "version.promote", reason or "no champion yet: crowned directly", {}, version
+            head = _start_rollout(m, version, plan, actor, now)
+            return _fields(head), "rollout.start", reason or f"manual promote at {_step_label(head)}", {"plan": list(plan.steps)}, version
+
+        return self._change(name, actor, token, expected_revision, mutate)
+
+    def advance(self, name: str, *, actor: str, token: str, reason: str = "", expected_revision: int | None = None) -> ModelRecord:
+        """Move the challenger to the next step now (skipping the bake); at 100 it becomes champion.
+
+        Raises:
+            InvalidTransition: no rollout in progress (e.g. it was rolled back), or it is paused.
+            Conflict: ``expected_revision`` is stale.
+        """
+
+        def mutate(m: ModelRecord, now: datetime):
+            r = _require_rollout(m, "advance")
+            if r.paused:
+                raise InvalidTransition(f"the rollout of v{r.challenger} is paused; resume it first")
+            head = _next_step(m, now)
+            action = "rollout.complete" if head.rollout is None else "rollout.advance"
+            return _fields(head), action, reason or "manual advance", {}, r.challenger
+
+        return self._change(name, actor, token, expected_revision, mutate)
+
+    def rollback(self, name: str, *, actor: str, token: str, reason: str, expected_revision: int | None = None) -> ModelRecord:
+        """Roll back: abort the rollout in progress (all traffic to the champion), or, with none in
+        progress, replace the champion by the last known-good champion before it.
+
+        Raises:
+            InvalidTransition: nothing to roll back to.
+            Conflict: ``expected_revision`` is stale.
+        """
+
+        def mutate(m: ModelRecord, now: datetime):
+            if m.rollout is not None:
+                return _fields(_abort(m)), "rollout.rollback", reason, {}, m.rollout.challenger
+            current = m.champion
+            previous = next((v for v in reversed(m.champion_history) if v != current and m.stages.get(v) == "retired"), None)
+            if current is None or previous is None:
+                raise InvalidTransition(f"{name!r} has no rollout in progress and no earlier known-good champion to roll back to")
+            stages = {**m.stages, current: "rolled_back", previous: "champion"}
+            aliases = {**m.aliases, "champion": previous}
+            head = m.model_copy(update={"stages": stages, "aliases": aliases, "champion_history": m.champion_history + (previous,)})
+            return _fields(head), "champion.rollback", reason, {"from": current, "to": previous}, current
+
+        return self._change(name, actor, token, expected_revision, mutate)
+
+    def pause(self, name: str, *, actor: str, token: str, reason: str = "", expected_revision: int | None = None) -> ModelRecord:
+        """Pause the rollout in progress: the controller holds, traffic stays where it is.
+
+        Raises:
+            InvalidTransition: no rollout in progress, or already paused.
+        """
+
+        def mutate(m: ModelRecord, now: datetime):
+            r = _require_rollout(m, "pause")
+            if r.paused:
+                raise InvalidTransition(f"the rollout of v{r.challenger} is already paused")
+            return {"rollout": r.model_copy(update={"paused": True})}, "rollout.pause", reason or "manual pause", {}, r.challenger
+
+        return self._change(name, actor, token, expected_revision, mutate)
+
+    def resume(self, name: str, *, actor: str, token: str, reason: str = "", expected_revision: int | None = None) -> ModelRecord:
+        """Resume a paused rollout.
+
+        Raises:
+            InvalidTransition: no rollout in progress, or it is not paused.
+        """
+
+        def mutate(m: ModelRecord, now: datetime):
+            r = _require_rollout(m, "resume")
+            if not r.paused:
+                raise InvalidTransition(f"the rollout of v{r.challenger} is not paused")
+            return {"rollout": r.model_copy(update={"paused": False})}, "rollout.resume", reason or "manual resume", {}, r.challenger
+
+        return self._change(name, actor, token, expected_revision, mutate)
+
+    def set_alias(self, name: str, alias: str, version: int | None, *, actor: str, token: str,
+                  expected_revision: int | None = None) -> ModelRecord:
+        """Point a user alias at ``version`` (None deletes it). ``champion``/``challenger`` are
+        managed by rollouts and cannot be set by hand.
+
+        Raises:
+            InvalidTransition: a reserved alias, or a rejected version.
+            NotFound: no such version.
+        """
+        if alias in RESERVED_ALIASES:
+            raise InvalidTransition(f"{alias!r} is managed by rollouts; use promote, advance or rollback")
+        if version is not None and self.store.get_version(name, version).status == "rejected":
+            raise InvalidTransition(f"v{version} was rejected; an alias cannot point at it")
+
+        def mutate(m: ModelRecord, now: datetime):
+            aliases = dict(m.aliases)
+            if version is None:
+                if aliases.pop(alias, None) is None:
+                    raise InvalidTransition(f"{name!r} has no alias {alias!r}")
+            else:
+                aliases[alias] = version
+            return {"aliases": aliases}, "alias.set" if version is not None else "alias.delete", f"{alias} -> {version}", {}, version
+
+        return self._change(name, actor, token, expected_revision, mutate)
+
+    # ------------------------------------------------------------------------- the controller
+    def evaluate_rollout(self, name: str, observations: dict[str, tuple[float | None, int]], *, actor: str,
+                         run_token: str) -> Decision:
+        """Count a scoring run against the rollout in progress and act on its gates.
+
+        Any gate ``fail`` rolls back; all ``pass`` with the bake complete (``bake_runs`` runs and
+        ``bake_minutes`` minutes in the step, this run included) advances; otherwise holds. A run
+        already counted (same ``run_token``) changes nothing.
+
+        Args:
+            observations: metric -> (value, samples) seen for the challenger in this run.
+            run_token: the scoring run's id.
+        """
+        model = self.store.get_model(name)
+        r = model.rollout
+        if r is None:
+            return Decision("no_rollout", model, reason="no rollout in progress")
+        if run_token in r.evaluated_runs:
+            return Decision("already_counted", model, reason=f"run {run_token} was already counted")
+        box: dict[str, Any] = {}
+
+        def mutate(m: ModelRecord, now: datetime):
+            return _decide(m, now, observations, run_token, box)
+
+        try:
+            head = self._change(name, actor, f"eval-{run_token}", model.revision, mutate)
+        except Conflict:
+            return self.evaluate_rollout(name, observations, actor=actor, run_token=run_token)
+        return Decision(box.get("outcome", "already_counted"), head, box.get("results", []), box.get("reason", ""))
+
+    def feedback(self, name: str, version: int, *, approved: bool, score: float | None, actor: str, token: str,
+                 comment: str = "") -> Decision:
+        """Record a human or judge verdict on ``version``; if it is the challenger of a rollout,
+        its approval rate and mean score feed the rollout's gates at once (see ``evaluate_rollout``).
+
+        Raises:
+            NotFound: no such model or version.
+            InvalidTransition: the score is outside [0, 1].
+        """
+        if score is not None and not 0.0 <= score <= 1.0:
+            raise InvalidTransition(f"a feedback score is in [0, 1], got {score}")
+        self.store.get_version(name, version)
+        box: dict[str, Any] = {}
+
+        def mutate(m: ModelRecord, now: datetime):
+            tally = m.feedback.get(version, FeedbackTally())
+            tally = tally.model_copy(update={
+                "approved": tally.approved + int(approved), "rejected": tally.rejected + int(not approved),
+                "scored": tally.scored + int(score is not None), "score_sum": tally.score_sum + (score or 0.0),
+            })
+            m2 = m.model_copy(update={"feedback": {**m.feedback, version: tally}})
+            evidence = {"verdict": "approved" if approved else "rejected", "score": score, "comment": comment,
+                        "approval_rate": tally.approval_rate, "mean_score": tally.mean_score, "verdicts": tally.verdicts}
+            if m.rollout is None or m.rollout.challenger != version:
+                box.update(outcome="no_rollout", reason="feedback recorded; the version is not rolling out")
+                return {"feedback": m2.feedback}, "feedback.record", "feedback recorded", evidence, version
+            observations = {"approval_rate": (tally.approval_rate, tally.verdicts), "mean_score": (tally.mean_score, tally.scored)}
+            fields, action, reason, ev, v = _decide(m2, now, observations, token, box)
+            return {**fields, "feedback": m2.feedback}, action, reason, {**ev, "feedback": evidence}, v
+
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                head = self._change(name, actor, token, None, mutate)
+            except Conflict:
+                continue
+            return Decision(box.get("outcome", "already_counted"), head, box.get("results", []), box.get("reason", ""))
+        raise Conflict(f"{name!r} kept changing; feedback not recorded after {CONFLICT_RETRIES} attempts: retry")
+
+    # ---------------------------------------------------------------------------------- write
+    def _change(self, name: str, actor: str, token: str, expected_revision: int | None, mutate: Mutation) -> ModelRecord:
+        model = self.store.get_model(name)
+        if self.store.has_token(name, token):
+            return model  # a retried call: it acted already
+        if expected_revision is not None and model.revision != expected_revision:
+            raise Conflict(f"{name!r} is at revision {model.revision}, not {expected_revision}; re-read and retry")
+        now = self.clock()
+        fields, action, reason, evidence, version = mutate(model, now)
+        head = model.model_copy(update={**fields, "revision": model.revision + 1, "updated_at": now})
+        event = AuditEvent(
+            model=name, event_id=uuid.uuid4().hex, at=now, actor=actor, action=action, reason=reason, version=version,
+            evidence=evidence, before={"serving": model.serving(), "stages": _stages(model)},
+            after={"serving": head.serving(), "stages": _stages(head)},
+        )
+        written, _ = self.store.update_model(head, model.revision, event, token)
+        return written
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _fields(head: ModelRecord) -> dict[str, Any]:
+    return {k: getattr(head, k) for k in ("aliases", "stages", "champion_history", "rollout")}
+
+
+def _stages(m: ModelRecord) -> dict[str, str]:
+    return {str(k): v for k, v in sorted(m.stages.items())}
+
+
+def _step_label(m: ModelRecord) -> str:
+    r = m.rollout
+    if r is None:
+        return "100% (champion)"
+    return "shadow (0%)" if r.shadow else f"{r.weight:g}%"
+
+
+def _require_rollout(m: ModelRecord, what: str) -> RolloutState:
+    if m.rollout is None:
+        raise InvalidTransition(f"cannot {what} {m.name!r}: no rollout in progress")
+    return m.rollout
+
+
+def _crown(m: ModelRecord, version: int) -> ModelRecord:
+    """``version`` becomes champion; the old champion retires (known-good, can be rolled back to)."""
+    stages = dict(m.stages)
+    if m.champion is not None:
+        stages[m.champion] = "retired"
+    stages[version] = "champion"
+    aliases = {k: v for k, v in m.aliases.items() if k != "challenger"}
+    aliases["champion"] = version
+    return m.model_copy(update={"stages": stages, "aliases": aliases, "rollout": None,
+                                "champion_history": m.champion_history + (version,)})
+
+
+def _start_rollout(m: ModelRecord, version: int, plan: RolloutPlan, actor: str, now: datetime) -> ModelRecord:
+    if not plan.shadow and plan.steps[0] >= 100:
+        return _crown(m, version)
+    state = RolloutState(
+        id=uuid.uuid4().hex, challenger=version, baseline=m.champion, plan=plan.steps,
+        step=-1 if plan.shadow else 0, weight=0.0 if plan.shadow else float(plan.steps[0]), shadow=plan.shadow,
+        started_at=now, started_by=actor, step_started_at=now, bake_minutes=plan.bake_minutes, bake_runs=plan.bake_runs,
+        gates=plan.gates if plan.gates is not None else m.gates,
+    )
+    return m.model_copy(update={"rollout": state, "aliases": {**m.aliases, "challenger": version},
+                                "stages": {**m.stages, version: "challenger"}})
+
+
+def _next_step(m: ModelRecord, now: datetime) -> ModelRecord:
+    r = m.rollout
+    assert r is not None
+    step = r.step + 1
+    if step >= len(r.plan) or r.plan[step] >= 100:
+        return _crown(m, r.challenger)
+    state = r.model_copy(update={"step": step, "weight": float(r.plan[step]), "shadow": False,
+                                 "step_started_at": now, "step_runs": 0})
+    return m.model_copy(update={"rollout": state})
+
+
+def _abort(m: ModelRecord) -> ModelRecord:
+    r = m.rollout
+    assert r is not None
+    aliases = {k: v for k, v in m.aliases.items() if k != "challenger"}
+    return m.model_copy(update={"rollout": None, "aliases": aliases, "stages": {**m.stages, r.challenger: "rolled_back"}})
+
+
+def _decide(m: ModelRecord, now: datetime, observations: dict[str, tuple[float | None, int]], run_token: str,
+            box: dict[str, Any]):
+    """The controller's rule for one run: fail -> roll back; pass + baked -> advance; else hold."""
+    r = m.rollout
+    if r is None:
+        raise InvalidTransition(f"{m.name!r} has no rollout in progress")
+    results = gatelib.evaluate(r.gates, observations)
+    runs = r.step_runs + (0 if r.paused else 1)
+    tokens = (r.evaluated_runs + (run_token,))[-KEEP_RUN_TOKENS:]
+    minutes = (now - r.step_started_at).total_seconds() / 60
+    evidence = {"gates": [x.model_dump() for x in results], "step_runs": runs, "bake_runs": r.bake_runs,
+                "step_minutes": round(minutes, 2), "bake_minutes": r.bake_minutes, "run": run_token}
+    failed = [x for x in results if x.outcome == "fail"]
+    box["results"] = results
+    if failed:
+        reason = "gate failed: " + "; ".join(f"{x.metric}={x.value:.4g} needs {x.comparator} {x.threshold:g}" for x in failed)
+        box.update(outcome="rolled_back", reason=reason)
+        return _fields(_abort(m)), "rollout.rollback", reason, evidence, r.challenger
+    held = r.model_copy(update={"step_runs": runs, "evaluated_runs": tokens})
+    inconclusive = [x for x in results if x.outcome == "inconclusive"]
+    if r.paused:
+        reason = "paused: holding"
+    elif inconclusive:
+        reason = "inconclusive: " + "; ".join(f"{x.metric} on {x.samples}/{x.min_samples} samples" for x in inconclusive)
+    elif runs < r.bake_runs or minutes < r.bake_minutes:
+        reason = f"baking: {runs}/{r.bake_runs} runs, {minutes:.1f}/{r.bake_minutes:g} minutes at {_step_label(m)}"
+    else:
+        head = _next_step(m.model_copy(update={"rollout": held}), now)
+        done = head.rollout is None
+        reason = "gates passed and bake complete: " + ("champion" if done else f"advanced to {_step_label(head)}")
+        box.update(outcome="completed" if done else "advanced", reason=reason)
+        return _fields(head), "rollout.complete" if done else "rollout.advance", reason, evidence, r.challenger
+    box.update(outcome="held", reason=reason)
+    return {"rollout": held}, "rollout.hold", reason, evidence, r.challenger

@@ -71,6 +71,18 @@ class RegistryStore(ABC):
         """
 
     @abstractmethod
+    def has_token(self, name: str, token: str) -> bool:
+        """True if a change of model ``name`` was already made with idempotency token ``token``."""
+
+    @abstractmethod
+    def token_result(self, name: str, token: str) -> int:
+        """The version number the change made with ``token`` produced (0 for non-version changes).
+
+        Raises:
+            NotFound: the token was never used.
+        """
+
+    @abstractmethod
     def get_version(self, name: str, version: int) -> VersionRecord:
         """One version.
 

@@ -8,7 +8,7 @@ what runs.
 Keys read (Pulumi config, ``<namespace>:<key>``):
     aws:region, aws:allowedAccountIds, aws:assumeRoles (list of {roleArn, sessionName}),
     aws:defaultTags ({tags: {...}}), and under ``stagewise:``: environment, accountId,
-    toolingAccountId, alertEmails, rolloutPlan, taskSizes, logRetentionDays, deletionProtection,
+    toolingAccountId, alertEmails, rolloutPlan, bake, taskSizes, logRetentionDays, deletionProtection,
     schedule, scoringConcurrency.
 """
 
@@ -99,6 +99,13 @@ class TaskSizes(_Strict):
     score: TaskSize
 
 
+class Bake(_Strict):
+    """What each rollout step must run before it may advance: minutes and scoring runs."""
+
+    min_minutes: Annotated[float, Field(alias="minMinutes", ge=0)] = 0
+    min_scoring_runs: Annotated[int, Field(alias="minScoringRuns", ge=0)] = 1
+
+
 class EnvironmentSettings(_Strict):
     """Everything that differs between dev, test and prod, read from ``Pulumi.<env>.yaml``.
 
@@ -113,6 +120,8 @@ class EnvironmentSettings(_Strict):
         tooling_account_id: the account CI/CD and promoters come from (trusted by the stack's roles).
         alert_emails: addresses subscribed to the environment's SNS alert topic.
         rollout_plan: traffic steps in percent, strictly increasing, ending at 100 (e.g. ``[10, 50, 100]``).
+        bake: what each step must run before it advances (batch scoring runs on the schedule, so
+            ``minScoringRuns: 2`` on a daily schedule is two days).
         task_sizes: Fargate sizes of the validate, train and score tasks.
         log_retention_days: CloudWatch Logs retention of the job log groups, in days.
         deletion_protection: protect the registry table and buckets from deletion.
@@ -129,6 +138,7 @@ class EnvironmentSettings(_Strict):
     tooling_account_id: Annotated[str, Field(pattern=ACCOUNT_ID)]
     alert_emails: tuple[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")], ...]
     rollout_plan: tuple[Annotated[int, Field(gt=0, le=100)], ...]
+    bake: Bake = Bake()
     task_sizes: TaskSizes
     log_retention_days: Annotated[int, Field(gt=0)] = 30
     deletion_protection: bool = False
@@ -239,6 +249,7 @@ def settings_from_config(config: dict[str, Any], origin: str = "config") -> Envi
         "tooling_account_id": config.get("stagewise:toolingAccountId"),
         "alert_emails": config.get("stagewise:alertEmails", []),
         "rollout_plan": config.get("stagewise:rolloutPlan"),
+        "bake": config.get("stagewise:bake"),
         "task_sizes": config.get("stagewise:taskSizes"),
         "log_retention_days": config.get("stagewise:logRetentionDays"),
         "deletion_protection": config.get("stagewise:deletionProtection"),
@@ -262,6 +273,7 @@ _KEYS = {
     "tooling_account_id": "stagewise:toolingAccountId",
     "alert_emails": "stagewise:alertEmails",
     "rollout_plan": "stagewise:rolloutPlan",
+    "bake": "stagewise:bake",
     "task_sizes": "stagewise:taskSizes",
     "log_retention_days": "stagewise:logRetentionDays",
     "deletion_protection": "stagewise:deletionProtection",
