@@ -24,7 +24,7 @@ from rich.table import Table
 from stagewise.platform.cli import (
     AWS_OPT, ENV_OPT, EXIT_BAD_INPUT, JSON_OPT, emit_json, err, fail, handles_errors, local_app, out,
 )
-from stagewise.registry.cli import registry_app
+from stagewise.registry.cli import agent_app, registry_app
 
 app = typer.Typer(
     name="stagewise",
@@ -36,6 +36,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Datasets: the synthetic customer-engagement generator.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")
+app.add_typer(agent_app, name="agent")
 app.add_typer(local_app, name="local")
 
 

@@ -62,7 +62,7 @@ class TableSpec:
 
     Item layout (see ``stagewise.registry.dynamodb``): ``pk = "MODEL#<name>"`` with
     ``sk = "MODEL"`` (the model record), ``"VERSION#<000001>"`` (immutable versions),
-    ``"EVENT#<iso time>#<id>"`` (audit events), ``"TOKEN#<idempotency token>"`` (idempotency
+    ``"EVENT#<revision>"`` (audit events, one per revision), ``"TOKEN#<idempotency token>"`` (idempotency
     markers). The ``by-kind`` index lists models by kind (``gsi1pk = "KIND#model"``).
     """
 

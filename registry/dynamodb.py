@@ -5,7 +5,7 @@ Item layout (key schema from ``stagewise.platform.specs.registry_table_spec``)::
     pk               sk                          what
     MODEL#<name>     MODEL                       model record (revision, aliases, rollout)
     MODEL#<name>     VERSION#<000001>            immutable version record
-    MODEL#<name>     EVENT#<iso time>#<id>       audit event (append-only)
+    MODEL#<name>     EVENT#<revision 000000000001>  audit event (append-only, one per revision)
     MODEL#<name>     TOKEN#<token>               idempotency marker: what the token produced
 
 The model record also carries ``gsi1pk = "KIND#<kind>"`` and ``gsi1sk = <name>`` so models are
@@ -41,18 +41,8 @@ def _vsk(version: int) -> str:
 def _to_item(record: Any, **keys: str | int) -> dict[str, Any]:
     """A pydantic record as a DynamoDB item: JSON types, floats as Decimal, plus the key attributes."""
     plain = json.loads(record.model_dump_json(), parse_float=Decimal)
-    plain = _drop_empty(plain)
     plain.update(keys)
     return {k: _ser.serialize(v) for k, v in plain.items()}
-
-
-def _drop_empty(value: Any) -> Any:
-    """DynamoDB rejects empty strings in keys only, but empty sets anywhere; drop None values."""
-    if isinstance(value, dict):
-        return {k: _drop_empty(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_empty(v) for v in value]
-    return value
 
 
 def _plain(value: Any) -> Any:
@@ -153,7 +143,7 @@ class DynamoDBRegistryStore(RegistryStore):
             return version, True
         if reasons[0] == "ConditionalCheckFailed":
             return self.get_version(model.name, self._token_version(pk, token)), False
-        if reasons[2] == "ConditionalCheckFailed":
+        if "ConditionalCheckFailed" in (reasons[2], reasons[3]):  # head moved, or its revision's event exists
             self.get_model(model.name)
             raise Conflict(
                 f"model {model.name!r} changed since revision {expected_revision} was read; re-read and retry"
@@ -170,7 +160,7 @@ class DynamoDBRegistryStore(RegistryStore):
             return model, True
         if reasons[0] == "ConditionalCheckFailed":
             return self.get_model(model.name), False
-        if reasons[1] == "ConditionalCheckFailed":
+        if "ConditionalCheckFailed" in (reasons[1], reasons[2]):
             self.get_model(model.name)
             raise Conflict(f"model {model.name!r} changed since revision {expected_revision} was read; re-read and retry")
         raise RegistryError(f"registry write cancelled: {reasons}")
@@ -187,7 +177,7 @@ class DynamoDBRegistryStore(RegistryStore):
         }
 
     def _put_event(self, event: AuditEvent) -> dict[str, Any]:
-        sk = f"EVENT#{event.at.isoformat()}#{event.event_id}"
+        sk = f"EVENT#{event.revision:012d}"
         return {
             "Put": {
                 "TableName": self.table,

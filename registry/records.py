@@ -198,10 +198,15 @@ class VersionRecord(_Record):
 
 
 class AuditEvent(_Record):
-    """An append-only record of one state change: who, why, on what evidence, before and after."""
+    """An append-only record of one state change: who, why, on what evidence, before and after.
+
+    ``revision`` is the model revision the change produced (0 for the model's creation): exactly
+    one event per revision, so the trail has no gaps and no duplicates.
+    """
 
     model: str
     event_id: str
+    revision: int = 0
     at: datetime
     actor: str
     action: str

@@ -253,7 +253,7 @@ class Registry:
                 stage, reason = "registered", "offline gates passed"
             head = head.model_copy(update={"revision": model.revision + 1, "updated_at": now})
             event = AuditEvent(
-                model=name, event_id=uuid.uuid4().hex, at=now, actor=actor,
+                model=name, event_id=uuid.uuid4().hex, revision=head.revision, at=now, actor=actor,
                 action="version.register" if passed else "version.reject", version=number, reason=reason,
                 evidence={"gates": [g.model_dump() for g in gates], "metrics": metrics, "stage": stage},
                 before={"serving": model.serving()}, after={"serving": head.serving(), "stage": stage},
@@ -480,7 +480,8 @@ class Registry:
         fields, action, reason, evidence, version = mutate(model, now)
         head = model.model_copy(update={**fields, "revision": model.revision + 1, "updated_at": now})
         event = AuditEvent(
-            model=name, event_id=uuid.uuid4().hex, at=now, actor=actor, action=action, reason=reason, version=version,
+            model=name, event_id=uuid.uuid4().hex, revision=head.revision, at=now, actor=actor, action=action,
+            reason=reason, version=version,
             evidence=evidence, before={"serving": model.serving(), "stages": _stages(model)},
             after={"serving": head.serving(), "stages": _stages(head)},
         )

@@ -63,7 +63,7 @@ def test_stale_revision_is_a_conflict(registry, name, dev):
     store = registry.store
     model = store.get_model(name)
     stale = model.model_copy(update={"revision": model.revision + 1, "aliases": {"champion": 99}})
-    event = AuditEvent(model=name, event_id="e1", at=utc_now(), actor="x", action="alias.set")
+    event = AuditEvent(model=name, event_id="e1", revision=model.revision + 1, at=utc_now(), actor="x", action="alias.set")
     store.update_model(stale, model.revision, event, token="t-a")
     with pytest.raises(Conflict):
         store.update_model(stale, model.revision, event.model_copy(update={"event_id": "e2"}), token="t-b")
