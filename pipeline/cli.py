@@ -88,17 +88,18 @@ def data_generate(
                   f"best achievable R² {doc['best_achievable_r2']}")
 
 
+DATA_OPT = typer.Option(Path("data/customers.parquet"), "--data", "-d", help="Dataset (parquet or CSV), or an s3:// URI.")
+MODEL_OPT = typer.Option("engagement", "--model", "-m", help="Built-in spec name or path to a spec YAML.")
+RUN_ACTOR_OPT = typer.Option(None, "--actor", help="Who runs it, for the audit (default: the assumed role's identity).")
+PORT_OPT = typer.Option(None, "--port", help="Port for the embedded AWS if it has to be started.")
+PROJECT_OPT = typer.Option(None, "--project-dir", help="Folder with Pulumi.<env>.yaml (default: found from cwd).")
+
+
 @app.command("run")
 @handles_errors
 def run(
-    data: Path = typer.Option(Path("data/customers.parquet"), "--data", "-d", help="Input dataset (parquet or CSV), or an s3:// URI.", show_default=True),
-    model: str = typer.Option("engagement", "--model", "-m", help="Built-in spec name or path to a spec YAML."),
-    env: str = ENV_OPT,
-    aws: bool = AWS_OPT,
-    actor: Optional[str] = typer.Option(None, "--actor", help="Who runs it, for the audit (default: the assumed role's identity)."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port for the embedded AWS if it has to be started."),
-    project_dir: Optional[Path] = typer.Option(None, "--project-dir", help="Folder with Pulumi.<env>.yaml (default: found from cwd)."),
-    as_json: bool = JSON_OPT,
+    data: Path = DATA_OPT, model: str = MODEL_OPT, env: str = ENV_OPT, aws: bool = AWS_OPT, actor: Optional[str] = RUN_ACTOR_OPT,
+    port: Optional[int] = PORT_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Run the pipeline: ingest, validate, train, evaluate, register, score, rollout, publish.
 
@@ -115,14 +116,8 @@ def run(
 @app.command("score")
 @handles_errors
 def score(
-    data: Path = typer.Option(Path("data/customers.parquet"), "--data", "-d", help="Dataset to score (parquet or CSV), or an s3:// URI."),
-    model: str = typer.Option("engagement", "--model", "-m", help="Built-in spec name or path to a spec YAML."),
-    env: str = ENV_OPT,
-    aws: bool = AWS_OPT,
-    actor: Optional[str] = typer.Option(None, "--actor", help="Who runs it, for the audit (default: the assumed role's identity)."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port for the embedded AWS if it has to be started."),
-    project_dir: Optional[Path] = typer.Option(None, "--project-dir", help="Folder with Pulumi.<env>.yaml (default: found from cwd)."),
-    as_json: bool = JSON_OPT,
+    data: Path = DATA_OPT, model: str = MODEL_OPT, env: str = ENV_OPT, aws: bool = AWS_OPT, actor: Optional[str] = RUN_ACTOR_OPT,
+    port: Optional[int] = PORT_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Score with the current rollout, without training: ingest, validate, score, rollout, publish.
 

@@ -36,7 +36,7 @@ DEFAULT_AGENT_GATES = (Gate(metric="approval_rate", comparator=">=", threshold=0
 
 
 def _connect(env: str, aws: bool) -> tuple[Environment, Registry]:
-    conn = connect(env, aws=aws)
+    conn = connect(env, aws=aws, provision=True)  # on the embedded AWS: make sure the table exists
     return conn, Registry(DynamoDBRegistryStore(conn.clients.client("dynamodb"), conn.resources.registry_table.name))
 
 
@@ -320,18 +320,27 @@ def promote(
     _changed(m, "promote", as_json, env)
 
 
-@registry_app.command("advance")
-@handles_errors
-def advance(
-    model: str = typer.Argument(..., help="Model or agent name."),
-    reason: str = typer.Option("", "--reason"),
-    actor: Optional[str] = ACTOR_OPT, token: Optional[str] = TOKEN_OPT, expected_revision: Optional[int] = REVISION_OPT,
-    env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
-) -> None:
-    """Move the challenger to the next traffic step now, skipping the bake (100% = champion)."""
-    conn, reg = _connect(env, aws)
-    m = reg.advance(model, actor=_actor(conn, actor), token=token or uuid.uuid4().hex, reason=reason, expected_revision=expected_revision)
-    _changed(m, "advance", as_json, env)
+def _rollout_command(action: str, help_text: str) -> None:
+    """Register ``stagewise registry <action> MODEL`` for a rollout change that needs no arguments."""
+
+    @registry_app.command(action, help=help_text)
+    @handles_errors
+    def command(
+        model: str = typer.Argument(..., help="Model or agent name."),
+        reason: str = typer.Option("", "--reason"),
+        actor: Optional[str] = ACTOR_OPT, token: Optional[str] = TOKEN_OPT, expected_revision: Optional[int] = REVISION_OPT,
+        env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
+    ) -> None:
+        conn, reg = _connect(env, aws)
+        change = getattr(reg, action)
+        m = change(model, actor=_actor(conn, actor), token=token or uuid.uuid4().hex, reason=reason,
+                   expected_revision=expected_revision)
+        _changed(m, action, as_json, env)
+
+
+_rollout_command("advance", "Move the challenger to the next traffic step now, skipping the bake (100% = champion).")
+_rollout_command("pause", "Pause the rollout: traffic stays where it is and the controller holds.")
+_rollout_command("resume", "Resume a paused rollout.")
 
 
 @registry_app.command("rollback")
@@ -347,34 +356,6 @@ def rollback(
     conn, reg = _connect(env, aws)
     m = reg.rollback(model, actor=_actor(conn, actor), token=token or uuid.uuid4().hex, reason=reason, expected_revision=expected_revision)
     _changed(m, "rollback", as_json, env)
-
-
-@registry_app.command("pause")
-@handles_errors
-def pause(
-    model: str = typer.Argument(..., help="Model or agent name."),
-    reason: str = typer.Option("", "--reason"),
-    actor: Optional[str] = ACTOR_OPT, token: Optional[str] = TOKEN_OPT, expected_revision: Optional[int] = REVISION_OPT,
-    env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
-) -> None:
-    """Pause the rollout: traffic stays where it is and the controller holds."""
-    conn, reg = _connect(env, aws)
-    m = reg.pause(model, actor=_actor(conn, actor), token=token or uuid.uuid4().hex, reason=reason, expected_revision=expected_revision)
-    _changed(m, "pause", as_json, env)
-
-
-@registry_app.command("resume")
-@handles_errors
-def resume(
-    model: str = typer.Argument(..., help="Model or agent name."),
-    reason: str = typer.Option("", "--reason"),
-    actor: Optional[str] = ACTOR_OPT, token: Optional[str] = TOKEN_OPT, expected_revision: Optional[int] = REVISION_OPT,
-    env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
-) -> None:
-    """Resume a paused rollout."""
-    conn, reg = _connect(env, aws)
-    m = reg.resume(model, actor=_actor(conn, actor), token=token or uuid.uuid4().hex, reason=reason, expected_revision=expected_revision)
-    _changed(m, "resume", as_json, env)
 
 
 @registry_app.command("alias")
