@@ -21,7 +21,10 @@ class Step:
         name: state name (``validate``).
         description: one line for humans (``--help``, the state machine's Comment).
         run: the step function, ``run(ctx) -> summary dict``.
-        task: the ECS task definition that runs the step on AWS (``validate``, ``train``, ``score``).
+        task: the task group that runs the step on AWS. Consecutive steps with the same group run
+            in one ECS task (one state of the state machine): ``validate`` (ingest, validate),
+            ``train`` (train, evaluate, register), ``score`` (score; a Map over partitions) and
+            ``report`` (rollout, publish), each on the task definition named in ``TASK_DEFINITIONS``.
     """
 
     name: str
@@ -49,6 +52,16 @@ class Pipeline:
         """Step names in order."""
         return [st.name for st in self.steps]
 
+    def task_groups(self) -> list[tuple[str, tuple[Step, ...]]]:
+        """Consecutive steps grouped by ``task``, in order: ``[("validate", (ingest, validate)), ...]``."""
+        groups: list[tuple[str, list[Step]]] = []
+        for st in self.steps:
+            if groups and groups[-1][0] == st.task:
+                groups[-1][1].append(st)
+            else:
+                groups.append((st.task, [st]))
+        return [(name, tuple(members)) for name, members in groups]
+
 
 PIPELINE = Pipeline(
     name="stagewise",
@@ -59,10 +72,15 @@ PIPELINE = Pipeline(
         Step("evaluate", "holdout R², RMSE, MAE against the spec's gates", s.evaluate, task="train"),
         Step("register", "immutable version with lineage in the DynamoDB registry", s.register, task="train"),
         Step("score", "every record routed champion/challenger; predictions parquet to S3", s.score, task="score"),
-        Step("rollout", "the rollout controller: advance, hold or roll back on the online gates", s.rollout, task="score"),
-        Step("publish", "run metrics to CloudWatch", s.publish, task="score"),
+        Step("rollout", "the rollout controller: advance, hold or roll back on the online gates", s.rollout, task="report"),
+        Step("publish", "run metrics to CloudWatch", s.publish, task="report"),
     ),
 )
+
+TASK_DEFINITIONS = {"validate": "validate", "train": "train", "score": "score", "report": "score"}
+"""Task group -> the ECS task definition (and its size and role) that runs it."""
+MAPPED_GROUPS = frozenset({"score"})
+"""Task groups that fan out over the input's partitions (a Map state on AWS)."""
 
 SCORING = Pipeline(
     name="stagewise-score",

@@ -90,6 +90,31 @@ class TopicSpec:
     emails: tuple[str, ...] = ()
 
 
+CONTAINER_NAME = "job"
+"""Name of the one container in every task definition (the state machine overrides its command)."""
+
+
+@dataclass(frozen=True)
+class ComputeNames:
+    """Names of the compute and orchestration resources of one environment.
+
+    Attributes:
+        cluster: ECS cluster (capacity providers FARGATE_SPOT and FARGATE).
+        repository: ECR repository of the job image.
+        task_families: task group -> task definition family (``validate``, ``train``, ``score``).
+        log_groups: task definition name -> CloudWatch Logs group.
+        state_machine: the pipeline's Step Functions state machine.
+        ssm_prefix: prefix of the SSM parameters exposing names and ARNs to the runtime.
+    """
+
+    cluster: str
+    repository: str
+    task_families: dict[str, str]
+    log_groups: dict[str, str]
+    state_machine: str
+    ssm_prefix: str
+
+
 @dataclass(frozen=True)
 class EnvironmentResources:
     """Every named resource of one environment."""
@@ -102,6 +127,7 @@ class EnvironmentResources:
     artifact_bucket: BucketSpec
     registry_table: TableSpec
     alert_topic: TopicSpec
+    compute: ComputeNames
     metrics_namespace: str = METRICS_NAMESPACE
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -114,6 +140,10 @@ class EnvironmentResources:
     def alert_topic_arn(self) -> str:
         """ARN of the alert topic (partition from the environment's role)."""
         return f"arn:{self.partition}:sns:{self.region}:{self.account_id}:{self.alert_topic.name}"
+
+    def arn(self, service: str, resource: str) -> str:
+        """``arn:<partition>:<service>:<region>:<account>:<resource>`` for this environment."""
+        return f"arn:{self.partition}:{service}:{self.region}:{self.account_id}:{resource}"
 
 
 def registry_table_spec(name: str, deletion_protection: bool = False) -> TableSpec:
@@ -151,5 +181,13 @@ def environment_resources(settings: EnvironmentSettings) -> EnvironmentResources
         ),
         registry_table=registry_table_spec(f"{prefix}-registry", settings.deletion_protection),
         alert_topic=TopicSpec(name=f"{prefix}-alerts", emails=settings.alert_emails),
+        compute=ComputeNames(
+            cluster=prefix,
+            repository=f"{prefix}-jobs",
+            task_families={t: f"{prefix}-{t}" for t in ("validate", "train", "score")},
+            log_groups={t: f"/stagewise/{env}/{t}" for t in ("validate", "train", "score")},
+            state_machine=f"{prefix}-pipeline",
+            ssm_prefix=f"/stagewise/{env}",
+        ),
         tags=dict(settings.default_tags),
     )
