@@ -31,11 +31,19 @@ SCORED_R2 = "ScoredR2"  # None: R² of a version on the scored rows that carry t
 SCORED_RMSE = "ScoredRMSE"  # None
 SCORED_MAE = "ScoredMAE"  # None
 TRAFFIC_WEIGHT = "TrafficWeight"  # Percent of keys routed to the version
-ROLLBACKS = "Rollbacks"  # Count, dimension Version = the rolled-back challenger
+ROLLBACKS = "Rollbacks"  # Count, dimensions Environment, Model
 MEAN_PREDICTION = "MeanPrediction"  # None
 STEP_DURATION = "StepDurationSeconds"  # Seconds, with dimension Step
-PIPELINE_SUCCEEDED = "PipelineSucceeded"  # Count
-PIPELINE_FAILED = "PipelineFailed"  # Count
+PIPELINE_SUCCEEDED = "PipelineSucceeded"  # Count, dimensions Environment, Model
+PIPELINE_FAILED = "PipelineFailed"  # Count, dimensions Environment, Model
+VALIDATION_FAILED = "ValidationFailed"  # Count, dimensions Environment, Model: runs stopped by the suite
+
+PUBLISHED = frozenset({
+    ROWS_VALIDATED, EXPECTATIONS_FAILED, VALIDATION_SUCCESS, VALIDATION_FAILED, HOLDOUT_R2, HOLDOUT_RMSE, HOLDOUT_MAE,
+    ROWS_SCORED, SCORED_R2, SCORED_RMSE, SCORED_MAE, TRAFFIC_WEIGHT, ROLLBACKS, MEAN_PREDICTION, STEP_DURATION,
+    PIPELINE_SUCCEEDED, PIPELINE_FAILED,
+})
+"""Every metric name the runtime publishes (the dashboard and alarms may use only these)."""
 
 HOLDOUT_METRICS = {"r2": HOLDOUT_R2, "rmse": HOLDOUT_RMSE, "mae": HOLDOUT_MAE}
 SCORED_METRICS = {"r2": SCORED_R2, "rmse": SCORED_RMSE, "mae": SCORED_MAE}
@@ -62,6 +70,12 @@ class Datum:
         if self.timestamp is not None:
             entry["Timestamp"] = self.timestamp
         return entry
+
+
+def model_dimensions(environment: str, model: str) -> dict[str, str]:
+    """Environment and Model only: for run-level counts that alarms watch (an alarm needs fixed
+    dimensions, and a version number is not known in advance)."""
+    return {"Environment": environment, "Model": model}
 
 
 def dimensions(environment: str, model: str, version: int | None) -> dict[str, str]:

@@ -567,11 +567,14 @@ def run_metrics(ctx: RunContext, succeeded: bool) -> list[m.Datum]:
                 data.append(m.Datum(name, stats[key], "None", dims))
     for number, weight in ctx.memo.get("weights", {}).items():
         data.append(m.Datum(m.TRAFFIC_WEIGHT, weight, "Percent", m.dimensions(env, model, number)))
+    run = m.model_dimensions(env, model)
     if ctx.memo.get("decision") == "rolled_back":
-        data.append(m.Datum(m.ROLLBACKS, 1, "Count", m.dimensions(env, model, ctx.memo["serving"]["challenger"])))
+        data.append(m.Datum(m.ROLLBACKS, 1, "Count", run))
+    if val and not val["success"]:
+        data.append(m.Datum(m.VALIDATION_FAILED, 1, "Count", run))
     for step, seconds in ctx.durations.items():
         data.append(m.Datum(m.STEP_DURATION, seconds, "Seconds", {**new, "Step": step}))
-    data.append(m.Datum(m.PIPELINE_SUCCEEDED if succeeded else m.PIPELINE_FAILED, 1, "Count", new))
+    data.append(m.Datum(m.PIPELINE_SUCCEEDED if succeeded else m.PIPELINE_FAILED, 1, "Count", run))
     return data
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from stagewise.platform.aws import AwsClients
+from stagewise.platform.policies import tls_only_bucket_policy
 from stagewise.platform.specs import BucketSpec, EnvironmentResources, TableSpec, TopicSpec
 
 
@@ -23,23 +24,6 @@ class ProvisionAction:
     kind: str
     name: str
     outcome: str
-
-
-def tls_only_bucket_policy(bucket_arn: str) -> dict:
-    """Bucket policy denying any request not made over TLS (AWS Security Hub control S3.5)."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            }
-        ],
-    }
 
 
 def ensure_environment(clients: AwsClients, resources: EnvironmentResources) -> list[ProvisionAction]:

@@ -141,6 +141,20 @@ class EnvironmentResources:
         """ARN of the alert topic (partition from the environment's role)."""
         return f"arn:{self.partition}:sns:{self.region}:{self.account_id}:{self.alert_topic.name}"
 
+    @property
+    def state_machine_arn(self) -> str:
+        """ARN of the pipeline state machine."""
+        return self.arn("states", f"stateMachine:{self.compute.state_machine}")
+
+    @property
+    def table_arn(self) -> str:
+        """ARN of the registry table."""
+        return self.arn("dynamodb", f"table/{self.registry_table.name}")
+
+    def bucket_arn(self, bucket: BucketSpec) -> str:
+        """ARN of a bucket (S3 ARNs carry no region or account)."""
+        return f"arn:{self.partition}:s3:::{bucket.name}"
+
     def arn(self, service: str, resource: str) -> str:
         """``arn:<partition>:<service>:<region>:<account>:<resource>`` for this environment."""
         return f"arn:{self.partition}:{service}:{self.region}:{self.account_id}:{resource}"

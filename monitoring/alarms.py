@@ -1,0 +1,74 @@
+"""Alarm definitions of an environment: what trips an alert e-mail. One source for the stack.
+
+Each ``AlarmSpec`` names a metric the runtime publishes (``monitoring.metrics``) or a Step
+Functions metric, with fixed dimensions (alarms cannot search), a threshold and what to do with
+missing data. The Pulumi ``Monitoring`` component turns them into CloudWatch alarms whose action is
+the alert topic.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from stagewise.monitoring import metrics as m
+
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One CloudWatch metric alarm.
+
+    Attributes:
+        key: short id used in resource names (``failed-executions``).
+        description: what it means and what to do, shown in the alert e-mail.
+        namespace, metric, dimensions, statistic, period (seconds), evaluation_periods: the metric.
+        comparison, threshold: when it is in ALARM.
+        treat_missing_data: ``notBreaching`` or ``breaching`` (a run that never happened is missing
+            data, and for the freshness alarm that must breach).
+    """
+
+    key: str
+    description: str
+    namespace: str
+    metric: str
+    dimensions: dict[str, str] = field(default_factory=dict)
+    statistic: str = "Sum"
+    period: int = 300
+    evaluation_periods: int = 1
+    comparison: str = "GreaterThanOrEqualToThreshold"
+    threshold: float = 1.0
+    treat_missing_data: str = "notBreaching"
+
+
+def schedule_seconds(schedule: str) -> int:
+    """Interval of an EventBridge schedule in seconds (``rate(N unit)``; ``cron(...)`` counts as daily)."""
+    match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", schedule.strip())
+    if not match:
+        return DAY
+    n, unit = int(match.group(1)), match.group(2).rstrip("s")
+    return n * {"minute": 60, "hour": 3600, "day": DAY}[unit]
+
+
+def environment_alarms(environment: str, model: str, state_machine_arn: str, schedule: str) -> list[AlarmSpec]:
+    """The alarms of one environment and model: failed executions, failed validation, rollback,
+    and no successful run within the expected window (twice the schedule's interval, at most a day
+    per period: CloudWatch's longest alarm period)."""
+    run = m.model_dimensions(environment, model)
+    window = 2 * schedule_seconds(schedule)
+    period = min(window, DAY)
+    return [
+        AlarmSpec("failed-executions", f"A {environment} pipeline execution failed: open the Step Functions console, "
+                  "read the failed state's error, fix and re-run (steps are idempotent).",
+                  "AWS/States", "ExecutionsFailed", {"StateMachineArn": state_machine_arn}),
+        AlarmSpec("failed-validation", f"{model} input failed its expectation suite in {environment}: nothing was "
+                  "trained or scored. Read the validation alert for the failed expectations.",
+                  m.NAMESPACE, m.VALIDATION_FAILED, run),
+        AlarmSpec("rollback", f"A {model} rollout in {environment} was rolled back: the challenger failed a gate. "
+                  "See `stagewise registry history`.", m.NAMESPACE, m.ROLLBACKS, run),
+        AlarmSpec("no-successful-run", f"No successful {model} run in {environment} within {window // 3600} hours: "
+                  "the schedule, the input or the jobs are broken.", m.NAMESPACE, m.PIPELINE_SUCCEEDED, run,
+                  statistic="Sum", period=period, evaluation_periods=max(1, window // period),
+                  comparison="LessThanThreshold", threshold=1.0, treat_missing_data="breaching"),
+    ]

@@ -1,0 +1,100 @@
+"""The CloudWatch dashboard of an environment, built from the metric names the runtime publishes.
+
+``dashboard_body`` returns the dashboard JSON body (CloudWatch dashboard body structure:
+https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/CloudWatch-Dashboard-Body-Structure.html).
+Per-version metrics are drawn with ``SEARCH`` expressions over the Version dimension, so new
+versions appear without redeploying. The Pulumi stack and the local preview use this one builder.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from stagewise.monitoring import metrics as m
+
+GRID_WIDTH = 24
+
+
+def _search(metric: str, environment: str, stat: str, period: int, dims: str = "Environment,Model,Version") -> str:
+    return (f"SEARCH('{{{m.NAMESPACE},{dims}}} MetricName=\"{metric}\" Environment=\"{environment}\"', "
+            f"'{stat}', {period})")
+
+
+def _widget(title: str, x: int, y: int, properties: dict[str, Any], width: int = 12, height: int = 6) -> dict[str, Any]:
+    return {"type": "metric", "x": x, "y": y, "width": width, "height": height,
+            "properties": {"title": title, "view": "timeSeries", "stacked": False, **properties}}
+
+
+def _search_widget(title: str, metric: str, environment: str, region: str, stat: str, x: int, y: int,
+                   dims: str = "Environment,Model,Version", period: int = 3600, label: str = "") -> dict[str, Any]:
+    return _widget(title, x, y, {
+        "region": region,
+        "metrics": [[{"expression": _search(metric, environment, stat, period, dims), "id": "e1", "label": label or metric}]],
+        "period": period,
+        "stat": stat,
+    })
+
+
+def dashboard_body(environment: str, region: str, state_machine_arn: str | None = None) -> dict[str, Any]:
+    """The dashboard of ``environment``: executions, step durations, validation, holdout and
+    realised metrics per version, traffic weight and mean prediction per version, rollbacks.
+
+    Returns:
+        The dashboard body as a dict (``json.dumps`` it for the API); every metric name in it is
+        one of ``monitoring.metrics.PUBLISHED`` or an AWS/States execution metric.
+    """
+    widgets: list[dict[str, Any]] = [
+        {"type": "text", "x": 0, "y": 0, "width": GRID_WIDTH, "height": 2,
+         "properties": {"markdown": f"# Stagewise {environment}\nPipeline runs, model versions, rollouts and data quality."}},
+    ]
+    y = 2
+    if state_machine_arn:
+        widgets.append(_widget("Pipeline executions", 0, y, {
+            "region": region, "stat": "Sum", "period": 3600,
+            "metrics": [
+                ["AWS/States", "ExecutionsSucceeded", "StateMachineArn", state_machine_arn],
+                ["AWS/States", "ExecutionsFailed", "StateMachineArn", state_machine_arn],
+                ["AWS/States", "ExecutionsTimedOut", "StateMachineArn", state_machine_arn],
+            ],
+        }))
+    widgets.append(_search_widget("Runs succeeded / failed", m.PIPELINE_SUCCEEDED, environment, region, "Sum",
+                                  12 if state_machine_arn else 0, y, dims="Environment,Model"))
+    y += 6
+    pairs = [
+        ("Step duration (s)", m.STEP_DURATION, "Maximum", "Environment,Model,Version,Step"),
+        ("Rows validated", m.ROWS_VALIDATED, "Sum", "Environment,Model,Version"),
+        ("Expectations failed", m.EXPECTATIONS_FAILED, "Maximum", "Environment,Model,Version"),
+        ("Validation failures", m.VALIDATION_FAILED, "Sum", "Environment,Model"),
+        ("Holdout R² per version", m.HOLDOUT_R2, "Maximum", "Environment,Model,Version"),
+        ("Holdout RMSE per version", m.HOLDOUT_RMSE, "Maximum", "Environment,Model,Version"),
+        ("Realised R² per version", m.SCORED_R2, "Average", "Environment,Model,Version"),
+        ("Traffic weight per version (%)", m.TRAFFIC_WEIGHT, "Maximum", "Environment,Model,Version"),
+        ("Mean prediction per version", m.MEAN_PREDICTION, "Average", "Environment,Model,Version"),
+        ("Rows scored per version", m.ROWS_SCORED, "Sum", "Environment,Model,Version"),
+        ("Rollbacks", m.ROLLBACKS, "Sum", "Environment,Model"),
+        ("Runs failed", m.PIPELINE_FAILED, "Sum", "Environment,Model"),
+    ]
+    for i, (title, metric, stat, dims) in enumerate(pairs):
+        widgets.append(_search_widget(title, metric, environment, region, stat, 12 * (i % 2), y + 6 * (i // 2), dims=dims))
+    return {"start": "-P7D", "periodOverride": "inherit", "widgets": widgets}
+
+
+def metric_names(body: dict[str, Any]) -> set[str]:
+    """Every metric name a dashboard body refers to (in metric arrays and SEARCH expressions)."""
+    import re
+
+    names: set[str] = set()
+    for w in body.get("widgets", []):
+        for row in w.get("properties", {}).get("metrics", []):
+            for item in row:
+                if isinstance(item, dict) and "expression" in item:
+                    names.update(re.findall(r'MetricName="([^"]+)"', item["expression"]))
+            if row and isinstance(row[0], str) and len(row) > 1:
+                names.add(row[1])
+    return names
+
+
+def dashboard_json(environment: str, region: str, state_machine_arn: str | None = None) -> str:
+    """``dashboard_body`` serialised for PutDashboard / ``aws.cloudwatch.Dashboard``."""
+    return json.dumps(dashboard_body(environment, region, state_machine_arn))

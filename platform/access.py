@@ -1,0 +1,67 @@
+"""Access: cross-account roles (deployer, promoter) trusting the tooling account, and the SSM
+parameters through which the runtime finds the environment's resources."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from stagewise.platform import policies
+
+
+@dataclass
+class AccessArgs:
+    """Who may come in (``tooling_account_id``), what they may touch, and what to publish in SSM.
+
+    Attributes:
+        parameters: SSM parameter name (under ``ssm_prefix``) -> value (resource names and ARNs;
+            never secrets: these are String parameters).
+    """
+
+    environment: str
+    account_id: str
+    partition: str
+    tooling_account_id: str
+    artifact_bucket_arn: pulumi.Input[str]
+    table_arn: pulumi.Input[str]
+    topic_arn: pulumi.Input[str]
+    ssm_prefix: str
+    parameters: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+
+
+class Access(pulumi.ComponentResource):
+    """The deployer role (PowerUserAccess plus IAM on ``stagewise-*`` roles; the stack's
+    ``aws:assumeRoles`` points at it) and the promoter role (artifacts and registry only), both
+    trusting the tooling account; and the SSM String parameters. Outputs the role ARNs."""
+
+    def __init__(self, name: str, args: AccessArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("stagewise:platform:Access", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tooling = f"arn:{args.partition}:iam::{args.tooling_account_id}:root"
+        trust = json.dumps(policies.assume_role_policy(account_arn=tooling))
+        self.deployer = aws.iam.Role(
+            f"{name}-deployer", name="stagewise-deployer", assume_role_policy=trust, max_session_duration=3600,
+            managed_policy_arns=[f"arn:{args.partition}:iam::aws:policy/PowerUserAccess"], opts=child,
+        )
+        aws.iam.RolePolicy(f"{name}-deployer-iam", role=self.deployer.id,
+                           policy=json.dumps(policies.deployer_iam_policy(args.partition, args.account_id)),
+                           opts=pulumi.ResourceOptions(parent=self.deployer))
+        self.promoter = aws.iam.Role(f"{name}-promoter", name=f"stagewise-{args.environment}-promoter",
+                                     assume_role_policy=trust, max_session_duration=3600, opts=child)
+        aws.iam.RolePolicy(
+            f"{name}-promoter-policy", role=self.promoter.id,
+            policy=pulumi.Output.all(args.artifact_bucket_arn, args.table_arn, args.topic_arn).apply(
+                lambda a: json.dumps(policies.promoter_policy(a[0], a[1], a[2]))),
+            opts=pulumi.ResourceOptions(parent=self.promoter),
+        )
+        self.parameters = [
+            aws.ssm.Parameter(f"{name}-param-{key}", name=f"{args.ssm_prefix}/{key}", type="String", value=value, opts=child)
+            for key, value in args.parameters.items()
+        ]
+        self.deployer_arn = self.deployer.arn
+        self.promoter_arn = self.promoter.arn
+        self.register_outputs({"deployer_role_arn": self.deployer_arn, "promoter_role_arn": self.promoter_arn,
+                               "parameters": [p.name for p in self.parameters]})

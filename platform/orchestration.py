@@ -1,0 +1,104 @@
+"""Pipeline: the Step Functions state machine compiled from the pipeline definition, its role,
+its logs, and the EventBridge schedule that starts it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from stagewise.platform import policies
+
+
+@dataclass
+class PipelineArgs:
+    """Everything the state machine needs.
+
+    Attributes:
+        settings, resources: the environment (``stacks.settings``, ``platform.specs``).
+        task_definition_arns: task definition name -> ARN (from ``Compute``).
+        task_definition_family_arns: task definition name -> family ARN (RunTask permission).
+        cluster_arn: the ECS cluster.
+        pass_role_arns: the task and execution roles the state machine passes to ECS.
+        subnet_ids, security_group_id: where the tasks run (``Network``).
+        model: the model the schedule runs.
+    """
+
+    settings: Any
+    resources: Any
+    task_definition_arns: dict[str, pulumi.Input[str]]
+    task_definition_family_arns: dict[str, str]
+    cluster_arn: pulumi.Input[str]
+    pass_role_arns: list[pulumi.Input[str]]
+    subnet_ids: list[pulumi.Input[str]]
+    security_group_id: pulumi.Input[str]
+    model: str = "engagement"
+
+
+class Pipeline(pulumi.ComponentResource):
+    """The state machine (definition from ``stagewise.pipeline.asl``, the same steps the local
+    runner executes), an execution role limited to running the job tasks on its cluster, ERROR-level
+    logs, and an EventBridge Scheduler schedule from the stack's ``schedule`` that starts it with
+    the model's latest input (``s3://<data bucket>/incoming/<model>/latest.parquet``)."""
+
+    def __init__(self, name: str, args: PipelineArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("stagewise:platform:Pipeline", name, None, opts)
+        from stagewise.pipeline.asl import compile_for_environment, to_json
+
+        child = pulumi.ResourceOptions(parent=self)
+        res, st = args.resources, args.settings
+        env = st.environment
+        role = aws.iam.Role(
+            f"{name}-role", name=f"stagewise-{env}-state-machine",
+            assume_role_policy=json.dumps(policies.assume_role_policy(service="states.amazonaws.com")), opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-policy", role=role.id,
+            policy=pulumi.Output.all(args.cluster_arn, *args.pass_role_arns).apply(
+                lambda a: json.dumps(policies.state_machine_policy(
+                    list(args.task_definition_family_arns.values()), a[0], list(a[1:]), res.alert_topic_arn))),
+            opts=pulumi.ResourceOptions(parent=role),
+        )
+        logs = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/stagewise/{env}/state-machine",
+                                       retention_in_days=st.log_retention_days, opts=child)
+        names = list(args.task_definition_arns)
+        definition = pulumi.Output.all(*args.task_definition_arns.values(), *args.subnet_ids, args.security_group_id).apply(
+            lambda a: to_json(compile_for_environment(
+                st, res, dict(zip(names, a[: len(names)])), tuple(a[len(names):-1]), (a[-1],))))
+        self.state_machine = aws.sfn.StateMachine(
+            f"{name}-state-machine", name=res.compute.state_machine, role_arn=role.arn, definition=definition, type="STANDARD",
+            logging_configuration={"level": "ERROR", "include_execution_data": False,
+                                   "log_destination": logs.arn.apply(lambda arn: f"{arn}:*")},
+            tracing_configuration={"enabled": True},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role]),
+        )
+        scheduler_role = aws.iam.Role(
+            f"{name}-scheduler-role", name=f"stagewise-{env}-scheduler",
+            assume_role_policy=json.dumps(policies.assume_role_policy(service="scheduler.amazonaws.com")), opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-scheduler-policy", role=scheduler_role.id,
+            policy=self.state_machine.arn.apply(lambda arn: json.dumps(policies.scheduler_policy(arn))),
+            opts=pulumi.ResourceOptions(parent=scheduler_role),
+        )
+        self.schedule = aws.scheduler.Schedule(
+            f"{name}-schedule", name=f"stagewise-{env}-{args.model}", schedule_expression=st.schedule,
+            flexible_time_window={"mode": "FLEXIBLE", "maximum_window_in_minutes": 15},
+            target={
+                "arn": self.state_machine.arn,
+                "role_arn": scheduler_role.arn,
+                "input": json.dumps({
+                    "run_id": "<aws.scheduler.execution-id>",
+                    "data": f"s3://{res.data_bucket.name}/incoming/{args.model}/latest.parquet",
+                    "model": args.model,
+                }),
+                "retry_policy": {"maximum_retry_attempts": 2, "maximum_event_age_in_seconds": 3600},
+            },
+            opts=child,
+        )
+        self.arn = self.state_machine.arn
+        self.definition = definition
+        self.register_outputs({"state_machine_arn": self.arn, "schedule": self.schedule.name})

@@ -1,0 +1,105 @@
+"""Build one Stagewise environment: an explicit AWS provider for the stack's account, then the
+components, in dependency order. ``stacks/__main__.py`` calls ``deploy`` with the stack's settings."""
+
+from __future__ import annotations
+
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from stagewise.platform.access import Access, AccessArgs
+from stagewise.platform.compute import Compute, ComputeArgs
+from stagewise.platform.monitoring import Monitoring, MonitoringArgs
+from stagewise.platform.network import Network, NetworkArgs
+from stagewise.platform.orchestration import Pipeline, PipelineArgs
+from stagewise.platform.registry_table import Registry, RegistryArgs
+from stagewise.platform.specs import environment_resources
+from stagewise.platform.storage import Storage, StorageArgs
+from stagewise.stacks.settings import EnvironmentSettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VPC_CIDR = "10.42.0.0/16"
+
+
+def provider(settings: EnvironmentSettings) -> aws.Provider:
+    """The AWS provider of the stack's account: assumes the stack's role(s), refuses any account
+    but the stack's, and tags every resource with the stack's default tags."""
+    return aws.Provider(
+        f"aws-{settings.environment}",
+        region=settings.region,
+        allowed_account_ids=list(settings.allowed_account_ids),
+        assume_roles=[{"role_arn": r.role_arn, "session_name": r.session_name} for r in settings.assume_roles],
+        default_tags={"tags": dict(settings.default_tags)},
+    )
+
+
+def deploy(settings: EnvironmentSettings, image_tag: str | None = None) -> dict[str, Any]:
+    """Create every resource of the environment; returns the stack outputs (no secrets)."""
+    res = environment_resources(settings)
+    opts = pulumi.ResourceOptions(provider=provider(settings))
+    env = settings.environment
+    storage = Storage(f"stagewise-{env}-storage",
+                      StorageArgs(buckets=res.buckets, deletion_protection=settings.deletion_protection), opts=opts)
+    registry = Registry(f"stagewise-{env}-registry", RegistryArgs(table=res.registry_table), opts=opts)
+    network = Network(f"stagewise-{env}-network",
+                      NetworkArgs(cidr=VPC_CIDR, availability_zones=(f"{settings.region}a", f"{settings.region}b")), opts=opts)
+    monitoring = Monitoring(
+        f"stagewise-{env}-monitoring",
+        MonitoringArgs(topic=res.alert_topic, environment=env, region=settings.region,
+                       state_machine_arn=res.state_machine_arn, schedule=settings.schedule),
+        opts=opts,
+    )
+    compute = Compute(
+        f"stagewise-{env}-compute",
+        ComputeArgs(
+            names=res.compute, environment=env, region=settings.region, account_id=settings.account_id,
+            partition=settings.partition, task_sizes=settings.task_sizes, log_retention_days=settings.log_retention_days,
+            context=REPO_ROOT, image_tag=image_tag or package_version("stagewise"),
+            data_bucket_arn=storage.arns["data"], artifact_bucket_arn=storage.arns["artifacts"],
+            table_arn=registry.arn, topic_arn=monitoring.topic_arn, metrics_namespace=res.metrics_namespace,
+        ),
+        opts=opts,
+    )
+    pipeline = Pipeline(
+        f"stagewise-{env}-pipeline",
+        PipelineArgs(
+            settings=settings, resources=res, task_definition_arns=compute.task_definition_arns,
+            task_definition_family_arns=compute.task_definition_family_arns, cluster_arn=compute.cluster_arn,
+            pass_role_arns=list(compute.role_arns.values()), subnet_ids=network.subnet_ids,
+            security_group_id=network.security_group_id,
+        ),
+        opts=opts,
+    )
+    access = Access(
+        f"stagewise-{env}-access",
+        AccessArgs(
+            environment=env, account_id=settings.account_id, partition=settings.partition,
+            tooling_account_id=settings.tooling_account_id, artifact_bucket_arn=storage.arns["artifacts"],
+            table_arn=registry.arn, topic_arn=monitoring.topic_arn, ssm_prefix=res.compute.ssm_prefix,
+            parameters={
+                "data-bucket": storage.names["data"], "artifact-bucket": storage.names["artifacts"],
+                "registry-table": registry.name, "alert-topic-arn": monitoring.topic_arn,
+                "cluster-arn": compute.cluster_arn, "state-machine-arn": pipeline.arn,
+                **{f"task-definition/{t}": arn for t, arn in compute.task_definition_arns.items()},
+            },
+        ),
+        opts=opts,
+    )
+    return {
+        "environment": env,
+        "account_id": settings.account_id,
+        "region": settings.region,
+        "data_bucket": storage.names["data"],
+        "artifact_bucket": storage.names["artifacts"],
+        "registry_table": registry.name,
+        "alert_topic_arn": monitoring.topic_arn,
+        "dashboard": monitoring.dashboard.dashboard_name,
+        "state_machine_arn": pipeline.arn,
+        "cluster_arn": compute.cluster_arn,
+        "image": compute.image_ref,
+        "deployer_role_arn": access.deployer_arn,
+        "promoter_role_arn": access.promoter_arn,
+    }
