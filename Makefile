@@ -7,6 +7,8 @@ ROWS   ?= 100000
 DATA   ?= data/customers.parquet
 ENV    ?= dev
 
+NODE_STAMP := node_modules/.installed
+
 .PHONY: install run test data down clean
 
 install: $(STAMP)
@@ -27,8 +29,13 @@ $(DATA): pipeline/generator.py | $(STAMP)
 run: $(STAMP) $(DATA)
 	$(BIN)/stagewise run --env $(ENV) --data $(DATA)
 
+# asl-validator (npm) checks the compiled state machine in the tests
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
 ## the test suite (starts its own embedded AWS on a free port)
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -q
 
 ## stop the embedded AWS left running by `make run`
@@ -36,4 +43,4 @@ down: $(STAMP)
 	$(BIN)/stagewise local down
 
 clean: down
-	rm -rf .stagewise data .pytest_cache
+	rm -rf .stagewise data .pytest_cache node_modules

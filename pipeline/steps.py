@@ -449,8 +449,13 @@ def score(ctx: RunContext) -> dict[str, Any]:
     record = ctx.registry.get_model(spec.name)
     if record.champion is None:
         raise RuntimeError(f"model {spec.name!r} has no champion to score with; run `stagewise run` to train one")
+    index, count = ctx.memo.get("partition", (0, 1))
     df: pd.DataFrame = ctx.memo["frame"]
     X = ctx.memo.get("features")
+    if count > 1:  # this task scores one contiguous slice of the rows; the report step merges the parts
+        rows = np.array_split(np.arange(len(df)), count)[index]
+        df = df.iloc[rows]
+        X = X.iloc[rows] if X is not None else None
     if X is None:
         X = modeling.feature_matrix(df, spec)
     key = spec.rollout.routing_key or spec.id_column
@@ -468,7 +473,8 @@ def score(ctx: RunContext) -> dict[str, Any]:
         per_version[number] = _version_stats(prediction[mask], labels[mask] if labels is not None else None)
     prefix = f"predictions/{spec.name}/run={ctx.run_id}"
     out = pd.DataFrame({spec.id_column: df[spec.id_column].to_numpy(), "prediction": prediction, "model_version": served})
-    ctx.objects.put_bytes(ctx.data_bucket, f"{prefix}/part-00000.parquet", _parquet(out), "application/vnd.apache.parquet")
+    part = f"part-{index:05d}.parquet"
+    ctx.objects.put_bytes(ctx.data_bucket, f"{prefix}/{part}", _parquet(out), "application/vnd.apache.parquet")
     shadow_uri = None
     if r is not None and r.shadow:
         model = load_version_model(ctx, ctx.registry.get_version(spec.name, r.challenger))
@@ -476,38 +482,52 @@ def score(ctx: RunContext) -> dict[str, Any]:
         per_version[r.challenger] = {**_version_stats(shadow_pred, labels), "shadow": True}
         shadow = pd.DataFrame({spec.id_column: out[spec.id_column], "prediction": shadow_pred,
                                "model_version": np.full(len(df), r.challenger, dtype="int64")})
-        ctx.objects.put_bytes(ctx.data_bucket, f"{prefix}/shadow/part-00000.parquet", _parquet(shadow), "application/vnd.apache.parquet")
-        shadow_uri = f"s3://{ctx.data_bucket}/{prefix}/shadow/part-00000.parquet"
+        ctx.objects.put_bytes(ctx.data_bucket, f"{prefix}/shadow/{part}", _parquet(shadow), "application/vnd.apache.parquet")
+        shadow_uri = f"s3://{ctx.data_bucket}/{prefix}/shadow/{part}"
     weights = {record.champion: 100.0 - (r.weight if r else 0.0)}
     if r is not None:
         weights[r.challenger] = r.weight
-    observations: dict[str, tuple[float | None, int]] = {}
-    if r is not None and r.challenger in per_version:
-        ch = per_version[r.challenger]
-        for k in ("r2", "rmse", "mae"):
-            observations[k] = (ch.get(k), ch["labeled"])
-        champ = per_version.get(record.champion, {})
-        if ch.get("r2") is not None and champ.get("r2") is not None:
-            observations["r2_delta_vs_champion"] = (ch["r2"] - champ["r2"], min(ch["labeled"], champ["labeled"]))
+    observations = challenger_observations(per_version, record.serving())
     ctx.memo.update(rows_scored=len(out), per_version=per_version, weights=weights, observations=observations,
                     rollout_id=r.id if r else None, serving=record.serving())
     return {
         "rows_scored": int(len(out)),
         "serving": record.serving(),
         "versions": {str(k): v for k, v in per_version.items()},
-        "predictions_uri": f"s3://{ctx.data_bucket}/{prefix}/part-00000.parquet",
+        "predictions_uri": f"s3://{ctx.data_bucket}/{prefix}/{part}",
         "shadow_predictions_uri": shadow_uri,
     }
 
 
 def _version_stats(pred: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+    """Per-version scoring statistics; ``label_sum`` and ``label_sum_sq`` (over labelled rows) let
+    partitions' R² be merged exactly (R² = 1 - SSE / (Σy² - (Σy)²/n))."""
     stats: dict[str, Any] = {"rows": int(len(pred)), "mean_prediction": float(pred.mean()) if len(pred) else None, "labeled": 0}
     if labels is not None and len(pred) >= 2:
         ok = np.isfinite(labels)
         if ok.sum() >= 2:
             stats.update(modeling.holdout_metrics(labels[ok], pred[ok]))
             stats["labeled"] = int(stats.pop("samples"))
+            stats["label_sum"] = float(labels[ok].sum())
+            stats["label_sum_sq"] = float(np.square(labels[ok]).sum())
     return stats
+
+
+def challenger_observations(per_version: dict[Any, dict[str, Any]], serving: dict[str, Any]) -> dict[str, tuple[float | None, int]]:
+    """What the rollout gates see for the challenger, as ``metric -> (value, samples)``: its
+    realised ``r2``, ``rmse``, ``mae`` on labelled rows, and ``r2_delta_vs_champion`` (its R² minus
+    the champion's in the same run). Empty when no challenger scored. Keys of ``per_version`` may
+    be ints or strings (JSON)."""
+    stats = {str(k): v for k, v in per_version.items()}
+    ch, champ = serving.get("challenger"), serving.get("champion")
+    if ch is None or str(ch) not in stats:
+        return {}
+    c = stats[str(ch)]
+    obs: dict[str, tuple[float | None, int]] = {k: (c.get(k), c["labeled"]) for k in ("r2", "rmse", "mae")}
+    base = stats.get(str(champ), {})
+    if c.get("r2") is not None and base.get("r2") is not None:
+        obs["r2_delta_vs_champion"] = (c["r2"] - base["r2"], min(c["labeled"], base["labeled"]))
+    return obs
 
 
 def _parquet(df: pd.DataFrame) -> bytes:

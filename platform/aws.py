@@ -41,14 +41,15 @@ class AwsTarget:
 
     Attributes:
         region: AWS region, e.g. ``eu-west-1``.
-        role_arn: the role assumed for every call (the stack's ``aws:assumeRoles``).
+        role_arn: the role assumed for every call (the stack's ``aws:assumeRoles``), or None to use
+            the default credential chain as is (inside AWS: an ECS task already runs as its task role).
         session_name: STS role session name (shows up in CloudTrail and the registry's audit actor).
         endpoint_url: the embedded AWS endpoint (``https://127.0.0.1:5055``), or None for real AWS.
         ca_bundle: PEM file to verify the endpoint's TLS certificate (the embedded AWS's own).
     """
 
     region: str
-    role_arn: str
+    role_arn: str | None
     session_name: str = "stagewise"
     endpoint_url: str | None = None
     ca_bundle: str | None = None
@@ -78,7 +79,8 @@ class AwsClients:
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._session: boto3.Session | None = None
-        self._config = botocore.config.Config(region_name=target.region, retries=_RETRIES)
+        # a pool larger than urllib3's default 10: the registry is used from many threads at once
+        self._config = botocore.config.Config(region_name=target.region, retries=_RETRIES, max_pool_connections=64)
 
     def _base_session(self) -> boto3.Session:
         if self.target.embedded:
@@ -90,6 +92,7 @@ class AwsClients:
         return boto3.Session(region_name=self.target.region)
 
     def _assume(self) -> dict[str, str]:
+        assert self.target.role_arn is not None
         sts = self._base_session().client(
             "sts", endpoint_url=self.target.endpoint_url, config=self._config, verify=self.target.ca_bundle
         )
@@ -120,6 +123,8 @@ class AwsClients:
     def session(self) -> boto3.Session:
         """A boto3 session holding the assumed role's credentials (refreshed before they expire)."""
         with self._lock:
+            if self._session is None and self.target.role_arn is None:
+                self._session = self._base_session()
             if self._session is None:
                 creds = botocore.credentials.RefreshableCredentials.create_from_metadata(
                     metadata=self._assume(), refresh_using=self._assume, method="sts-assume-role"

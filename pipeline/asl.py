@@ -1,0 +1,783 @@
+"""Compile a pipeline definition to an Amazon States Language (ASL) state machine.
+
+The same ``Pipeline`` the local runner executes in-process becomes, on AWS, a Step Functions state
+machine with one ECS task per task group (``Pipeline.task_groups()``). The document is built by
+small builder objects (``EcsTaskState``, ``MapState``, ``SnsPublishState``, ...) and serialised once
+with ``to_json``.
+
+The contract with the container (``stagewise-task``, the image's ENTRYPOINT):
+
+* Execution input: ``{"run_id": "<id>", "data": "s3://bucket/key", "model": "engagement"}``.
+* Each task group ``g`` runs as ``stagewise-task g --run-id <id> --data <uri> --model <name> --env
+  <env>`` (mapped groups add ``--partition <i> --partitions <n>``) on the task definition
+  ``TASK_DEFINITIONS[g]``, started with ``ecs:runTask.waitForTaskToken`` on ``FARGATE_SPOT``.
+* The task token is in the container's environment variable ``STAGEWISE_TASK_TOKEN``. The
+  container must call ``SendTaskHeartbeat`` more often than every ``heartbeat_seconds`` (default
+  300 s) and finish with ``SendTaskSuccess`` (output: a JSON object summarising the group; for the
+  ``validate`` group it holds ``"partitions": [{"index": 0, "count": N}, ..., {"index": N-1,
+  "count": N}]``) or ``SendTaskFailure`` with one of the error names below and a cause.
+* The result of group ``g`` lands at ``$.results.<g>``; errors at ``$.error`` (``{"Error", "Cause"}``),
+  so ``run_id``, ``data`` and ``model`` survive to the alert.
+
+Control flow per ECS task: retry Spot interruptions, heartbeat timeouts and ECS API errors (1 + 2
+attempts, exponential backoff), then fall back to an on-demand ``FARGATE`` copy of the state
+(``<Name>OnDemand``). Validation and gate failures publish an alert to the SNS topic and fail the
+execution with that error and the task's cause; anything else publishes a generic alert and fails
+it with ``Stagewise.PipelineFailed``, cause ``"<task's error>: <task's cause>"``. A Fail state's
+error never comes from the task: Fail states must not raise ``States.*`` names (e.g. a final
+``States.HeartbeatTimeout``).
+
+Resource strings for service integrations (``arn:aws:states:::ecs:runTask...``) are written the way
+Step Functions defines them; every ARN of the environment's own resources comes from the target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, Union
+
+from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, TASK_DEFINITIONS, Pipeline, Step
+from stagewise.platform.specs import CONTAINER_NAME, EnvironmentResources
+from stagewise.stacks.settings import EnvironmentSettings
+
+RUN_TASK_RESOURCE = "arn:aws:states:::ecs:runTask.waitForTaskToken"
+"""Step Functions' ECS integration, callback pattern: the container reports with the task token."""
+SNS_PUBLISH_RESOURCE = "arn:aws:states:::sns:publish"
+
+TASK_TOKEN_ENV = "STAGEWISE_TASK_TOKEN"
+"""Container environment variable holding the Step Functions task token."""
+
+VALIDATION_FAILED = "Stagewise.ValidationFailed"
+"""SendTaskFailure error: the data failed the model spec's expectation suite."""
+GATE_FAILED = "Stagewise.GateFailed"
+"""SendTaskFailure error: the offline gate rejected the new version."""
+SPOT_INTERRUPTION = "Stagewise.SpotInterruption"
+"""SendTaskFailure error: the task got SIGTERM because Fargate Spot reclaimed it."""
+STEP_FAILED = "Stagewise.StepFailed"
+"""SendTaskFailure error: any other failure of a step."""
+PIPELINE_FAILED = "Stagewise.PipelineFailed"
+"""Execution error after any failure other than validation or gate (the cause names the task's error)."""
+HEARTBEAT_TIMEOUT = "States.HeartbeatTimeout"
+ECS_API_ERROR = "ECS.AmazonECSException"
+ALL_ERRORS = "States.ALL"
+
+SPOT = "FARGATE_SPOT"
+ON_DEMAND = "FARGATE"
+PARTITIONS_PATH = "$.results.validate.partitions"
+"""Where a mapped group finds its partitions: the ``validate`` group's SendTaskSuccess output."""
+ERROR_PATH = "$.error"
+DONE = "Done"
+
+_NOTIFY_RETRY_INTERVAL_SECONDS = 5
+_STATE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,79}$")
+_SUBJECT_MAX = 100  # SNS: subjects must be under 100 characters, ASCII, no line breaks
+
+
+# --------------------------------------------------------------------------------------------
+# Target: everything environment-specific
+
+
+@dataclass(frozen=True)
+class StateMachineTarget:
+    """Everything environment-specific the state machine needs.
+
+    Attributes:
+        cluster_arn: the ECS cluster (capacity providers ``FARGATE_SPOT`` and ``FARGATE``).
+        task_definition_arns: task definition name (``validate``, ``train``, ``score``; see
+            ``TASK_DEFINITIONS``) -> task definition ARN.
+        subnets: subnets of the tasks' ENIs (awsvpc networking).
+        security_groups: security groups of the tasks' ENIs.
+        alert_topic_arn: the SNS topic validation, gate and step failures are published to.
+        environment: ``dev``, ``test`` or ``prod`` (passed to the container as ``--env``).
+        scoring_concurrency: how many partitions a mapped group runs at once (0: no limit).
+        container_name: the container whose command and environment are overridden.
+        heartbeat_seconds: a task that sends no heartbeat for this long fails with
+            ``States.HeartbeatTimeout`` (and is retried, then run on demand).
+        retry_interval_seconds: wait before the first retry of a Spot interruption, heartbeat
+            timeout or ECS API error; doubled before the second.
+    """
+
+    cluster_arn: str
+    task_definition_arns: dict[str, str]
+    subnets: tuple[str, ...]
+    security_groups: tuple[str, ...]
+    alert_topic_arn: str
+    environment: str
+    scoring_concurrency: int
+    container_name: str = CONTAINER_NAME
+    heartbeat_seconds: int = 300
+    retry_interval_seconds: int = 30
+
+
+# --------------------------------------------------------------------------------------------
+# Intrinsic functions
+
+
+@dataclass(frozen=True)
+class JsonPath:
+    """A path argument of an intrinsic function (``$.run_id``, ``$$.Execution.Id``)."""
+
+    path: str
+
+    def render(self) -> str:
+        """The path as written in an intrinsic function."""
+        return self.path
+
+
+@dataclass(frozen=True)
+class FormatTemplate:
+    """The template of ``States.Format``: a string literal whose ``{}`` are placeholders."""
+
+    text: str
+
+    def render(self) -> str:
+        """The template as a quoted literal (``'`` and ``\\`` escaped, placeholders kept)."""
+        return "'" + re.sub(r"([\\'])", r"\\\1", self.text) + "'"
+
+
+@dataclass(frozen=True)
+class Intrinsic:
+    """An intrinsic function call such as ``States.Array('train', $.run_id)``.
+
+    ``str`` arguments are string literals (quoted and escaped), ``JsonPath`` arguments are paths,
+    ``Intrinsic`` arguments are nested calls.
+    """
+
+    function: str
+    args: tuple["Argument", ...]
+
+    def render(self) -> str:
+        """The call as written in a ``.$`` field."""
+        return f"{self.function}({', '.join(_render_argument(a) for a in self.args)})"
+
+
+Argument = Union[str, JsonPath, FormatTemplate, Intrinsic]
+
+
+def _render_argument(arg: Argument) -> str:
+    if isinstance(arg, str):
+        # ASL intrinsic string literals escape ' { } and \ with a backslash.
+        return "'" + re.sub(r"([\\'{}])", r"\\\1", arg) + "'"
+    return arg.render()
+
+
+def states_format(template: str, *args: Argument) -> Intrinsic:
+    """``States.Format(template, *args)``; each ``{}`` in ``template`` takes the next argument.
+
+    Raises:
+        ValueError: the number of ``{}`` differs from the number of arguments, or the template has
+            a brace that is not part of a ``{}`` placeholder.
+    """
+    rest = template.replace("{}", "")
+    if template.count("{}") != len(args) or "{" in rest or "}" in rest:
+        raise ValueError(f"States.Format template {template!r} does not match its {len(args)} arguments")
+    return Intrinsic("States.Format", (FormatTemplate(template), *args))
+
+
+# --------------------------------------------------------------------------------------------
+# Builders
+
+
+class State(Protocol):
+    """A state of the state machine: a name and its ASL object."""
+
+    name: str
+
+    def to_asl(self) -> dict[str, Any]:
+        """The state's ASL object (without its name)."""
+        ...
+
+    def transitions(self) -> tuple[str, ...]:
+        """Names of the states this one can move to (``Next`` and ``Catch`` targets)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Retrier:
+    """One entry of a state's ``Retry`` list."""
+
+    errors: tuple[str, ...]
+    interval_seconds: int
+    max_attempts: int
+    backoff_rate: float = 2.0
+
+    def to_asl(self) -> dict[str, Any]:
+        """The retrier's ASL object."""
+        return {
+            "ErrorEquals": list(self.errors),
+            "IntervalSeconds": self.interval_seconds,
+            "MaxAttempts": self.max_attempts,
+            "BackoffRate": self.backoff_rate,
+        }
+
+
+@dataclass(frozen=True)
+class Catcher:
+    """One entry of a state's ``Catch`` list; the error object goes to ``result_path``."""
+
+    errors: tuple[str, ...]
+    next: str
+    result_path: str = ERROR_PATH
+
+    def to_asl(self) -> dict[str, Any]:
+        """The catcher's ASL object."""
+        return {"ErrorEquals": list(self.errors), "ResultPath": self.result_path, "Next": self.next}
+
+
+def _flow(next_state: str | None) -> dict[str, Any]:
+    return {"Next": next_state} if next_state else {"End": True}
+
+
+def _handlers(retry: Sequence[Retrier], catch: Sequence[Catcher]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if retry:
+        out["Retry"] = [r.to_asl() for r in retry]
+    if catch:
+        out["Catch"] = [c.to_asl() for c in catch]
+    return out
+
+
+@dataclass(frozen=True)
+class EcsLaunch:
+    """Where and how ECS tasks start: cluster, awsvpc network, container, heartbeat."""
+
+    cluster_arn: str
+    subnets: tuple[str, ...]
+    security_groups: tuple[str, ...]
+    container_name: str
+    heartbeat_seconds: int
+
+
+@dataclass(frozen=True)
+class EcsTaskState:
+    """A Task state running one ECS task and waiting for its task token.
+
+    The container gets ``command`` as its arguments and the token in ``TASK_TOKEN_ENV``.
+    """
+
+    name: str
+    comment: str
+    launch: EcsLaunch
+    task_definition_arn: str
+    capacity_provider: str
+    command: Intrinsic
+    next: str | None
+    result_path: str | None = None
+    retry: tuple[Retrier, ...] = ()
+    catch: tuple[Catcher, ...] = ()
+
+    def to_asl(self) -> dict[str, Any]:
+        """The Task state's ASL object."""
+        state: dict[str, Any] = {
+            "Type": "Task",
+            "Comment": self.comment,
+            "Resource": RUN_TASK_RESOURCE,
+            "Parameters": {
+                "Cluster": self.launch.cluster_arn,
+                "TaskDefinition": self.task_definition_arn,
+                "CapacityProviderStrategy": [{"CapacityProvider": self.capacity_provider, "Weight": 1}],
+                "NetworkConfiguration": {
+                    "AwsvpcConfiguration": {
+                        "Subnets": list(self.launch.subnets),
+                        "SecurityGroups": list(self.launch.security_groups),
+                        "AssignPublicIp": "ENABLED",
+                    }
+                },
+                "PropagateTags": "TASK_DEFINITION",
+                "Overrides": {
+                    "ContainerOverrides": [
+                        {
+                            "Name": self.launch.container_name,
+                            "Command.$": self.command.render(),
+                            "Environment": [{"Name": TASK_TOKEN_ENV, "Value.$": "$$.Task.Token"}],
+                        }
+                    ]
+                },
+            },
+            "HeartbeatSeconds": self.launch.heartbeat_seconds,
+        }
+        if self.result_path is not None:
+            state["ResultPath"] = self.result_path
+        return {**state, **_handlers(self.retry, self.catch), **_flow(self.next)}
+
+    def transitions(self) -> tuple[str, ...]:
+        """``Next`` and the ``Catch`` targets."""
+        return tuple(filter(None, (self.next, *(c.next for c in self.catch))))
+
+
+@dataclass(frozen=True)
+class SnsPublishState:
+    """A Task state publishing ``message`` to an SNS topic; its input passes through unchanged."""
+
+    name: str
+    comment: str
+    topic_arn: str
+    subject: str
+    message: Intrinsic
+    next: str
+    retry: tuple[Retrier, ...] = ()
+    catch: tuple[Catcher, ...] = ()
+
+    def to_asl(self) -> dict[str, Any]:
+        """The Task state's ASL object."""
+        if len(self.subject) >= _SUBJECT_MAX or not self.subject.isascii() or "\n" in self.subject:
+            raise ValueError(f"SNS subject must be ASCII, one line, under {_SUBJECT_MAX} characters: {self.subject!r}")
+        state = {
+            "Type": "Task",
+            "Comment": self.comment,
+            "Resource": SNS_PUBLISH_RESOURCE,
+            "Parameters": {"TopicArn": self.topic_arn, "Subject": self.subject, "Message.$": self.message.render()},
+            "ResultPath": None,
+        }
+        return {**state, **_handlers(self.retry, self.catch), **_flow(self.next)}
+
+    def transitions(self) -> tuple[str, ...]:
+        """``Next`` and the ``Catch`` targets."""
+        return (self.next, *(c.next for c in self.catch))
+
+
+@dataclass(frozen=True)
+class StateGraph:
+    """States and where execution starts: a state machine's or a Map iteration's body."""
+
+    start_at: str
+    states: tuple["State", ...]
+
+    def to_asl(self) -> dict[str, Any]:
+        """``{"StartAt": ..., "States": {...}}``.
+
+        Raises:
+            ValueError: duplicate or invalid state names, or a transition to a state not in this graph.
+        """
+        names = [s.name for s in self.states]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate state names: {duplicates}")
+        bad = [n for n in names if not _STATE_NAME.match(n)]
+        if bad:
+            raise ValueError(f"invalid state names (letters and digits, at most 80): {bad}")
+        targets = {self.start_at, *(t for s in self.states for t in s.transitions())}
+        missing = sorted(targets - set(names))
+        if missing:
+            raise ValueError(f"transitions to states that do not exist: {missing}")
+        return {"StartAt": self.start_at, "States": {s.name: s.to_asl() for s in self.states}}
+
+    def all_names(self) -> list[str]:
+        """Names of these states and of the states nested in them (Map iterations)."""
+        out: list[str] = []
+        for s in self.states:
+            out.append(s.name)
+            if isinstance(s, MapState):
+                out.extend(s.iteration.all_names())
+        return out
+
+
+@dataclass(frozen=True)
+class MapState:
+    """An inline Map state running ``iteration`` once per item at ``items_path``."""
+
+    name: str
+    comment: str
+    items_path: str
+    item_selector: dict[str, str]
+    iteration: StateGraph
+    max_concurrency: int
+    next: str | None
+    result_path: str | None = None
+    catch: tuple[Catcher, ...] = ()
+
+    def to_asl(self) -> dict[str, Any]:
+        """The Map state's ASL object."""
+        state: dict[str, Any] = {
+            "Type": "Map",
+            "Comment": self.comment,
+            "ItemsPath": self.items_path,
+            "ItemSelector": dict(self.item_selector),
+            "MaxConcurrency": self.max_concurrency,
+            "ItemProcessor": {"ProcessorConfig": {"Mode": "INLINE"}, **self.iteration.to_asl()},
+        }
+        if self.result_path is not None:
+            state["ResultPath"] = self.result_path
+        return {**state, **_handlers((), self.catch), **_flow(self.next)}
+
+    def transitions(self) -> tuple[str, ...]:
+        """``Next`` and the ``Catch`` targets (the iteration's own transitions stay inside it)."""
+        return tuple(filter(None, (self.next, *(c.next for c in self.catch))))
+
+
+@dataclass(frozen=True)
+class FailState:
+    """Ends the execution as failed with ``error``; the cause comes from ``cause_path`` (a path or
+    an intrinsic function of the state's input)."""
+
+    name: str
+    comment: str
+    error: str
+    cause_path: str
+
+    def to_asl(self) -> dict[str, Any]:
+        """The Fail state's ASL object."""
+        return {"Type": "Fail", "Comment": self.comment, "Error": self.error, "CausePath": self.cause_path}
+
+    def transitions(self) -> tuple[str, ...]:
+        """A Fail state has none."""
+        return ()
+
+
+@dataclass(frozen=True)
+class SucceedState:
+    """Ends the execution as succeeded."""
+
+    name: str
+    comment: str
+
+    def to_asl(self) -> dict[str, Any]:
+        """The Succeed state's ASL object."""
+        return {"Type": "Succeed", "Comment": self.comment}
+
+    def transitions(self) -> tuple[str, ...]:
+        """A Succeed state has none."""
+        return ()
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline's state machine
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A failure path: which errors lead to it, its alert and its Fail state."""
+
+    errors: tuple[str, ...]
+    notify: str
+    fail: str
+    what: str  # for the subject: "<pipeline>: <what>"
+    message: str  # States.Format template
+    args: tuple[str, ...]  # its arguments: paths into the state's input or the context object
+    error: str  # Error of the Fail state
+    cause_with_error: bool  # Cause of the Fail state: "<task's error>: <task's cause>", else the task's cause
+
+
+_FAILURES = (
+    _Failure(
+        (VALIDATION_FAILED,),
+        "NotifyValidationFailed",
+        "ValidationFailed",
+        "validation failed",
+        "run {} of model {} stopped: the data at {} failed validation. {} Execution: {}",
+        ("$.run_id", "$.model", "$.data", "$.error.Cause", "$$.Execution.Id"),
+        VALIDATION_FAILED,
+        False,
+    ),
+    _Failure(
+        (GATE_FAILED,),
+        "NotifyGateFailed",
+        "GateFailed",
+        "gate failed",
+        "run {} of model {} on {} stopped: the offline gate rejected the new version. {} Execution: {}",
+        ("$.run_id", "$.model", "$.data", "$.error.Cause", "$$.Execution.Id"),
+        GATE_FAILED,
+        False,
+    ),
+    _Failure(
+        (ALL_ERRORS,),
+        "NotifyFailure",
+        "PipelineFailed",
+        "pipeline failed",
+        "run {} of model {} on {} failed with {}. {} Execution: {}",
+        ("$.run_id", "$.model", "$.data", "$.error.Error", "$.error.Cause", "$$.Execution.Id"),
+        PIPELINE_FAILED,
+        True,
+    ),
+)
+
+
+def state_name(group: str) -> str:
+    """The state name of a task group: ``train`` -> ``Train``."""
+    return group[:1].upper() + group[1:]
+
+
+def task_command(group: str, environment: str, partitioned: bool = False) -> Intrinsic:
+    """The container's arguments for ``group``: ``States.Array('<group>', '--run-id', $.run_id, ...)``.
+
+    Partitioned commands add ``--partition`` and ``--partitions`` from ``$.partition`` (numbers,
+    formatted as strings: ECS commands are lists of strings).
+    """
+    args: list[Argument] = [
+        group,
+        "--run-id", JsonPath("$.run_id"),
+        "--data", JsonPath("$.data"),
+        "--model", JsonPath("$.model"),
+        "--env", environment,
+    ]  # fmt: skip
+    if partitioned:
+        args += [
+            "--partition", states_format("{}", JsonPath("$.partition.index")),
+            "--partitions", states_format("{}", JsonPath("$.partition.count")),
+        ]  # fmt: skip
+    return Intrinsic("States.Array", tuple(args))
+
+
+def _describe(steps: Sequence[Step]) -> str:
+    return "; ".join(f"{st.name}: {st.description}" for st in steps)
+
+
+def _task_retry(target: StateMachineTarget) -> tuple[Retrier, ...]:
+    return (
+        Retrier(
+            (SPOT_INTERRUPTION, HEARTBEAT_TIMEOUT, ECS_API_ERROR),
+            interval_seconds=target.retry_interval_seconds,
+            max_attempts=2,
+            backoff_rate=2.0,
+        ),
+    )
+
+
+def _failure_catch() -> tuple[Catcher, ...]:
+    return tuple(Catcher(f.errors, f.notify) for f in _FAILURES)
+
+
+def _task_pair(
+    name: str,
+    comment: str,
+    launch: EcsLaunch,
+    task_definition_arn: str,
+    command: Intrinsic,
+    target: StateMachineTarget,
+    next_state: str | None,
+    result_path: str | None,
+    catch: tuple[Catcher, ...],
+) -> tuple[EcsTaskState, EcsTaskState]:
+    """The Spot state ``name`` and its on-demand fallback ``<name>OnDemand``."""
+    fallback = f"{name}OnDemand"
+    retry = _task_retry(target)
+    spot = EcsTaskState(
+        name=name,
+        comment=comment,
+        launch=launch,
+        task_definition_arn=task_definition_arn,
+        capacity_provider=SPOT,
+        command=command,
+        next=next_state,
+        result_path=result_path,
+        retry=retry,
+        catch=(Catcher((SPOT_INTERRUPTION, HEARTBEAT_TIMEOUT), fallback), *catch),
+    )
+    on_demand = dataclasses.replace(
+        spot, name=fallback, capacity_provider=ON_DEMAND, catch=catch,
+        comment=f"On-demand FARGATE fallback of {name} after Spot interruptions or heartbeat timeouts. {comment}",
+    )
+    return spot, on_demand
+
+
+def _check(pipeline: Pipeline, target: StateMachineTarget) -> list[tuple[str, tuple[Step, ...]]]:
+    groups = pipeline.task_groups()
+    if not groups:
+        raise ValueError(f"pipeline {pipeline.name!r} has no steps")
+    seen: set[str] = set()
+    for group, _ in groups:
+        if group in seen:
+            raise ValueError(
+                f"task group {group!r} appears twice in pipeline {pipeline.name!r}; its steps must be consecutive"
+            )
+        seen.add(group)
+        if group in MAPPED_GROUPS and "validate" not in seen:
+            raise ValueError(
+                f"mapped group {group!r} needs the partitions of the validate group ({PARTITIONS_PATH}), "
+                f"which must run before it"
+            )
+        definition = TASK_DEFINITIONS.get(group)
+        if definition is None:
+            raise ValueError(f"task group {group!r} has no task definition in TASK_DEFINITIONS")
+        if definition not in target.task_definition_arns:
+            raise ValueError(
+                f"no task definition ARN for {definition!r} (task group {group!r}); "
+                f"the target has {sorted(target.task_definition_arns)}"
+            )
+    if not target.subnets:
+        raise ValueError("the target has no subnets; awsvpc tasks need at least one")
+    if target.scoring_concurrency < 0:
+        raise ValueError(f"scoring_concurrency must be >= 0, got {target.scoring_concurrency}")
+    return groups
+
+
+def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str, Any]:
+    """The ASL document of ``pipeline`` for ``target``.
+
+    States, in order: per task group ``g`` a Task state ``G`` (``Validate``, ``Train``, ``Report``)
+    and its on-demand fallback ``GOnDemand``, or for a mapped group a Map state ``G`` over the
+    validate group's partitions whose iteration runs ``GPartition`` and ``GPartitionOnDemand``;
+    then ``Done``; then the failure paths ``NotifyValidationFailed`` -> ``ValidationFailed``,
+    ``NotifyGateFailed`` -> ``GateFailed``, ``NotifyFailure`` -> ``PipelineFailed``.
+
+    Args:
+        pipeline: the pipeline definition (``PIPELINE`` or ``SCORING``).
+        target: the environment's cluster, task definitions, network and alert topic.
+
+    Returns:
+        The state machine definition as a JSON-ready dict (``to_json`` serialises it).
+
+    Raises:
+        ValueError: the pipeline has no steps, a group has no task definition ARN, a mapped group
+            runs before ``validate``, the target has no subnets, or the result would be invalid
+            (duplicate state names, dangling transitions, subject too long).
+    """
+    groups = _check(pipeline, target)
+    env = target.environment
+    launch = EcsLaunch(
+        cluster_arn=target.cluster_arn,
+        subnets=tuple(target.subnets),
+        security_groups=tuple(target.security_groups),
+        container_name=target.container_name,
+        heartbeat_seconds=target.heartbeat_seconds,
+    )
+    names = [state_name(g) for g, _ in groups]
+    states: list[State] = []
+    for i, (group, steps) in enumerate(groups):
+        name = names[i]
+        next_state = names[i + 1] if i + 1 < len(names) else DONE
+        arn = target.task_definition_arns[TASK_DEFINITIONS[group]]
+        comment = _describe(steps)
+        if group in MAPPED_GROUPS:
+            inner = f"{name}Partition"
+            iteration = StateGraph(
+                start_at=inner,
+                states=_task_pair(
+                    inner,
+                    f"One partition. {comment}",
+                    launch,
+                    arn,
+                    task_command(group, env, partitioned=True),
+                    target,
+                    next_state=None,
+                    result_path=None,  # an iteration's output is the container's summary
+                    catch=(),  # other errors fail the iteration and so the Map state
+                ),
+            )
+            at_once = target.scoring_concurrency or "all"
+            states.append(
+                MapState(
+                    name=name,
+                    comment=f"Fan-out over the validated input's partitions, {at_once} at a time. {comment}",
+                    items_path=PARTITIONS_PATH,
+                    item_selector={
+                        "run_id.$": "$.run_id",
+                        "data.$": "$.data",
+                        "model.$": "$.model",
+                        "partition.$": "$$.Map.Item.Value",
+                    },
+                    iteration=iteration,
+                    max_concurrency=target.scoring_concurrency,
+                    next=next_state,
+                    result_path=f"$.results.{group}",
+                    catch=(Catcher((ALL_ERRORS,), "NotifyFailure"),),
+                )
+            )
+        else:
+            states.extend(
+                _task_pair(
+                    name,
+                    comment,
+                    launch,
+                    arn,
+                    task_command(group, env),
+                    target,
+                    next_state=next_state,
+                    result_path=f"$.results.{group}",
+                    catch=_failure_catch(),
+                )
+            )
+    states.append(SucceedState(DONE, f"Every task group of {pipeline.name} succeeded; results are under $.results."))
+    for f in _FAILURES:
+        states.append(
+            SnsPublishState(
+                name=f.notify,
+                comment=f"Alert the {env} alert topic: {f.what}. A failed publish still ends in {f.fail}.",
+                topic_arn=target.alert_topic_arn,
+                subject=f"[Stagewise {env}] {pipeline.name}: {f.what}",
+                message=states_format(f"Stagewise {env}: {f.message}", *(JsonPath(a) for a in f.args)),
+                next=f.fail,
+                retry=(Retrier(("States.TaskFailed",), _NOTIFY_RETRY_INTERVAL_SECONDS, max_attempts=3),),
+                catch=(Catcher((ALL_ERRORS,), f.fail, result_path="$.notify_error"),),
+            )
+        )
+        cause = (
+            states_format("{}: {}", JsonPath(f"{ERROR_PATH}.Error"), JsonPath(f"{ERROR_PATH}.Cause")).render()
+            if f.cause_with_error
+            else f"{ERROR_PATH}.Cause"
+        )
+        states.append(
+            FailState(
+                name=f.fail,
+                comment=f"The run stopped: {f.what}.",
+                error=f.error,
+                cause_path=cause,
+            )
+        )
+    graph = StateGraph(start_at=names[0], states=tuple(states))
+    all_names = graph.all_names()
+    nested_duplicates = sorted({n for n in all_names if all_names.count(n) > 1})
+    if nested_duplicates:
+        raise ValueError(f"state names must be unique across the state machine: {nested_duplicates}")
+    return {
+        "Comment": (
+            f"Stagewise pipeline {pipeline.name!r} in {env}: {' -> '.join(names)}. Compiled by "
+            f"stagewise.pipeline.asl from stagewise.pipeline.definition; change the definition, not this document."
+        ),
+        **graph.to_asl(),
+    }
+
+
+def to_json(asl: Mapping[str, Any]) -> str:
+    """The ASL document as JSON (the ``definition`` of ``CreateStateMachine`` / Pulumi's state machine)."""
+    return json.dumps(asl, indent=2, ensure_ascii=False)
+
+
+def target_for_environment(
+    settings: EnvironmentSettings,
+    resources: EnvironmentResources,
+    task_definition_arns: Mapping[str, str],
+    subnets: Sequence[str],
+    security_groups: Sequence[str],
+) -> StateMachineTarget:
+    """The target of an environment: its cluster ARN and alert topic from ``resources``, its scoring
+    concurrency from ``settings``, and the given task definition ARNs and network."""
+    return StateMachineTarget(
+        cluster_arn=resources.arn("ecs", f"cluster/{resources.compute.cluster}"),
+        task_definition_arns=dict(task_definition_arns),
+        subnets=tuple(subnets),
+        security_groups=tuple(security_groups),
+        alert_topic_arn=resources.alert_topic_arn,
+        environment=settings.environment,
+        scoring_concurrency=settings.scoring_concurrency,
+    )
+
+
+def compile_for_environment(
+    settings: EnvironmentSettings,
+    resources: EnvironmentResources,
+    task_definition_arns: Mapping[str, str],
+    subnets: Sequence[str],
+    security_groups: Sequence[str],
+    pipeline: Pipeline = PIPELINE,
+) -> dict[str, Any]:
+    """``compile_pipeline(pipeline, target_for_environment(...))``.
+
+    Args:
+        settings: the environment's settings (environment name, scoring concurrency).
+        resources: the environment's resource names (cluster, alert topic).
+        task_definition_arns: ``{"validate": arn, "train": arn, "score": arn}``.
+        subnets: subnets of the tasks.
+        security_groups: security groups of the tasks.
+        pipeline: ``PIPELINE`` (default) or ``SCORING``.
+
+    Raises:
+        ValueError: as ``compile_pipeline``.
+    """
+    target = target_for_environment(settings, resources, task_definition_arns, subnets, security_groups)
+    return compile_pipeline(pipeline, target)

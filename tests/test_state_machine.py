@@ -1,0 +1,665 @@
+"""The compiled state machine: valid ASL, the container contract, and its control flow on moto.
+
+``asl-validator`` (npm, pinned in package.json; install with ``npm ci --no-audit --no-fund``) checks
+the PIPELINE and SCORING documents of dev, test and prod. A missing validator fails the tests: CI
+must really validate.
+
+The control-flow tests run the compiled dev document, unchanged, on moto's Step Functions engine.
+Tests stand in for the ECS containers: the engine's ``ecs:runTask.waitForTaskToken`` starts a task
+in moto's ECS, the test finds it with ``ListTasks``/``DescribeTasks``, reads ``STAGEWISE_TASK_TOKEN``
+from the task's container overrides and answers with ``SendTaskSuccess`` (a JSON summary; the
+validate group's carries ``partitions``) or ``SendTaskFailure`` (``Stagewise.*`` error and a cause),
+exactly as the container entrypoint does, then stops the task as the container would by exiting.
+
+Why a private engine server. moto 5.2's engine calls the services of Task states at
+``http://localhost:$MOTO_PORT`` with dummy keys: it cannot reach the session's embedded AWS (HTTPS
+only) and would act in moto's default account 123456789012. Its ECS integration also passes the
+ASL parameter names (``Cluster``) to botocore unconverted (KeyError -> ``States.Runtime``), reads
+the ``RunTask`` response by ASL names (``Tasks``), drops ``CapacityProviderStrategy``, and moto's
+``SendTaskFailure`` handler drops the ``cause``. So this module runs its own moto server in-process
+over plain HTTP and patches exactly those points, for the module only, to what Step Functions does:
+parameters and responses converted through botocore's ECS model (as LocalStack's engine, which
+moto's is taken from, does), ``CapacityProviderStrategy`` passed through, service calls made as the state machine's
+execution role (STS AssumeRole, so in the dev account 314159265358), and the cause kept. The
+state machine itself is not changed for moto. Two moto ECS gaps are met by the fixtures instead:
+containers declare cpu and memory, and the VPC has DNS hostnames.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.session
+import pytest
+
+from stagewise.pipeline.asl import (
+    GATE_FAILED,
+    PIPELINE_FAILED,
+    SPOT_INTERRUPTION,
+    STEP_FAILED,
+    TASK_TOKEN_ENV,
+    VALIDATION_FAILED,
+    StateMachineTarget,
+    compile_for_environment,
+    compile_pipeline,
+    target_for_environment,
+    to_json,
+)
+from stagewise.pipeline.definition import PIPELINE, SCORING, Pipeline
+from stagewise.platform.aws import AwsClients, AwsTarget
+from stagewise.platform.provision import ensure_environment
+from stagewise.platform.specs import EnvironmentResources, environment_resources
+from stagewise.stacks.settings import ENVIRONMENTS, EnvironmentSettings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+VALIDATOR = REPO / "node_modules" / ".bin" / "asl-validator"
+NPM_CI = "npm ci --no-audit --no-fund"
+DATA = "s3://stagewise-dev-data-314159265358/raw/customers.parquet"
+MODEL = "engagement"
+
+
+def _offline_target(env: str) -> tuple[EnvironmentSettings, EnvironmentResources, dict[str, str]]:
+    settings = load_settings(env, REPO)
+    resources = environment_resources(settings)
+    arns = {t: resources.arn("ecs", f"task-definition/{family}:1") for t, family in resources.compute.task_families.items()}
+    return settings, resources, arns
+
+
+def _compile(env: str, pipeline: Pipeline = PIPELINE) -> dict[str, Any]:
+    settings, resources, arns = _offline_target(env)
+    return compile_for_environment(settings, resources, arns, ["subnet-0a1b2c3d"], ["sg-0a1b2c3d"], pipeline)
+
+
+def _validate(definition: str) -> subprocess.CompletedProcess[str]:
+    if not VALIDATOR.exists():
+        pytest.fail(f"{VALIDATOR} is missing: run `{NPM_CI}` in {REPO} (the ASL must really be validated, so this does not skip)")
+    return subprocess.run(
+        [str(VALIDATOR), "--json-definition", definition], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The document: asl-validator and the container contract
+
+
+@pytest.mark.parametrize("pipeline", [PIPELINE, SCORING], ids=lambda p: p.name)
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_asl_validator_accepts_the_compiled_state_machine(env: str, pipeline: Pipeline) -> None:
+    result = _validate(to_json(_compile(env, pipeline)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is valid" in result.stdout
+
+
+def test_asl_validator_rejects_a_dangling_transition() -> None:
+    asl = _compile("dev")
+    asl["States"]["Train"]["Next"] = "Nowhere"
+    result = _validate(to_json(asl))
+    assert result.returncode == 1
+    assert "MISSING_TRANSITION_TARGET" in result.stdout + result.stderr
+
+
+def test_states_follow_the_task_groups() -> None:
+    asl = _compile("dev")
+    assert asl["StartAt"] == "Validate"
+    assert list(asl["States"]) == [
+        "Validate", "ValidateOnDemand", "Train", "TrainOnDemand", "Score", "Report", "ReportOnDemand", "Done",
+        "NotifyValidationFailed", "ValidationFailed", "NotifyGateFailed", "GateFailed", "NotifyFailure", "PipelineFailed",
+    ]  # fmt: skip
+    assert [asl["States"][s]["Next"] for s in ("Validate", "Train", "Score", "Report")] == ["Train", "Score", "Report", "Done"]
+    scoring = _compile("dev", SCORING)
+    assert [scoring["States"][s]["Next"] for s in ("Validate", "Score", "Report")] == ["Score", "Report", "Done"]
+    assert all(state["Comment"] for state in asl["States"].values())
+
+
+def test_ecs_task_state_matches_the_container_contract() -> None:
+    asl = _compile("prod")
+    settings, resources, arns = _offline_target("prod")
+    train = asl["States"]["Train"]
+    assert train["Resource"] == "arn:aws:states:::ecs:runTask.waitForTaskToken"
+    assert train["Parameters"] == {
+        "Cluster": resources.arn("ecs", "cluster/stagewise-prod"),
+        "TaskDefinition": arns["train"],
+        "CapacityProviderStrategy": [{"CapacityProvider": "FARGATE_SPOT", "Weight": 1}],
+        "NetworkConfiguration": {
+            "AwsvpcConfiguration": {"Subnets": ["subnet-0a1b2c3d"], "SecurityGroups": ["sg-0a1b2c3d"], "AssignPublicIp": "ENABLED"}
+        },
+        "PropagateTags": "TASK_DEFINITION",
+        "Overrides": {
+            "ContainerOverrides": [
+                {
+                    "Name": "job",
+                    "Command.$": "States.Array('train', '--run-id', $.run_id, '--data', $.data, '--model', $.model, '--env', 'prod')",
+                    "Environment": [{"Name": "STAGEWISE_TASK_TOKEN", "Value.$": "$$.Task.Token"}],
+                }
+            ]
+        },
+    }
+    assert train["HeartbeatSeconds"] == 300
+    assert train["ResultPath"] == "$.results.train"
+    assert train["Retry"] == [
+        {
+            "ErrorEquals": ["Stagewise.SpotInterruption", "States.HeartbeatTimeout", "ECS.AmazonECSException"],
+            "IntervalSeconds": 30,
+            "MaxAttempts": 2,
+            "BackoffRate": 2.0,
+        }
+    ]
+    assert train["Catch"] == [
+        {"ErrorEquals": ["Stagewise.SpotInterruption", "States.HeartbeatTimeout"], "ResultPath": "$.error", "Next": "TrainOnDemand"},
+        {"ErrorEquals": ["Stagewise.ValidationFailed"], "ResultPath": "$.error", "Next": "NotifyValidationFailed"},
+        {"ErrorEquals": ["Stagewise.GateFailed"], "ResultPath": "$.error", "Next": "NotifyGateFailed"},
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyFailure"},
+    ]
+    fallback = asl["States"]["TrainOnDemand"]
+    assert fallback["Parameters"]["CapacityProviderStrategy"] == [{"CapacityProvider": "FARGATE", "Weight": 1}]
+    assert {k: v for k, v in fallback["Parameters"].items() if k != "CapacityProviderStrategy"} == {
+        k: v for k, v in train["Parameters"].items() if k != "CapacityProviderStrategy"
+    }
+    assert fallback["Catch"] == train["Catch"][1:]
+    assert asl["States"]["Report"]["Parameters"]["TaskDefinition"] == arns["score"]
+
+
+def test_score_is_a_map_over_the_validated_partitions() -> None:
+    score = _compile("prod")["States"]["Score"]
+    assert score["Type"] == "Map"
+    assert score["ItemsPath"] == "$.results.validate.partitions"
+    assert score["MaxConcurrency"] == load_settings("prod", REPO).scoring_concurrency == 16
+    assert score["ItemSelector"] == {
+        "run_id.$": "$.run_id", "data.$": "$.data", "model.$": "$.model", "partition.$": "$$.Map.Item.Value",
+    }  # fmt: skip
+    assert score["ResultPath"] == "$.results.score"
+    assert score["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyFailure"}]
+    inner = score["ItemProcessor"]
+    assert inner["StartAt"] == "ScorePartition"
+    command = inner["States"]["ScorePartition"]["Parameters"]["Overrides"]["ContainerOverrides"][0]["Command.$"]
+    assert command == (
+        "States.Array('score', '--run-id', $.run_id, '--data', $.data, '--model', $.model, '--env', 'prod', "
+        "'--partition', States.Format('{}', $.partition.index), '--partitions', States.Format('{}', $.partition.count))"
+    )
+    assert inner["States"]["ScorePartition"]["Catch"][0]["Next"] == "ScorePartitionOnDemand"
+    assert "Catch" not in inner["States"]["ScorePartitionOnDemand"]
+
+
+def test_failure_paths_alert_then_fail() -> None:
+    states = _compile("dev")["States"]
+    for notify, fail, subject in [
+        ("NotifyValidationFailed", "ValidationFailed", "[Stagewise dev] stagewise: validation failed"),
+        ("NotifyGateFailed", "GateFailed", "[Stagewise dev] stagewise: gate failed"),
+        ("NotifyFailure", "PipelineFailed", "[Stagewise dev] stagewise: pipeline failed"),
+    ]:
+        assert states[notify]["Resource"] == "arn:aws:states:::sns:publish"
+        assert states[notify]["Parameters"]["TopicArn"] == "arn:aws:sns:eu-west-1:314159265358:stagewise-dev-alerts"
+        assert states[notify]["Parameters"]["Subject"] == subject
+        assert "$.run_id" in states[notify]["Parameters"]["Message.$"]
+        assert "$.error.Cause" in states[notify]["Parameters"]["Message.$"]
+        assert states[notify]["ResultPath"] is None
+        assert states[notify]["Next"] == fail
+        assert states[fail]["Type"] == "Fail"
+    assert (states["ValidationFailed"]["Error"], states["ValidationFailed"]["CausePath"]) == (VALIDATION_FAILED, "$.error.Cause")
+    assert (states["GateFailed"]["Error"], states["GateFailed"]["CausePath"]) == (GATE_FAILED, "$.error.Cause")
+    assert (states["PipelineFailed"]["Error"], states["PipelineFailed"]["CausePath"]) == (
+        PIPELINE_FAILED, "States.Format('{}: {}', $.error.Error, $.error.Cause)",
+    )  # fmt: skip
+
+
+def test_compile_refuses_a_target_missing_a_task_definition() -> None:
+    settings, resources, arns = _offline_target("dev")
+    del arns["train"]
+    with pytest.raises(ValueError, match="no task definition ARN for 'train'"):
+        compile_for_environment(settings, resources, arns, ["subnet-0a1b2c3d"], ["sg-0a1b2c3d"])
+    target = target_for_environment(settings, resources, {**arns, "train": "arn"}, [], ["sg-0a1b2c3d"])
+    with pytest.raises(ValueError, match="no subnets"):
+        compile_pipeline(PIPELINE, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# moto's Step Functions engine, on a private in-process server (see the module docstring)
+
+
+def _moto_config(endpoint: str, execute: bool) -> None:
+    body = json.dumps({"stepfunctions": {"execute_state_machine": execute}}).encode()
+    request = urllib.request.Request(f"{endpoint}/moto-api/config", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 201)
+
+
+def _patch_moto_engine(mp: pytest.MonkeyPatch, endpoint: str) -> None:
+    """Make moto's engine do what Step Functions does at the points the module docstring lists."""
+    from moto.core.responses import EmptyResult
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskTimedOutEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_ecs as ecs_task,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_sns as sns_task,
+    )
+    from moto.stepfunctions.parser.asl.eval.callback.callback import HeartbeatTimeoutError
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    ecs_model = botocore.session.get_session().get_service_model("ecs")
+
+    def normalise_parameters(self: Any, parameters: dict, boto_service_name: Any = None, service_action_name: Any = None) -> None:
+        self._to_boto_request(parameters, ecs_model.operation_model("RunTask").input_shape)
+
+    def normalise_response(self: Any, response: Any, boto_service_name: Any = None, service_action_name: Any = None) -> None:
+        operation = "DescribeTasks" if service_action_name == "describe_tasks" else "RunTask"
+        self._from_boto_response(response, ecs_model.operation_model(operation).output_shape)
+
+    def client_as_execution_role(region: str, service: str, state_credentials: Any = None) -> Any:
+        session = boto3.session.Session(aws_access_key_id="engine", aws_secret_access_key="engine", region_name=region)
+        role = session.client("sts", endpoint_url=endpoint).assume_role(
+            RoleArn=state_credentials.role_arn, RoleSessionName="stepfunctions"
+        )["Credentials"]
+        return session.client(
+            service,
+            endpoint_url=endpoint,
+            aws_access_key_id=role["AccessKeyId"],
+            aws_secret_access_key=role["SecretAccessKey"],
+            aws_session_token=role["SessionToken"],
+        )
+
+    ecs_from_error = ecs_task.StateTaskServiceEcs._from_error
+
+    def from_error(self: Any, env: Any, ex: Exception) -> Any:
+        if not isinstance(ex, HeartbeatTimeoutError):
+            return ecs_from_error(self, env, ex)
+        error = StatesErrorName(typ=StatesErrorNameType.StatesHeartbeatTimeout)
+        details = TaskTimedOutEventDetails(
+            resourceType=self._get_sfn_resource_type(), resource=self._get_sfn_resource(), error=error.error_name
+        )
+        return FailureEvent(env, error, HistoryEventType.TaskTimedOut, EventDetails(taskTimedOutEventDetails=details))
+
+    def send_task_failure(self: Any) -> Any:
+        self.stepfunction_backend.send_task_failure(
+            self._get_param("taskToken"), error=self._get_param("error"), cause=self._get_param("cause")
+        )
+        return EmptyResult()
+
+    mp.setattr(ecs_task.StateTaskServiceEcs, "_normalise_parameters", normalise_parameters)
+    mp.setattr(ecs_task.StateTaskServiceEcs, "_normalise_response", normalise_response)
+    mp.setattr(ecs_task.StateTaskServiceEcs, "_from_error", from_error)
+    supported = ecs_task._SUPPORTED_API_PARAM_BINDINGS
+    mp.setitem(supported, "runtask", supported["runtask"] | {"CapacityProviderStrategy"})
+    mp.setattr(ecs_task, "boto_client_for", client_as_execution_role)
+    mp.setattr(sns_task, "boto_client_for", client_as_execution_role)
+    mp.setattr(StepFunctionResponse, "send_task_failure", send_task_failure)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[str]:
+    """A private moto server (plain HTTP, in-process) with the state machine engine on."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    with pytest.MonkeyPatch.context() as mp:
+        _patch_moto_engine(mp, endpoint)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            _moto_config(endpoint, execute=True)
+            yield endpoint
+        finally:
+            _moto_config(endpoint, execute=False)
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
+            server.stop()
+
+
+@dataclass
+class Deployed:
+    """The dev environment on the engine's server, with the compiled state machine created."""
+
+    clients: AwsClients
+    resources: EnvironmentResources
+    target: StateMachineTarget
+    state_machine_arn: str
+    queue_url: str
+
+    def client(self, service: str) -> Any:
+        """A client in the dev account."""
+        return self.clients.client(service)
+
+
+@pytest.fixture(scope="module")
+def deployed(engine: str) -> Deployed:
+    """Dev's resources (provisioned as `stagewise run` does), plus what the Pulumi stack would
+    create: ECS cluster and task definitions, VPC network, execution role, the state machine, and
+    an SQS queue subscribed to the alert topic to read the alerts."""
+    settings = load_settings("dev", REPO)
+    resources = environment_resources(settings)
+    clients = AwsClients(AwsTarget.for_settings(settings, engine))
+    ensure_environment(clients, resources)
+    assert clients.caller_identity()["Account"] == "314159265358"
+
+    ecs, ec2, iam = clients.client("ecs"), clients.client("ec2"), clients.client("iam")
+    cluster = ecs.create_cluster(
+        clusterName=resources.compute.cluster,
+        capacityProviders=["FARGATE_SPOT", "FARGATE"],
+        defaultCapacityProviderStrategy=[{"capacityProvider": "FARGATE_SPOT", "weight": 1}],
+    )["cluster"]
+    sizes = {"validate": settings.task_sizes.validate_, "train": settings.task_sizes.train, "score": settings.task_sizes.score}
+    task_definition_arns = {
+        name: ecs.register_task_definition(
+            family=family,
+            requiresCompatibilities=["FARGATE"],
+            networkMode="awsvpc",
+            cpu=str(sizes[name].cpu),
+            memory=str(sizes[name].memory_mib),
+            containerDefinitions=[
+                {
+                    "name": "job",
+                    "image": f"{settings.account_id}.dkr.ecr.{settings.region}.amazonaws.com/{resources.compute.repository}:test",
+                    "cpu": sizes[name].cpu,  # moto's RunTask needs container-level sizes
+                    "memory": sizes[name].memory_mib,
+                    "essential": True,
+                }
+            ],
+        )["taskDefinition"]["taskDefinitionArn"]
+        for name, family in resources.compute.task_families.items()
+    }
+    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})  # moto's task ENIs need it
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(VpcId=vpc, GroupName="stagewise-dev-tasks", Description="pipeline tasks")["GroupId"]
+    role = iam.create_role(
+        RoleName="stagewise-dev-states",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+            }
+        ),
+    )["Role"]["Arn"]
+
+    target = replace(
+        target_for_environment(settings, resources, task_definition_arns, [subnet], [group]),
+        retry_interval_seconds=1,  # 30 s on AWS; the retry path would take 90 s here
+    )
+    assert target.cluster_arn == cluster["clusterArn"]
+    state_machine_arn = clients.client("stepfunctions").create_state_machine(
+        name=resources.compute.state_machine, definition=to_json(compile_pipeline(PIPELINE, target)), roleArn=role
+    )["stateMachineArn"]
+
+    sqs, sns = clients.client("sqs"), clients.client("sns")
+    queue_url = sqs.create_queue(QueueName="stagewise-dev-alert-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=resources.alert_topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    return Deployed(clients, resources, target, state_machine_arn, queue_url)
+
+
+@dataclass(frozen=True)
+class StartedTask:
+    """An ECS task the state machine started, as its container sees it."""
+
+    arn: str
+    command: list[str]
+    capacity_provider: str
+    task_definition_arn: str
+    token: str
+
+    @property
+    def group(self) -> str:
+        """The task group (the first argument of ``stagewise-task``)."""
+        return self.command[0]
+
+
+class Containers:
+    """Stands in for the ECS containers of one execution (see the module docstring)."""
+
+    def __init__(self, deployed: Deployed) -> None:
+        self.ecs = deployed.client("ecs")
+        self.sfn = deployed.client("stepfunctions")
+        self.cluster = deployed.resources.compute.cluster
+        self.execution_arn = ""
+        self.seen: set[str] = set(self._task_arns())  # tasks of earlier executions
+
+    def _task_arns(self) -> list[str]:
+        pages = self.ecs.get_paginator("list_tasks").paginate(cluster=self.cluster)
+        return [arn for page in pages for arn in page["taskArns"]]
+
+    def started(self, count: int = 1, timeout: float = 20.0) -> list[StartedTask]:
+        """Wait for ``count`` newly started tasks."""
+        found: list[StartedTask] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            new = [a for a in self._task_arns() if a not in self.seen]
+            if new:
+                for task in self.ecs.describe_tasks(cluster=self.cluster, tasks=new)["tasks"]:
+                    self.seen.add(task["taskArn"])
+                    found.append(self._as_container(task))
+                if len(found) >= count:
+                    assert len(found) == count, f"expected {count} tasks, the state machine started {len(found)}"
+                    return found
+            status = self.sfn.describe_execution(executionArn=self.execution_arn)["status"]
+            assert status == "RUNNING", f"execution is {status} while waiting for a task: {_entered(self.sfn, self.execution_arn)}"
+            time.sleep(0.1)
+        raise AssertionError(f"no ECS task within {timeout} s; states entered: {_entered(self.sfn, self.execution_arn)}")
+
+    def next(self) -> StartedTask:
+        """Wait for the next started task."""
+        return self.started(1)[0]
+
+    def _as_container(self, task: dict) -> StartedTask:
+        override = task["overrides"]["containerOverrides"][0]
+        assert override["name"] == "job"
+        env = {e["name"]: e["value"] for e in override["environment"]}
+        return StartedTask(
+            arn=task["taskArn"],
+            command=override["command"],
+            capacity_provider=task["capacityProviderName"],
+            task_definition_arn=task["taskDefinitionArn"],
+            token=env[TASK_TOKEN_ENV],
+        )
+
+    def succeed(self, task: StartedTask, output: dict[str, Any]) -> None:
+        """Report success as the entrypoint does, then exit."""
+        self.sfn.send_task_success(taskToken=task.token, output=json.dumps(output))
+        self.ecs.stop_task(cluster=self.cluster, task=task.arn, reason="Essential container in task exited")
+
+    def fail(self, task: StartedTask, error: str, cause: str) -> None:
+        """Report failure as the entrypoint does, then exit."""
+        self.sfn.send_task_failure(taskToken=task.token, error=error, cause=cause)
+        self.ecs.stop_task(cluster=self.cluster, task=task.arn, reason="Essential container in task exited")
+
+
+def _history(sfn: Any, execution_arn: str) -> list[dict]:
+    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn)
+    return [e for page in pages for e in page["events"]]
+
+
+def _entered(sfn: Any, execution_arn: str) -> list[str]:
+    return [e["stateEnteredEventDetails"]["name"] for e in _history(sfn, execution_arn) if "stateEnteredEventDetails" in e]
+
+
+def _finished(sfn: Any, execution_arn: str, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        execution = sfn.describe_execution(executionArn=execution_arn)
+        if execution["status"] != "RUNNING":
+            return execution
+        time.sleep(0.1)
+    raise AssertionError(f"execution still running after {timeout} s: {_entered(sfn, execution_arn)}")
+
+
+def _start(deployed: Deployed, run_id: str, state_machine_arn: str | None = None) -> tuple[str, Containers]:
+    containers = Containers(deployed)  # before the execution starts: it must not miss its first task
+    containers.execution_arn = deployed.client("stepfunctions").start_execution(
+        stateMachineArn=state_machine_arn or deployed.state_machine_arn,
+        name=run_id,
+        input=json.dumps({"run_id": run_id, "data": DATA, "model": MODEL}),
+    )["executionArn"]
+    return containers.execution_arn, containers
+
+
+def _args(group: str, run_id: str, *extra: str) -> list[str]:
+    return [group, "--run-id", run_id, "--data", DATA, "--model", MODEL, "--env", "dev", *extra]
+
+
+def _partitions(n: int) -> list[dict[str, int]]:
+    return [{"index": i, "count": n} for i in range(n)]
+
+
+def test_success_runs_every_group_on_spot_and_maps_the_partitions(deployed: Deployed) -> None:
+    run_id = "run-success"
+    execution_arn, containers = _start(deployed, run_id)
+    arns = deployed.target.task_definition_arns
+
+    validate = containers.next()
+    assert (validate.command, validate.capacity_provider, validate.task_definition_arn) == (
+        _args("validate", run_id), "FARGATE_SPOT", arns["validate"],
+    )  # fmt: skip
+    containers.succeed(validate, {"rows": 1000, "valid": True, "partitions": _partitions(2)})
+
+    train = containers.next()
+    assert (train.command, train.capacity_provider, train.task_definition_arn) == (_args("train", run_id), "FARGATE_SPOT", arns["train"])
+    containers.succeed(train, {"version": 3, "r2": 0.41})
+
+    scores = sorted(containers.started(2), key=lambda t: t.command)
+    assert [t.command for t in scores] == [
+        _args("score", run_id, "--partition", "0", "--partitions", "2"),
+        _args("score", run_id, "--partition", "1", "--partitions", "2"),
+    ]
+    assert {(t.capacity_provider, t.task_definition_arn) for t in scores} == {("FARGATE_SPOT", arns["score"])}
+    assert len({t.token for t in scores}) == 2
+    for task in scores:
+        containers.succeed(task, {"partition": int(task.command[-3]), "rows": 500})
+
+    report = containers.next()
+    assert (report.command, report.capacity_provider, report.task_definition_arn) == (_args("report", run_id), "FARGATE_SPOT", arns["score"])
+    containers.succeed(report, {"decision": "advance"})
+
+    execution = _finished(deployed.client("stepfunctions"), execution_arn)
+    assert execution["status"] == "SUCCEEDED"
+    output = json.loads(execution["output"])
+    assert {k: output[k] for k in ("run_id", "data", "model")} == {"run_id": run_id, "data": DATA, "model": MODEL}
+    assert output["results"] == {
+        "validate": {"rows": 1000, "valid": True, "partitions": _partitions(2)},
+        "train": {"version": 3, "r2": 0.41},
+        "score": [{"partition": 0, "rows": 500}, {"partition": 1, "rows": 500}],
+        "report": {"decision": "advance"},
+    }
+    assert _entered(deployed.client("stepfunctions"), execution_arn) == [
+        "Validate", "Train", "Score", "ScorePartition", "ScorePartition", "Report", "Done",
+    ]  # fmt: skip
+
+
+def test_spot_interruptions_are_retried_then_run_on_demand(deployed: Deployed) -> None:
+    run_id = "run-spot"
+    execution_arn, containers = _start(deployed, run_id)
+    containers.succeed(containers.next(), {"rows": 10, "partitions": _partitions(1)})
+
+    started = time.monotonic()
+    for attempt in range(3):  # the first try and two retries, 1 s then 2 s apart
+        train = containers.next()
+        assert (train.command, train.capacity_provider) == (_args("train", run_id), "FARGATE_SPOT"), f"attempt {attempt + 1}"
+        containers.fail(train, SPOT_INTERRUPTION, "SIGTERM: Fargate Spot reclaimed the task")
+    assert time.monotonic() - started >= 3 - 0.5  # IntervalSeconds 1, BackoffRate 2
+
+    on_demand = containers.next()
+    assert (on_demand.command, on_demand.capacity_provider, on_demand.task_definition_arn) == (
+        _args("train", run_id), "FARGATE", deployed.target.task_definition_arns["train"],
+    )  # fmt: skip
+    containers.succeed(on_demand, {"version": 4})
+    containers.succeed(containers.next(), {"partition": 0})
+    containers.succeed(containers.next(), {"decision": "hold"})
+
+    sfn = deployed.client("stepfunctions")
+    execution = _finished(sfn, execution_arn)
+    assert execution["status"] == "SUCCEEDED"
+    assert json.loads(execution["output"])["results"]["train"] == {"version": 4}
+    assert _entered(sfn, execution_arn) == ["Validate", "Train", "TrainOnDemand", "Score", "ScorePartition", "Report", "Done"]
+    failures = [e["taskFailedEventDetails"]["error"] for e in _history(sfn, execution_arn) if e["type"] == "TaskFailed"]
+    assert failures == [SPOT_INTERRUPTION] * 3
+
+
+def _alert(deployed: Deployed, run_id: str, timeout: float = 10.0) -> dict:
+    sqs = deployed.client("sqs")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in sqs.receive_message(QueueUrl=deployed.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+            sqs.delete_message(QueueUrl=deployed.queue_url, ReceiptHandle=message["ReceiptHandle"])
+            notification = json.loads(message["Body"])
+            if run_id in notification["Message"]:
+                return notification
+    raise AssertionError(f"no alert for {run_id} reached the queue subscribed to the alert topic")
+
+
+def test_validation_failure_alerts_and_fails_the_execution(deployed: Deployed) -> None:
+    run_id = "run-invalid"
+    cause = "2 of 14 expectations failed: expect_column_values_to_not_be_null(customer_id), expect_column_values_to_be_between(tenure_months)"
+    execution_arn, containers = _start(deployed, run_id)
+    containers.fail(containers.next(), VALIDATION_FAILED, cause)
+
+    sfn = deployed.client("stepfunctions")
+    execution = _finished(sfn, execution_arn)
+    assert (execution["status"], execution["error"], execution["cause"]) == ("FAILED", VALIDATION_FAILED, cause)
+    assert _entered(sfn, execution_arn) == ["Validate", "NotifyValidationFailed", "ValidationFailed"]
+    alert = _alert(deployed, run_id)
+    assert alert["TopicArn"] == deployed.resources.alert_topic_arn
+    assert alert["Subject"] == "[Stagewise dev] stagewise: validation failed"
+    assert f"run {run_id} of model {MODEL}" in alert["Message"]
+    assert cause in alert["Message"]
+    assert execution_arn in alert["Message"]
+
+
+def test_a_failed_partition_fails_the_run_with_the_step_error(deployed: Deployed) -> None:
+    run_id = "run-score-fails"
+    cause = "score: predictions for partition 1 could not be written to S3 (AccessDenied)"
+    execution_arn, containers = _start(deployed, run_id)
+    containers.succeed(containers.next(), {"partitions": _partitions(2)})
+    containers.succeed(containers.next(), {"version": 5})
+    first, second = sorted(containers.started(2), key=lambda t: t.command)
+    containers.succeed(first, {"partition": 0})
+    containers.fail(second, STEP_FAILED, cause)
+
+    sfn = deployed.client("stepfunctions")
+    execution = _finished(sfn, execution_arn)
+    assert (execution["status"], execution["error"], execution["cause"]) == ("FAILED", PIPELINE_FAILED, f"{STEP_FAILED}: {cause}")
+    assert _entered(sfn, execution_arn)[-2:] == ["NotifyFailure", "PipelineFailed"]
+    assert "Report" not in _entered(sfn, execution_arn)
+    alert = _alert(deployed, run_id)
+    assert alert["Subject"] == "[Stagewise dev] stagewise: pipeline failed"
+    assert STEP_FAILED in alert["Message"] and cause in alert["Message"]
+
+
+def test_a_silent_task_times_out_on_its_heartbeat_and_runs_on_demand(deployed: Deployed) -> None:
+    sfn = deployed.client("stepfunctions")
+    scoring = sfn.create_state_machine(
+        name=f"{deployed.resources.compute.state_machine}-score-heartbeat",
+        definition=to_json(compile_pipeline(SCORING, replace(deployed.target, heartbeat_seconds=1))),
+        roleArn=sfn.describe_state_machine(stateMachineArn=deployed.state_machine_arn)["roleArn"],
+    )["stateMachineArn"]
+    run_id = "run-silent"
+    execution_arn, containers = _start(deployed, run_id, scoring)
+
+    for _ in range(3):  # no heartbeat, no answer: States.HeartbeatTimeout, retried twice
+        assert containers.next().capacity_provider == "FARGATE_SPOT"
+    validate = containers.next()
+    assert (validate.command, validate.capacity_provider) == (_args("validate", run_id), "FARGATE")
+    for _ in range(5):  # a container that heartbeats stays alive past HeartbeatSeconds
+        time.sleep(0.3)
+        sfn.send_task_heartbeat(taskToken=validate.token)
+    containers.succeed(validate, {"partitions": _partitions(1)})
+    containers.succeed(containers.next(), {"partition": 0})
+    containers.succeed(containers.next(), {"decision": "advance"})
+
+    assert _finished(sfn, execution_arn)["status"] == "SUCCEEDED"
+    assert _entered(sfn, execution_arn) == ["Validate", "ValidateOnDemand", "Score", "ScorePartition", "Report", "Done"]
+    assert [e["type"] for e in _history(sfn, execution_arn)].count("TaskTimedOut") == 3
