@@ -34,6 +34,11 @@ TRAFFIC_WEIGHT = "TrafficWeight"  # Percent of keys routed to the version
 ROLLBACKS = "Rollbacks"  # Count, dimensions Environment, Model
 MEAN_PREDICTION = "MeanPrediction"  # None
 STEP_DURATION = "StepDurationSeconds"  # Seconds, with dimension Step
+FEATURE_PSI = "FeaturePSI"  # None, dimensions Environment, Model, Version, Feature
+FEATURE_KS = "FeatureKS"  # None (KS statistic D), dimensions Environment, Model, Version, Feature
+DRIFTED_FEATURE_SHARE = "DriftedFeatureShare"  # None 0..1, dimensions Environment, Model, Version
+DRIFT_ALERTS = "DriftAlerts"  # Count, dimensions Environment, Model
+ALERTS_SENT = "AlertsSent"  # Count, dimensions Environment, Model
 PIPELINE_SUCCEEDED = "PipelineSucceeded"  # Count, dimensions Environment, Model
 PIPELINE_FAILED = "PipelineFailed"  # Count, dimensions Environment, Model
 VALIDATION_FAILED = "ValidationFailed"  # Count, dimensions Environment, Model: runs stopped by the suite
@@ -41,7 +46,7 @@ VALIDATION_FAILED = "ValidationFailed"  # Count, dimensions Environment, Model: 
 PUBLISHED = frozenset({
     ROWS_VALIDATED, EXPECTATIONS_FAILED, VALIDATION_SUCCESS, VALIDATION_FAILED, HOLDOUT_R2, HOLDOUT_RMSE, HOLDOUT_MAE,
     ROWS_SCORED, SCORED_R2, SCORED_RMSE, SCORED_MAE, TRAFFIC_WEIGHT, ROLLBACKS, MEAN_PREDICTION, STEP_DURATION,
-    PIPELINE_SUCCEEDED, PIPELINE_FAILED,
+    PIPELINE_SUCCEEDED, PIPELINE_FAILED, FEATURE_PSI, FEATURE_KS, DRIFTED_FEATURE_SHARE, DRIFT_ALERTS, ALERTS_SENT,
 })
 """Every metric name the runtime publishes (the dashboard and alarms may use only these)."""
 

@@ -63,16 +63,27 @@ def data_generate(
     out_path: Path = typer.Option(Path("data/customers.parquet"), "--out", "-o", help="Output parquet file."),
     label_noise: float = typer.Option(0.0, "--label-noise", min=0.0, max=1.0,
                                       help="Share of rows whose label is replaced by noise (labels broken upstream)."),
+    drift: str = typer.Option("", "--drift", help="Covariate shift FEATURE=SHIFT,...: numeric features move SHIFT "
+                              "standard deviations; categorical/boolean ones get a SHIFT share of rows set to their last value."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Generate the customer-engagement dataset of a hybrid social/gig app (parquet)."""
-    from stagewise.pipeline.generator import best_achievable_r2, generate_customers, with_label_noise, write_dataset
+    from stagewise.pipeline.generator import (
+        best_achievable_r2, generate_customers, parse_drift, with_drift, with_label_noise, write_dataset,
+    )
+
+    try:
+        shifts = parse_drift(drift)
+    except ValueError as e:
+        fail(str(e), EXIT_BAD_INPUT, as_json)
 
     t = time.perf_counter()
     with err.status(f"generating {rows:,} customers (seed {seed})"):
         df = generate_customers(rows, seed)
         if label_noise:
             df = with_label_noise(df, label_noise, seed)
+        if shifts:
+            df = with_drift(df, shifts, seed)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         digest = write_dataset(df, out_path)
     doc = {

@@ -72,6 +72,7 @@ PIPELINE = Pipeline(
         Step("evaluate", "holdout R², RMSE, MAE against the spec's gates", s.evaluate, task="train"),
         Step("register", "immutable version with lineage in the DynamoDB registry", s.register, task="train"),
         Step("score", "every record routed champion/challenger; predictions parquet to S3", s.score, task="score"),
+        Step("monitor", "drift (PSI, KS) of the scored data vs each scoring version's baseline; alert", s.monitor, task="report"),
         Step("rollout", "the rollout controller: advance, hold or roll back on the online gates", s.rollout, task="report"),
         Step("publish", "run metrics to CloudWatch", s.publish, task="report"),
     ),
@@ -84,6 +85,6 @@ MAPPED_GROUPS = frozenset({"score"})
 
 SCORING = Pipeline(
     name="stagewise-score",
-    steps=tuple(PIPELINE.step(n) for n in ("ingest", "validate", "score", "rollout", "publish")),
+    steps=tuple(PIPELINE.step(n) for n in ("ingest", "validate", "score", "monitor", "rollout", "publish")),
 )
 """Scoring without training (``stagewise score``): repeated runs walk a challenger through its plan."""

@@ -68,6 +68,7 @@ import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
+from stagewise.monitoring import drift as driftlib
 from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, Pipeline, Step
 from stagewise.pipeline.runner import StepRecord, run_pipeline
 from stagewise.pipeline.steps import GateRejected, RunContext, ValidationFailed, challenger_observations, read_table
@@ -101,8 +102,8 @@ GROUPS: dict[str, tuple[Step, ...]] = dict(PIPELINE.task_groups())
 HANDOVER: dict[str, tuple[str, ...]] = {
     "validate": ("data_uri", "data_sha256", "data_name", "validation"),
     "train": ("artifact_sha256", "artifact_prefix", "metrics", "gates", "samples", "best", "version", "champion"),
-    "score": ("rows_scored", "per_version", "weights", "observations", "rollout_id", "serving"),
-    "report": ("decision",),
+    "score": ("rows_scored", "per_version", "weights", "observations", "rollout_id", "serving", "drift_counts"),
+    "report": ("decision", "drift"),
 }
 """The memo entries each group hands to later groups through ``state.json`` (``report`` also
 records the merged score entries)."""
@@ -485,6 +486,8 @@ def merge_score_partitions(docs: list[dict[str, Any]]) -> dict[str, Any]:
         "observations": challenger_observations(per_version, first["serving"]),
         "rollout_id": first.get("rollout_id"),
         "serving": first["serving"],
+        "drift_counts": {v: driftlib.merge([m["drift_counts"][v] for m in memos if v in m.get("drift_counts", {})])
+                         for v in first.get("drift_counts", {})},
     }
 
 

@@ -981,3 +981,66 @@ def with_label_noise(df: pd.DataFrame, share: float, seed: int = DEFAULT_SEED) -
     values[rows] = noisy
     out[target] = values
     return out
+
+
+def parse_drift(text: str) -> dict[str, float]:
+    """Parse ``FEATURE=SHIFT,...`` (e.g. ``sessions_per_week=1.5,device_os=0.4``).
+
+    Raises:
+        ValueError: a part is not ``name=number`` or names no engagement feature.
+    """
+    spec = _spec()
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"--drift {part!r}: expected FEATURE=SHIFT")
+        try:
+            spec.feature(name.strip())
+            out[name.strip()] = float(value)
+        except KeyError as e:
+            raise ValueError(f"--drift {part!r}: no feature {name.strip()!r} in the engagement spec") from e
+        except ValueError as e:
+            raise ValueError(f"--drift {part!r}: SHIFT must be a number") from e
+    return out
+
+
+def with_drift(df: pd.DataFrame, shifts: dict[str, float], seed: int = DEFAULT_SEED) -> pd.DataFrame:
+    """A copy of ``df`` whose population has shifted on the named features.
+
+    A numeric feature moves by ``SHIFT`` standard deviations (``x + SHIFT * std(x)``), clipped to
+    the spec's range and rounded for integer features; a categorical or boolean feature gets a
+    ``SHIFT`` share of its rows (0..1) reassigned to its last category (``True`` for booleans).
+    The target is then redrawn from the documented function of the shifted features (the
+    customers changed, and their engagement follows), so the relationship a model learnt still
+    holds while the features' distribution is what moved: drift, not broken labels.
+
+    Raises:
+        KeyError: a feature is not in the engagement spec.
+        ValueError: a categorical/boolean shift is outside [0, 1].
+    """
+    spec = _spec()
+    rng = np.random.default_rng([seed, 0xD21F7])
+    out = df.copy()
+    for name, shift in shifts.items():
+        f = spec.feature(name)
+        if f.type in ("categorical", "boolean"):
+            if not 0.0 <= shift <= 1.0:
+                raise ValueError(f"{name}: a categorical or boolean shift is a share in [0, 1], got {shift}")
+            rows = rng.random(len(out)) < shift
+            target = True if f.type == "boolean" else (f.categories or ("",))[-1]
+            col = out[name].copy()
+            col[rows] = target
+            out[name] = col
+            continue
+        values = out[name].to_numpy(dtype="float64", copy=True)
+        moved = values + shift * np.nanstd(values)
+        lo = f.min if f.min is not None else -np.inf
+        hi = f.max if f.max is not None else np.inf
+        moved = np.clip(moved, lo, hi)
+        if f.type == "integer":
+            out[name] = np.rint(moved).astype("int64")
+        else:
+            out[name] = moved
+    out[spec.target.name] = _draw_target(rng, expected_engagement(out))
+    return out

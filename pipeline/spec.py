@@ -154,6 +154,25 @@ class RolloutSpec(_Strict):
         return self.plan.get(environment, stack_plan)  # type: ignore[call-overload]
 
 
+class DriftSpec(_Strict):
+    """Drift thresholds and what drift does to a rollout in progress.
+
+    Attributes:
+        psi_threshold: a feature drifts when its PSI exceeds this (0.2: significant shift,
+            Siddiqi, *Credit Risk Scorecards*, 2006).
+        ks_threshold: ... or when its two-sample KS statistic D exceeds this.
+        max_drifted_share: the run is "drifted" when more than this share of features drift
+            (0.0: any drifted feature).
+        on_rollout: ``hold`` (the challenger stays where it is, the run does not count toward the
+            bake) or ``rollback`` (drift counts as a failed gate).
+    """
+
+    psi_threshold: Annotated[float, Field(gt=0)] = 0.2
+    ks_threshold: Annotated[float, Field(gt=0, le=1)] = 0.1
+    max_drifted_share: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    on_rollout: Literal["hold", "rollback"] = "hold"
+
+
 class ModelSpec(_Strict):
     """A whole model spec, as loaded from YAML. See ``pipeline/specs/engagement.yaml``."""
 
@@ -169,6 +188,7 @@ class ModelSpec(_Strict):
     expectations: ExpectationsSpec = ExpectationsSpec()
     gates: tuple[GateSpec, ...] = ()
     rollout: RolloutSpec = RolloutSpec()
+    drift: DriftSpec = DriftSpec()
     reference: Annotated[str | None, Field(pattern=r"^[\w.]+:\w+$")] = None
     """Optional ``module:function`` giving the true E[target | features] of synthetic data; when
     set, runs report the best achievable holdout metrics beside the model's (``generator`` data)."""

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from stagewise.monitoring import drift as driftlib
 from stagewise.monitoring import metrics as m
 from stagewise.monitoring.alerts import Alert, publish_alert
 from stagewise.pipeline import modeling
@@ -43,7 +44,7 @@ from stagewise.registry import gates as gatelib
 from stagewise.registry import routing
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import NotFound
-from stagewise.registry.records import Gate, VersionRecord
+from stagewise.registry.records import Gate, GateResult, VersionRecord
 from stagewise.registry.service import Registry, RolloutPlan
 from stagewise.stacks.settings import EnvironmentSettings
 
@@ -344,6 +345,19 @@ def load_version_model(ctx: RunContext, version: VersionRecord) -> Any:
     return cache[version.artifact_sha256]
 
 
+def load_baseline(ctx: RunContext, version: VersionRecord) -> dict[str, Any] | None:
+    """The baseline statistics stored with ``version`` (``baseline.json``), cached per run; None if
+    the version has none (e.g. registered by hand)."""
+    cache = ctx.memo.setdefault("baselines", {})
+    if version.version not in cache:
+        if not version.baseline_uri:
+            cache[version.version] = None
+        else:
+            uri = S3Uri.parse(version.baseline_uri)
+            cache[version.version] = json.loads(ctx.objects.get_bytes(uri.bucket, uri.key))
+    return cache[version.version]
+
+
 # ------------------------------------------------------------------------------------- register
 def rollout_plan(ctx: RunContext) -> RolloutPlan:
     """The rollout plan of this model in this environment: the spec's per-environment override or
@@ -488,7 +502,13 @@ def score(ctx: RunContext) -> dict[str, Any]:
     if r is not None:
         weights[r.challenger] = r.weight
     observations = challenger_observations(per_version, record.serving())
+    drift_counts = {}
+    for number in {record.champion, *([r.challenger] if r else [])}:
+        baseline = load_baseline(ctx, ctx.registry.get_version(spec.name, number))
+        if baseline is not None:
+            drift_counts[str(number)] = driftlib.collect(df, baseline, seed=index)
     ctx.memo.update(rows_scored=len(out), per_version=per_version, weights=weights, observations=observations,
+                    drift_counts=drift_counts,
                     rollout_id=r.id if r else None, serving=record.serving())
     return {
         "rows_scored": int(len(out)),
@@ -536,6 +556,46 @@ def _parquet(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+# -------------------------------------------------------------------------------------- monitor
+def monitor(ctx: RunContext) -> dict[str, Any]:
+    """Drift of the scored data against the baseline of each version that scored (PSI per feature
+    on the baseline's decile bins, KS statistic D; thresholds from the spec's ``drift``). Drift
+    over the spec's limit publishes an alert naming the features and their PSI."""
+    d = ctx.spec.drift
+    reports: dict[str, Any] = {}
+    for number, counts in ctx.memo.get("drift_counts", {}).items():
+        baseline = load_baseline(ctx, ctx.registry.get_version(ctx.spec.name, int(number)))
+        if baseline is None:
+            continue
+        report = driftlib.evaluate(counts, baseline, int(number), d.psi_threshold, d.ks_threshold)
+        reports[number] = report.to_dict()
+    ctx.memo["drift"] = reports
+    drifted = {v: r for v, r in reports.items() if r["drifted_share"] > d.max_drifted_share}
+    if drifted:
+        number, worst = max(drifted.items(), key=lambda kv: kv[1]["drifted_share"])
+        features = [f for f in worst["features"] if f["drifted"]]
+        ctx.memo["drift_alert"] = True
+        serving = ctx.memo.get("serving") or {}
+        rollout_note = (f" A rollout of v{serving['challenger']} is in progress: it will {d.on_rollout} (spec drift.on_rollout)."
+                        if serving.get("challenger") else "")
+        ctx.send_alert(ctx.alert(
+            "drift.detected", f"Data drift: {len(features)} feature(s) shifted vs v{number}'s baseline",
+            f"The scored data has drifted from the training baseline of version {number}: "
+            f"{worst['drifted_share']:.0%} of features are over the thresholds (PSI > {d.psi_threshold:g} or "
+            f"KS > {d.ks_threshold:g}).{rollout_note}",
+            "Check the upstream data for the listed features (a pipeline change, a new client, a unit change). If the "
+            "shift is real and lasting, retrain on recent data; the champion keeps serving meanwhile.",
+            version=int(number), severity="warning",
+            numbers={f"{f['feature']} PSI": f"{f['psi']:.3f}" + (f", KS {f['ks']:.3f}" if f["ks"] is not None else "")
+                     for f in features[:10]},
+        ))
+    return {
+        "versions": {v: {"drifted_share": r["drifted_share"], "top": [(f["feature"], f["psi"]) for f in r["features"][:5]],
+                         "drifted": [f["feature"] for f in r["features"] if f["drifted"]]} for v, r in reports.items()},
+        "alert": bool(drifted),
+    }
+
+
 # -------------------------------------------------------------------------------------- rollout
 def rollout(ctx: RunContext) -> dict[str, Any]:
     """The rollout controller: count this scoring run against the rollout in progress, evaluate
@@ -543,7 +603,19 @@ def rollout(ctx: RunContext) -> dict[str, Any]:
     rollback). Idempotent per run id."""
     if ctx.memo.get("rollout_id") is None:
         return {"outcome": "no_rollout", "serving": ctx.memo.get("serving")}
-    decision = ctx.registry.evaluate_rollout(ctx.spec.name, ctx.memo["observations"], actor=ctx.actor, run_token=ctx.run_id)
+    d = ctx.spec.drift
+    challenger = str(ctx.memo["serving"]["challenger"])
+    report = ctx.memo.get("drift", {}).get(challenger)
+    extra, hold = (), None
+    if report and report["drifted_share"] > d.max_drifted_share:
+        names = ", ".join(f["feature"] for f in report["features"] if f["drifted"])
+        if d.on_rollout == "rollback":
+            extra = (GateResult(metric="drifted_share", comparator="<=", threshold=d.max_drifted_share,
+                                value=report["drifted_share"], samples=report["rows"], min_samples=0, outcome="fail"),)
+        else:
+            hold = f"data drift in {names}"
+    decision = ctx.registry.evaluate_rollout(ctx.spec.name, ctx.memo["observations"], actor=ctx.actor, run_token=ctx.run_id,
+                                             extra_results=extra, hold_reason=hold)
     ctx.memo["decision"] = decision.outcome
     before = ctx.memo["serving"]
     if decision.outcome == "rolled_back":
@@ -588,6 +660,18 @@ def run_metrics(ctx: RunContext, succeeded: bool) -> list[m.Datum]:
     for number, weight in ctx.memo.get("weights", {}).items():
         data.append(m.Datum(m.TRAFFIC_WEIGHT, weight, "Percent", m.dimensions(env, model, number)))
     run = m.model_dimensions(env, model)
+    for number, report in ctx.memo.get("drift", {}).items():
+        dims = m.dimensions(env, model, int(number))
+        data.append(m.Datum(m.DRIFTED_FEATURE_SHARE, report["drifted_share"], "None", dims))
+        for f in report["features"]:
+            data.append(m.Datum(m.FEATURE_PSI, f["psi"], "None", {**dims, "Feature": f["feature"]}))
+            if f["ks"] is not None:
+                data.append(m.Datum(m.FEATURE_KS, f["ks"], "None", {**dims, "Feature": f["feature"]}))
+    if ctx.memo.get("drift_alert"):
+        data.append(m.Datum(m.DRIFT_ALERTS, 1, "Count", run))
+    sent = [a for a in ctx.memo.get("alerts", []) if "message_id" in a]
+    if sent:
+        data.append(m.Datum(m.ALERTS_SENT, len(sent), "Count", run))
     if ctx.memo.get("decision") == "rolled_back":
         data.append(m.Datum(m.ROLLBACKS, 1, "Count", run))
     if val and not val["success"]:

@@ -403,7 +403,7 @@ class Registry:
 
     # ------------------------------------------------------------------------- the controller
     def evaluate_rollout(self, name: str, observations: dict[str, tuple[float | None, int]], *, actor: str,
-                         run_token: str) -> Decision:
+                         run_token: str, extra_results: tuple[GateResult, ...] = (), hold_reason: str | None = None) -> Decision:
         """Count a scoring run against the rollout in progress and act on its gates.
 
         Any gate ``fail`` rolls back; all ``pass`` with the bake complete (``bake_runs`` runs and
@@ -413,6 +413,10 @@ class Registry:
         Args:
             observations: metric -> (value, samples) seen for the challenger in this run.
             run_token: the scoring run's id.
+            extra_results: gate results decided outside the rollout's gates (e.g. data drift
+                counted as a failed gate); a ``fail`` among them rolls back.
+            hold_reason: when set (e.g. data drift with ``on_rollout: hold``), the rollout holds
+                and the run does not count toward the bake, unless a gate fails.
         """
         model = self.store.get_model(name)
         r = model.rollout
@@ -423,12 +427,13 @@ class Registry:
         box: dict[str, Any] = {}
 
         def mutate(m: ModelRecord, now: datetime):
-            return _decide(m, now, observations, run_token, box)
+            return _decide(m, now, observations, run_token, box, extra_results, hold_reason)
 
         try:
             head = self._change(name, actor, f"eval-{run_token}", model.revision, mutate)
         except Conflict:
-            return self.evaluate_rollout(name, observations, actor=actor, run_token=run_token)
+            return self.evaluate_rollout(name, observations, actor=actor, run_token=run_token,
+                                         extra_results=extra_results, hold_reason=hold_reason)
         return Decision(box.get("outcome", "already_counted"), head, box.get("results", []), box.get("reason", ""))
 
     def feedback(self, name: str, version: int, *, approved: bool, score: float | None, actor: str, token: str,
@@ -555,13 +560,14 @@ def _abort(m: ModelRecord) -> ModelRecord:
 
 
 def _decide(m: ModelRecord, now: datetime, observations: dict[str, tuple[float | None, int]], run_token: str,
-            box: dict[str, Any]):
-    """The controller's rule for one run: fail -> roll back; pass + baked -> advance; else hold."""
+            box: dict[str, Any], extra_results: tuple[GateResult, ...] = (), hold_reason: str | None = None):
+    """The controller's rule for one run: fail -> roll back; pass + baked -> advance; else hold
+    (paused, held for a reason such as data drift, inconclusive gates, or baking)."""
     r = m.rollout
     if r is None:
         raise InvalidTransition(f"{m.name!r} has no rollout in progress")
-    results = gatelib.evaluate(r.gates, observations)
-    runs = r.step_runs + (0 if r.paused else 1)
+    results = gatelib.evaluate(r.gates, observations) + list(extra_results)
+    runs = r.step_runs + (0 if (r.paused or hold_reason) else 1)
     tokens = (r.evaluated_runs + (run_token,))[-KEEP_RUN_TOKENS:]
     minutes = (now - r.step_started_at).total_seconds() / 60
     evidence = {"gates": [x.model_dump() for x in results], "step_runs": runs, "bake_runs": r.bake_runs,
@@ -576,6 +582,8 @@ def _decide(m: ModelRecord, now: datetime, observations: dict[str, tuple[float |
     inconclusive = [x for x in results if x.outcome == "inconclusive"]
     if r.paused:
         reason = "paused: holding"
+    elif hold_reason:
+        reason = f"holding: {hold_reason}"
     elif inconclusive:
         reason = "inconclusive: " + "; ".join(f"{x.metric} on {x.samples}/{x.min_samples} samples" for x in inconclusive)
     elif runs < r.bake_runs or minutes < r.bake_minutes:

@@ -67,7 +67,7 @@ def good_run(dev, dataset):
 
 def test_run_succeeds_and_registers_version_1_as_champion(good_run, dev, dataset):
     assert good_run["status"] == "succeeded"
-    assert [s["status"] for s in good_run["steps"]] == ["succeeded"] * 8
+    assert [s["status"] for s in good_run["steps"]] == ["succeeded"] * 9
     reg = _registry(dev)
     model = reg.get_model("engagement")
     number = _step(good_run, "register")["summary"]["version"]
@@ -181,7 +181,7 @@ def test_invalid_dataset_is_rejected_with_alert_and_registry_unchanged(good_run,
     assert val["status"] == "stopped"
     failed = " | ".join(val["summary"]["failed_expectations"])
     assert "age" in failed and "engagement_score" in failed and "500" in failed
-    assert [s["status"] for s in doc["steps"][2:]] == ["skipped"] * 6
+    assert [s["status"] for s in doc["steps"][2:]] == ["skipped"] * 7
     assert _versions(dev) == before
     assert s3.list_objects_v2(Bucket=dev.resources.data_bucket.name, Prefix="predictions/").get("KeyCount", 0) == preds_before
     messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=2).get("Messages", [])

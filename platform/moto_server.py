@@ -1,0 +1,60 @@
+"""The embedded AWS server process: moto's WSGI app, served over TLS, with DynamoDB made atomic.
+
+moto's DynamoDB backend checks a transaction's conditions and then applies it without a lock, and
+its server is threaded, so two concurrent conditional writes can both pass their checks. Real
+DynamoDB serializes conditional writes per item; the registry's optimistic locking relies on it.
+This launcher runs moto's own application (``moto.server``'s ``DomainDispatcherApplication``) behind
+a WSGI middleware that serializes DynamoDB requests only (the ``X-Amz-Target`` header names the
+DynamoDB API), so other services, e.g. SQS long polls, stay concurrent.
+
+Run as ``python -m stagewise.platform.moto_server --host 127.0.0.1 --port N --ssl-cert C --ssl-key K``
+(``EmbeddedAWS.up`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Any, Callable, Iterable
+
+DYNAMODB_TARGET_PREFIX = "DynamoDB_"
+
+
+class SerializeDynamoDB:
+    """WSGI middleware: one DynamoDB request at a time; everything else passes straight through."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith(DYNAMODB_TARGET_PREFIX):
+            with self.lock:
+                return list(self.app(environ, start_response))  # consume the body inside the lock
+        return self.app(environ, start_response)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments and serve until SIGTERM/SIGINT."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from moto.server import MotoRequestHandler
+    from werkzeug.serving import run_simple
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ssl-cert", required=True)
+    parser.add_argument("--ssl-key", required=True)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MOTO_PORT", str(args.port))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    app = DomainDispatcherApplication(create_backend_app)
+    run_simple(args.host, args.port, SerializeDynamoDB(app), threaded=True,
+               ssl_context=(args.ssl_cert, args.ssl_key), request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":
+    main()
