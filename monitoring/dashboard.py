@@ -21,6 +21,11 @@ def _search(metric: str, environment: str, stat: str, period: int, dims: str = "
             f"'{stat}', {period})")
 
 
+def _top(metric: str, environment: str, stat: str, period: int, dims: str, limit: int) -> str:
+    """The ``limit`` series of a SEARCH with the highest maximum (CloudWatch metric math SORT)."""
+    return f"SORT({_search(metric, environment, stat, period, dims)}, MAX, DESC, {limit})"
+
+
 def _widget(title: str, x: int, y: int, properties: dict[str, Any], width: int = 12, height: int = 6) -> dict[str, Any]:
     return {"type": "metric", "x": x, "y": y, "width": width, "height": height,
             "properties": {"title": title, "view": "timeSeries", "stacked": False, **properties}}
@@ -74,7 +79,19 @@ def dashboard_body(environment: str, region: str, state_machine_arn: str | None 
         ("Rows scored per version", m.ROWS_SCORED, "Sum", "Environment,Model,Version"),
         ("Rollbacks", m.ROLLBACKS, "Sum", "Environment,Model"),
         ("Runs failed", m.PIPELINE_FAILED, "Sum", "Environment,Model"),
+        ("Share of features drifted", m.DRIFTED_FEATURE_SHARE, "Maximum", "Environment,Model,Version"),
+        ("Alerts sent", m.ALERTS_SENT, "Sum", "Environment,Model"),
+        ("Spot interruptions per task", m.SPOT_INTERRUPTIONS, "Sum", "Environment,Model,Step"),
+        ("On-demand fallbacks per task", m.ON_DEMAND_FALLBACKS, "Sum", "Environment,Model,Step"),
     ]
+    psi = _widget("Most drifted features (PSI, top 10; > 0.2 is significant)", 0, y, {
+        "region": region, "period": 3600, "stat": "Maximum",
+        "metrics": [[{"expression": _top(m.FEATURE_PSI, environment, "Maximum", 3600,
+                                         "Environment,Model,Version,Feature", 10), "id": "e1", "label": "PSI"}]],
+        "annotations": {"horizontal": [{"label": "PSI 0.2", "value": 0.2}]},
+    }, width=24)
+    widgets.append(psi)
+    y += 6
     for i, (title, metric, stat, dims) in enumerate(pairs):
         widgets.append(_search_widget(title, metric, environment, region, stat, 12 * (i % 2), y + 6 * (i // 2), dims=dims))
     return {"start": "-P7D", "periodOverride": "inherit", "widgets": widgets}

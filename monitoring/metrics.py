@@ -39,6 +39,8 @@ FEATURE_KS = "FeatureKS"  # None (KS statistic D), dimensions Environment, Model
 DRIFTED_FEATURE_SHARE = "DriftedFeatureShare"  # None 0..1, dimensions Environment, Model, Version
 DRIFT_ALERTS = "DriftAlerts"  # Count, dimensions Environment, Model
 ALERTS_SENT = "AlertsSent"  # Count, dimensions Environment, Model
+SPOT_INTERRUPTIONS = "SpotInterruptions"  # Count, dimensions Environment, Model, Step (task group)
+ON_DEMAND_FALLBACKS = "OnDemandFallbacks"  # Count, dimensions Environment, Model, Step: retries on FARGATE
 PIPELINE_SUCCEEDED = "PipelineSucceeded"  # Count, dimensions Environment, Model
 PIPELINE_FAILED = "PipelineFailed"  # Count, dimensions Environment, Model
 VALIDATION_FAILED = "ValidationFailed"  # Count, dimensions Environment, Model: runs stopped by the suite
@@ -47,6 +49,7 @@ PUBLISHED = frozenset({
     ROWS_VALIDATED, EXPECTATIONS_FAILED, VALIDATION_SUCCESS, VALIDATION_FAILED, HOLDOUT_R2, HOLDOUT_RMSE, HOLDOUT_MAE,
     ROWS_SCORED, SCORED_R2, SCORED_RMSE, SCORED_MAE, TRAFFIC_WEIGHT, ROLLBACKS, MEAN_PREDICTION, STEP_DURATION,
     PIPELINE_SUCCEEDED, PIPELINE_FAILED, FEATURE_PSI, FEATURE_KS, DRIFTED_FEATURE_SHARE, DRIFT_ALERTS, ALERTS_SENT,
+    SPOT_INTERRUPTIONS, ON_DEMAND_FALLBACKS,
 })
 """Every metric name the runtime publishes (the dashboard and alarms may use only these)."""
 

@@ -50,6 +50,8 @@ RUN_TASK_RESOURCE = "arn:aws:states:::ecs:runTask.waitForTaskToken"
 SNS_PUBLISH_RESOURCE = "arn:aws:states:::sns:publish"
 
 TASK_TOKEN_ENV = "STAGEWISE_TASK_TOKEN"
+CAPACITY_PROVIDER_ENV = "STAGEWISE_CAPACITY_PROVIDER"
+"""Tells the container whether it runs on FARGATE_SPOT or is the on-demand FARGATE fallback."""
 """Container environment variable holding the Step Functions task token."""
 
 VALIDATION_FAILED = "Stagewise.ValidationFailed"
@@ -294,7 +296,10 @@ class EcsTaskState:
                         {
                             "Name": self.launch.container_name,
                             "Command.$": self.command.render(),
-                            "Environment": [{"Name": TASK_TOKEN_ENV, "Value.$": "$$.Task.Token"}],
+                            "Environment": [
+                                {"Name": TASK_TOKEN_ENV, "Value.$": "$$.Task.Token"},
+                                {"Name": CAPACITY_PROVIDER_ENV, "Value": self.capacity_provider},
+                            ],
                         }
                     ]
                 },

@@ -69,6 +69,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from stagewise.monitoring import drift as driftlib
+from stagewise.monitoring import metrics as m
+from stagewise.pipeline.asl import CAPACITY_PROVIDER_ENV
 from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, Pipeline, Step
 from stagewise.pipeline.runner import StepRecord, run_pipeline
 from stagewise.pipeline.steps import GateRejected, RunContext, ValidationFailed, challenger_observations, read_table
@@ -491,6 +493,16 @@ def merge_score_partitions(docs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _publish_capacity_metric(ctx: RunContext, name: str, group: str) -> None:
+    """Count a Spot interruption or an on-demand fallback of ``group`` (never raises: the task's
+    outcome matters more than the metric)."""
+    try:
+        dims = {**m.model_dimensions(ctx.settings.environment, ctx.spec.name), "Step": group}
+        m.publish(ctx.clients.client("cloudwatch"), [m.Datum(name, 1, "Count", dims)], ctx.resources.metrics_namespace)
+    except Exception:  # noqa: BLE001
+        pass
+
+
 # ------------------------------------------------------------------------------------ the core
 def run_task(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks) -> dict[str, Any]:
     """Run the steps of task group ``group`` for ``ctx`` and report the outcome to ``callbacks``.
@@ -522,6 +534,8 @@ def run_task(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks)
     log(event="group", status="started")
     failure: TaskFailed | None = None
     output: dict[str, Any] = {}
+    if os.environ.get(CAPACITY_PROVIDER_ENV) == "FARGATE":  # the state machine's on-demand fallback
+        _publish_capacity_metric(ctx, m.ON_DEMAND_FALLBACKS, group)
     with _Heartbeat(callbacks, interval, log):
         try:
             done = state.finished_partition(*partition) if partition else state.finished(group)
@@ -538,6 +552,8 @@ def run_task(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks)
                     _record(group, ctx, state, output, partition, result)
         except SpotInterruption:
             where = f"during step {current['step']}" if current["step"] else "before its steps started"
+            with _SIGTERM.deferred():
+                _publish_capacity_metric(ctx, m.SPOT_INTERRUPTIONS, group)
             failure = TaskFailed(ERROR_SPOT, (
                 f"SIGTERM received {where} of group {group} (run {ctx.run_id}): Fargate Spot reclaimed the task or it "
                 "was stopped. The group stopped cleanly without recording a result; re-running it is safe "

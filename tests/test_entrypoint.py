@@ -475,3 +475,26 @@ def test_the_builder_stage_context_is_enough_to_build_the_package(tmp_path):
         entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert {"stagewise/pipeline/entrypoint.py", "stagewise/pipeline/specs/engagement.yaml", "stagewise/stacks/settings.py"} <= names
     assert "stagewise-task = stagewise.pipeline.entrypoint:main" in entry_points
+
+
+def _metric_sum(dev, name: str, model: str, step: str) -> float:
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    dims = [{"Name": "Environment", "Value": "dev"}, {"Name": "Model", "Value": model}, {"Name": "Step", "Value": step}]
+    points = dev.clients.client("cloudwatch").get_metric_statistics(
+        Namespace="Stagewise", MetricName=name, Dimensions=dims, StartTime=now - timedelta(hours=1),
+        EndTime=now + timedelta(minutes=5), Period=3600, Statistics=["Sum"])["Datapoints"]
+    return sum(p["Sum"] for p in points)
+
+
+def test_spot_interruptions_and_on_demand_fallbacks_are_counted(dev, spec_path, inputs, interrupted, monkeypatch):
+    """The dashboard's Spot widgets: a SIGTERM counts a SpotInterruption of its task group, and a
+    task started by the state machine's on-demand fallback (STAGEWISE_CAPACITY_PROVIDER=FARGATE)
+    counts an OnDemandFallback."""
+    model = load_spec(spec_path).name
+    assert _metric_sum(dev, "SpotInterruptions", model, "train") >= 1
+    monkeypatch.setenv("STAGEWISE_CAPACITY_PROVIDER", "FARGATE")
+    run = run_group(spec_path, "validate", f"fallback-{uuid.uuid4().hex[:8]}", inputs["good"])
+    assert run.code == 0
+    assert _metric_sum(dev, "OnDemandFallbacks", model, "validate") >= 1

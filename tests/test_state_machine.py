@@ -138,7 +138,10 @@ def test_ecs_task_state_matches_the_container_contract() -> None:
                 {
                     "Name": "job",
                     "Command.$": "States.Array('train', '--run-id', $.run_id, '--data', $.data, '--model', $.model, '--env', 'prod')",
-                    "Environment": [{"Name": "STAGEWISE_TASK_TOKEN", "Value.$": "$$.Task.Token"}],
+                    "Environment": [
+                        {"Name": "STAGEWISE_TASK_TOKEN", "Value.$": "$$.Task.Token"},
+                        {"Name": "STAGEWISE_CAPACITY_PROVIDER", "Value": "FARGATE_SPOT"},
+                    ],
                 }
             ]
         },
@@ -161,8 +164,12 @@ def test_ecs_task_state_matches_the_container_contract() -> None:
     ]
     fallback = asl["States"]["TrainOnDemand"]
     assert fallback["Parameters"]["CapacityProviderStrategy"] == [{"CapacityProvider": "FARGATE", "Weight": 1}]
-    assert {k: v for k, v in fallback["Parameters"].items() if k != "CapacityProviderStrategy"} == {
-        k: v for k, v in train["Parameters"].items() if k != "CapacityProviderStrategy"
+    # the fallback tells the container it is the on-demand retry (it counts OnDemandFallbacks)
+    assert fallback["Parameters"]["Overrides"]["ContainerOverrides"][0]["Environment"][1] == {
+        "Name": "STAGEWISE_CAPACITY_PROVIDER", "Value": "FARGATE"}
+    different = ("CapacityProviderStrategy", "Overrides")
+    assert {k: v for k, v in fallback["Parameters"].items() if k not in different} == {
+        k: v for k, v in train["Parameters"].items() if k not in different
     }
     assert fallback["Catch"] == train["Catch"][1:]
     assert asl["States"]["Report"]["Parameters"]["TaskDefinition"] == arns["score"]
