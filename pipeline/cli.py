@@ -3,6 +3,8 @@
     stagewise run             run the whole pipeline (starts the embedded AWS if needed)
     stagewise score           score with the current rollout, without training
     stagewise agent ...       register LLM-agent versions
+    stagewise alerts ...      alert e-mails: subscribe, list, tail (embedded AWS)
+    stagewise dashboard       the environment's dashboard as a local HTML page
     stagewise data generate   make the synthetic customer-engagement dataset
     stagewise registry ...    read the registry (list, show)
     stagewise local ...       the embedded AWS (up, down, status)
@@ -24,6 +26,7 @@ from rich.table import Table
 from stagewise.platform.cli import (
     AWS_OPT, ENV_OPT, EXIT_BAD_INPUT, JSON_OPT, emit_json, err, fail, handles_errors, local_app, out,
 )
+from stagewise.monitoring.alerts_cli import alerts_app
 from stagewise.registry.cli import agent_app, registry_app
 
 app = typer.Typer(
@@ -37,6 +40,7 @@ data_app = typer.Typer(help="Datasets: the synthetic customer-engagement generat
 app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")
 app.add_typer(agent_app, name="agent")
+app.add_typer(alerts_app, name="alerts")
 app.add_typer(local_app, name="local")
 
 

@@ -67,4 +67,10 @@ def connect(
         target = AwsTarget.for_settings(settings, status.endpoint, status.ca_bundle)
     clients = AwsClients(target)
     actions = ensure_environment(clients, resources) if (provision and not aws) else []
-    return Environment(settings, resources, clients, actions)
+    conn = Environment(settings, resources, clients, actions)
+    if provision and not aws:
+        # the `stagewise alerts tail` queue, subscribed before the first run publishes anything
+        from stagewise.monitoring.alerts_cli import ensure_tail_queue  # lazy: alerts_cli imports this module
+
+        ensure_tail_queue(conn)
+    return conn

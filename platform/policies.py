@@ -45,6 +45,21 @@ def tls_only_bucket_policy(bucket_arn: str) -> Doc:
     }
 
 
+def tail_queue_policy(queue_arn: str, topic_arn: str) -> Doc:
+    """Queue policy of the embedded AWS's alert tail queue: the alert topic, and only it, may send."""
+    return {
+        "Version": VERSION,
+        "Statement": [{
+            "Sid": "AllowAlertTopic",
+            "Effect": "Allow",
+            "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+        }],
+    }
+
+
 def assume_role_policy(service: str | None = None, account_arn: str | None = None, external_id: str | None = None) -> Doc:
     """Trust policy: a service principal (``ecs-tasks.amazonaws.com``) or an account's principals."""
     principal = {"Service": service} if service else {"AWS": account_arn}
