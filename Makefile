@@ -9,7 +9,7 @@ ENV    ?= dev
 
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install run test data down clean
+.PHONY: install run test data down clean chromium dashboard
 
 install: $(STAMP)
 
@@ -34,9 +34,20 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $(NODE_STAMP)
 
+# headless Chromium (Debian's package) for the dashboard page test; installed when we may (root + apt)
+chromium:
+	@command -v chromium >/dev/null || [ -n "$$STAGEWISE_CHROMIUM" ] || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } || \
+	  { echo "the dashboard test needs Chromium: apt-get install chromium (or set STAGEWISE_CHROMIUM)"; exit 1; }
+
 ## the test suite (starts its own embedded AWS on a free port)
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) chromium
 	$(BIN)/pytest -q
+
+## the environment's dashboard, from the embedded AWS's metrics, as one HTML page
+dashboard: $(STAMP)
+	$(BIN)/stagewise dashboard --env $(ENV) --open
 
 ## stop the embedded AWS left running by `make run`
 down: $(STAMP)

@@ -27,6 +27,7 @@ from stagewise.platform.cli import (
     AWS_OPT, ENV_OPT, EXIT_BAD_INPUT, JSON_OPT, emit_json, err, fail, handles_errors, local_app, out,
 )
 from stagewise.monitoring.alerts_cli import alerts_app
+from stagewise.monitoring.cli import dashboard_command
 from stagewise.registry.cli import agent_app, registry_app
 
 app = typer.Typer(
@@ -41,6 +42,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")
 app.add_typer(agent_app, name="agent")
 app.add_typer(alerts_app, name="alerts")
+app.command("dashboard")(dashboard_command)
 app.add_typer(local_app, name="local")
 
 
