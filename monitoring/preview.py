@@ -533,7 +533,7 @@ header h1{margin:0;font-size:20px;font-weight:600}
 header p{margin:2px 0 0;color:#d5dbdb;font-size:13px}
 main{display:grid;grid-template-columns:repeat(24,minmax(0,1fr));grid-auto-rows:{row}px;gap:{gap}px;padding:{gap}px 24px 24px;max-width:1600px;margin:0 auto}
 .widget{background:#fff;border:1px solid #d5dbdb;border-radius:4px;padding:8px 12px;display:flex;flex-direction:column;min-width:0;min-height:0;overflow:hidden}
-.widget h2{margin:0 0 4px;font-size:14px;font-weight:600;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.widget h2{margin:0 0 4px;font-size:14px;line-height:1.4;font-weight:600;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;flex:0 0 auto}
 .widget.text{overflow:auto}
 .widget.text h1{font-size:20px;margin:0 0 4px}.widget.text h2{font-size:16px}.widget.text p{margin:0 0 6px}
 .widget code{background:#f2f3f3;padding:0 3px;border-radius:3px}

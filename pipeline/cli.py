@@ -296,6 +296,11 @@ def _step_line(s: dict[str, Any]) -> str:
                 return ""
             parts = [f"{v['rows']:,} v{k}" + (" (shadow)" if v.get("shadow") else "") for k, v in sm["versions"].items()]
             return f"{sm['rows_scored']:,} rows: " + ", ".join(parts)
+        case "monitor":
+            if not sm:
+                return ""
+            drifted = sorted({f for v in sm.get("versions", {}).values() for f in v["drifted"]})
+            return f"drift in {', '.join(drifted)} (alert sent)" if drifted else "no drift"
         case "rollout":
             return sm.get("outcome", "").replace("_", " ") if sm else ""
         case "publish":

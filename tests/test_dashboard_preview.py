@@ -37,6 +37,7 @@ CHROMIUM_INSTALL = "apt-get install -y chromium  (and `pip install playwright`; 
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 runner = CliRunner()
+SCREENSHOT = REPO / ".stagewise" / "screenshots" / "dashboard-dev.png"
 
 
 def _search_widget(expression: str, title: str = "t", period: int = 3600) -> dict:
@@ -273,7 +274,8 @@ def test_dashboard_command_writes_a_page_that_chromium_renders(run, registered, 
             assert box is not None and box["width"] > 300 and box["height"] > 120
             legend = page.locator(f'.chart[data-widget="{holdout}"] + .legend').inner_text()
             assert f"{MODEL}" in legend or f"Version={registered[0]}" in legend
-            shot = page_path.with_suffix(".png")
+            shot = SCREENSHOT  # where the README says: .stagewise/screenshots/ in the repository
+            shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
