@@ -2,6 +2,7 @@
 
     stagewise run             run the whole pipeline (starts the embedded AWS if needed)
     stagewise score           score with the current rollout, without training
+    stagewise promote         copy a champion to the next account (dev -> test -> prod)
     stagewise agent ...       register LLM-agent versions
     stagewise alerts ...      alert e-mails: subscribe, list, tail (embedded AWS)
     stagewise dashboard       the environment's dashboard as a local HTML page
@@ -184,6 +185,60 @@ def _execute(pipeline: Any, data: Path, model: str, env: str, aws: bool, actor: 
     else:
         _report(doc, ctx)
     raise typer.Exit(result.exit_code)
+
+
+@app.command("promote")
+@handles_errors
+def promote(
+    model: str = typer.Argument(..., help="Model or agent name, e.g. engagement."),
+    version: int = typer.Argument(..., help="The version to promote: it must be the champion in --from."),
+    source: str = typer.Option(..., "--from", help="Source environment (dev or test)."),
+    target: str = typer.Option(..., "--to", help="Target environment (test or prod)."),
+    approver: Optional[str] = typer.Option(None, "--approver", help="Who approved it (required for prod; audited in both)."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Why (required for prod; audited in both)."),
+    actor: Optional[str] = RUN_ACTOR_OPT,
+    aws: bool = AWS_OPT,
+    project_dir: Optional[Path] = PROJECT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Promote a champion version to the next account without retraining: copy and verify its
+    artifact, baseline and validation report, register it with lineage, start the target's rollout.
+
+    Runs as each environment's promoter role. Re-running is safe: a completed promotion is a no-op.
+    """
+    from stagewise.pipeline.spec import SpecError, load_spec
+    from stagewise.platform.environment import connect
+    from stagewise.platform.specs import environment_resources
+    from stagewise.registry.promotion import ApprovalRequired, PromotionError, promote as run_promotion
+    from stagewise.registry.service import RolloutPlan
+    from stagewise.stacks.settings import load_settings
+
+    if target == "prod" and not (approver and reason):
+        fail("promotion to prod needs --approver NAME and --reason TEXT (recorded in both audits)", EXIT_BAD_INPUT, as_json)
+    conns = {}
+    for env in (source, target):
+        role = environment_resources(load_settings(env, project_dir)).promoter_role_arn
+        conns[env] = connect(env, aws=aws, project_dir=project_dir, provision=not aws, role_arn=role)
+    settings = conns[target].settings
+    try:
+        steps = load_spec(model).rollout.plan_for(target, settings.rollout_plan)
+    except SpecError:
+        steps = settings.rollout_plan
+    plan = RolloutPlan(steps=tuple(steps), bake_minutes=settings.bake.min_minutes, bake_runs=settings.bake.min_scoring_runs)
+    try:
+        result = run_promotion(conns[source], conns[target], model, version,
+                               actor=actor or conns[source].clients.caller_identity()["Arn"],
+                               approver=approver, reason=reason, plan=plan)
+    except ApprovalRequired as e:
+        fail(str(e), EXIT_BAD_INPUT, as_json)
+    except PromotionError as e:
+        fail(str(e), 1, as_json, code_name=e.code)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    again = " (already promoted: nothing to do)" if not result.created else ""
+    out.print(f"{model} {source} v{result.source_version} -> {target} v{result.target_version} ({result.stage}){again}; "
+              f"sha256 {result.artifact_sha256[:16]}… verified on {len(result.copied)} objects")
 
 
 def _run_with_progress(ctx: Any, run_pipeline: Callable[..., Any], quiet: bool) -> Any:

@@ -39,6 +39,7 @@ def connect(
     start_embedded: bool = False,
     provision: bool = False,
     port: int | None = None,
+    role_arn: str | None = None,
 ) -> Environment:
     """Settings, resources and clients of ``env``.
 
@@ -50,6 +51,8 @@ def connect(
         provision: create the environment's resources on the embedded AWS (idempotent). On AWS
             the Pulumi stack owns them and this is ignored.
         port: port for a newly started embedded AWS.
+        role_arn: assume this role instead of the stack's ``aws:assumeRoles`` role (e.g. the
+            environment's promoter role for a cross-account promotion).
 
     Raises:
         SettingsError: the stack file is missing or invalid.
@@ -65,6 +68,8 @@ def connect(
         embedded = EmbeddedAWS()
         status = embedded.up(port=port) if start_embedded else embedded.endpoint()
         target = AwsTarget.for_settings(settings, status.endpoint, status.ca_bundle)
+    if role_arn is not None:
+        target = AwsTarget(target.region, role_arn, f"stagewise-{env}-promotion", target.endpoint_url, target.ca_bundle)
     clients = AwsClients(target)
     actions = ensure_environment(clients, resources) if (provision and not aws) else []
     conn = Environment(settings, resources, clients, actions)

@@ -142,6 +142,11 @@ class EnvironmentResources:
         return f"arn:{self.partition}:sns:{self.region}:{self.account_id}:{self.alert_topic.name}"
 
     @property
+    def promoter_role_arn(self) -> str:
+        """The environment's cross-account promoter role (created by the stack's ``Access`` component)."""
+        return f"arn:{self.partition}:iam::{self.account_id}:role/stagewise-{self.environment}-promoter"
+
+    @property
     def state_machine_arn(self) -> str:
         """ARN of the pipeline state machine."""
         return self.arn("states", f"stateMachine:{self.compute.state_machine}")

@@ -199,6 +199,8 @@ class Registry:
         rollout: RolloutPlan | None = None,
         online_gates: tuple[Gate, ...] | None = None,
         agent: AgentConfig | None = None,
+        note: str = "",
+        evidence: dict[str, Any] | None = None,
     ) -> Registration:
         """Register a new immutable version and decide its stage in the same write.
 
@@ -217,6 +219,8 @@ class Registry:
             rollout: start a rollout for a passing version (None: leave it ``registered``).
             online_gates: replace the model's rollout gates (e.g. from the current model spec).
             agent: the agent configuration, for versions of an agent.
+            note: prefixed to the audit event's reason (e.g. "promoted from dev v3, approved by ...").
+            evidence: added to the audit event's evidence (e.g. approver, source environment).
 
         Raises:
             Conflict: the model kept changing under us for ``CONFLICT_RETRIES`` attempts.
@@ -254,8 +258,9 @@ class Registry:
             head = head.model_copy(update={"revision": model.revision + 1, "updated_at": now})
             event = AuditEvent(
                 model=name, event_id=uuid.uuid4().hex, revision=head.revision, at=now, actor=actor,
-                action="version.register" if passed else "version.reject", version=number, reason=reason,
-                evidence={"gates": [g.model_dump() for g in gates], "metrics": metrics, "stage": stage},
+                action="version.register" if passed else "version.reject", version=number,
+                reason=f"{note}; {reason}" if note else reason,
+                evidence={"gates": [g.model_dump() for g in gates], "metrics": metrics, "stage": stage, **(evidence or {})},
                 before={"serving": model.serving()}, after={"serving": head.serving(), "stage": stage},
             )
             try:
@@ -400,6 +405,25 @@ class Registry:
             return {"aliases": aliases}, "alias.set" if version is not None else "alias.delete", f"{alias} -> {version}", {}, version
 
         return self._change(name, actor, token, expected_revision, mutate)
+
+    def note(self, name: str, action: str, *, reason: str, evidence: dict[str, Any], actor: str, token: str,
+             version: int | None = None) -> ModelRecord:
+        """Append an audit event that changes nothing served (e.g. ``version.promoted``: this
+        version was copied to another environment). Idempotent by ``token``.
+
+        Raises:
+            NotFound: unknown model.
+        """
+
+        def mutate(m: ModelRecord, now: datetime):
+            return {}, action, reason, evidence, version
+
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                return self._change(name, actor, token, None, mutate)
+            except Conflict:
+                continue
+        raise Conflict(f"{name!r} kept changing; audit note not written after {CONFLICT_RETRIES} attempts: retry")
 
     # ------------------------------------------------------------------------- the controller
     def evaluate_rollout(self, name: str, observations: dict[str, tuple[float | None, int]], *, actor: str,
