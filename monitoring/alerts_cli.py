@@ -46,7 +46,8 @@ from stagewise.platform.cli import (
     AWS_OPT, ENV_OPT, EXIT_AWS, EXIT_BAD_INPUT, EXIT_ERROR, JSON_OPT, emit_json, err, fail, handles_errors, out,
 )
 from stagewise.platform.environment import Environment, connect
-from stagewise.platform.policies import tail_queue_policy
+from stagewise.platform.provision import TailQueue, tail_queue_name
+from stagewise.platform.provision import ensure_tail_queue as provision_tail_queue
 from stagewise.platform.specs import EnvironmentResources, environment_resources
 from stagewise.stacks.settings import load_settings
 
@@ -144,9 +145,6 @@ class Subscription:
     subscription_arn: str | None
 
 
-def tail_queue_name(resources: EnvironmentResources) -> str:
-    """``stagewise-<env>-alerts-tail``: the queue ``stagewise alerts tail`` reads alerts from."""
-    return f"{resources.alert_topic.name}-tail"
 
 
 def _source(protocol: str, endpoint: str, resources: EnvironmentResources) -> str:
@@ -305,44 +303,19 @@ def list_command(env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_O
 
 
 # ------------------------------------------------------------------------------- tail
-@dataclass(frozen=True)
-class TailQueue:
-    """The queue ``stagewise alerts tail`` reads, and whether it was subscribed by this call."""
-
-    url: str
-    arn: str
-    subscribed_now: bool
-
-
 def _ensure_tail_queue(conn: Environment) -> TailQueue:
     if not conn.embedded:
         raise TailUnavailable(
             f"the alerts tail queue is only created on the embedded AWS, not in AWS account {conn.settings.account_id}")
-    sqs, sns = conn.clients.client("sqs"), conn.clients.client("sns")
-    name, topic_arn = tail_queue_name(conn.resources), conn.resources.alert_topic_arn
-    try:
-        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-            raise
-        url = sqs.create_queue(QueueName=name, tags=dict(conn.resources.tags))["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(tail_queue_policy(arn, topic_arn))})
-    subscribed = any(
-        s["Protocol"] == "sqs" and s["Endpoint"] == arn
-        for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn)
-        for s in page["Subscriptions"]
-    )
-    if not subscribed:
-        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, ReturnSubscriptionArn=True)
-    return TailQueue(url, arn, subscribed_now=not subscribed)
+    return provision_tail_queue(conn.clients, conn.resources)
 
 
 def ensure_tail_queue(conn: Environment) -> str:
     """Create (idempotently) the queue ``stagewise-<env>-alerts-tail`` and subscribe it to the topic.
 
     The queue gets a policy that lets only the environment's alert topic send to it. It receives
-    the alerts published after it was subscribed, so provisioning calls this before the first run.
+    the alerts published after it was subscribed; environment provisioning creates it up front
+    (``platform.provision.ensure_environment``).
 
     Args:
         conn: an environment connected to the embedded AWS, its alert topic provisioned.

@@ -209,12 +209,10 @@ def promote(
     from stagewise.pipeline.spec import SpecError, load_spec
     from stagewise.platform.environment import connect
     from stagewise.platform.specs import environment_resources
-    from stagewise.registry.promotion import ApprovalRequired, PromotionError, promote as run_promotion
+    from stagewise.registry.promotion import promote as run_promotion
     from stagewise.registry.service import RolloutPlan
     from stagewise.stacks.settings import load_settings
 
-    if target == "prod" and not (approver and reason):
-        fail("promotion to prod needs --approver NAME and --reason TEXT (recorded in both audits)", EXIT_BAD_INPUT, as_json)
     conns = {}
     for env in (source, target):
         role = environment_resources(load_settings(env, project_dir)).promoter_role_arn
@@ -225,14 +223,9 @@ def promote(
     except SpecError:
         steps = settings.rollout_plan
     plan = RolloutPlan(steps=tuple(steps), bake_minutes=settings.bake.min_minutes, bake_runs=settings.bake.min_scoring_runs)
-    try:
-        result = run_promotion(conns[source], conns[target], model, version,
-                               actor=actor or conns[source].clients.caller_identity()["Arn"],
-                               approver=approver, reason=reason, plan=plan)
-    except ApprovalRequired as e:
-        fail(str(e), EXIT_BAD_INPUT, as_json)
-    except PromotionError as e:
-        fail(str(e), 1, as_json, code_name=e.code)
+    result = run_promotion(conns[source], conns[target], model, version,
+                           actor=actor or conns[source].clients.caller_identity()["Arn"],
+                           approver=approver, reason=reason, plan=plan)
     if as_json:
         emit_json(result.to_dict())
         return

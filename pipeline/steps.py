@@ -324,6 +324,15 @@ def _current_champion(ctx: RunContext) -> VersionRecord | None:
         return None
 
 
+def version_record(ctx: RunContext, number: int) -> VersionRecord:
+    """Version ``number`` of the run's model, read from the registry once per run (versions are
+    immutable, so the cached record never goes stale)."""
+    cache = ctx.memo.setdefault("version_records", {})
+    if number not in cache:
+        cache[number] = ctx.registry.get_version(ctx.spec.name, number)
+    return cache[number]
+
+
 def load_version_model(ctx: RunContext, version: VersionRecord) -> Any:
     """The fitted model of a registered version, its artifact's sha256 verified (cached per run).
 
@@ -481,7 +490,7 @@ def score(ctx: RunContext) -> dict[str, Any]:
     per_version: dict[int, dict[str, Any]] = {}
     for number in sorted(set(served.tolist())):
         mask = served == number
-        model = load_version_model(ctx, ctx.registry.get_version(spec.name, number))
+        model = load_version_model(ctx, version_record(ctx, number))
         ctx.progress(0, 1, f"scoring {int(mask.sum()):,} rows with v{number}")
         prediction[mask] = modeling.predict(model, X[mask], spec)
         per_version[number] = _version_stats(prediction[mask], labels[mask] if labels is not None else None)
@@ -491,7 +500,7 @@ def score(ctx: RunContext) -> dict[str, Any]:
     ctx.objects.put_bytes(ctx.data_bucket, f"{prefix}/{part}", _parquet(out), "application/vnd.apache.parquet")
     shadow_uri = None
     if r is not None and r.shadow:
-        model = load_version_model(ctx, ctx.registry.get_version(spec.name, r.challenger))
+        model = load_version_model(ctx, version_record(ctx, r.challenger))
         shadow_pred = modeling.predict(model, X, spec)
         per_version[r.challenger] = {**_version_stats(shadow_pred, labels), "shadow": True}
         shadow = pd.DataFrame({spec.id_column: out[spec.id_column], "prediction": shadow_pred,
@@ -504,7 +513,7 @@ def score(ctx: RunContext) -> dict[str, Any]:
     observations = challenger_observations(per_version, record.serving())
     drift_counts = {}
     for number in {record.champion, *([r.challenger] if r else [])}:
-        baseline = load_baseline(ctx, ctx.registry.get_version(spec.name, number))
+        baseline = load_baseline(ctx, version_record(ctx, number))
         if baseline is not None:
             drift_counts[str(number)] = driftlib.collect(df, baseline, seed=index)
     ctx.memo.update(rows_scored=len(out), per_version=per_version, weights=weights, observations=observations,
@@ -564,7 +573,7 @@ def monitor(ctx: RunContext) -> dict[str, Any]:
     d = ctx.spec.drift
     reports: dict[str, Any] = {}
     for number, counts in ctx.memo.get("drift_counts", {}).items():
-        baseline = load_baseline(ctx, ctx.registry.get_version(ctx.spec.name, int(number)))
+        baseline = load_baseline(ctx, version_record(ctx, int(number)))
         if baseline is None:
             continue
         report = driftlib.evaluate(counts, baseline, int(number), d.psi_threshold, d.ks_threshold)

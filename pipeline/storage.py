@@ -107,8 +107,3 @@ class ObjectStore:
                     "changed after it was registered; do not use it"
                 )
         return data
-
-    def list_keys(self, bucket: str, prefix: str) -> list[str]:
-        """Every key under ``prefix`` (paginated)."""
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        return [o["Key"] for page in pages for o in page.get("Contents", [])]

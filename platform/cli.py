@@ -25,8 +25,6 @@ from stagewise.platform.embedded import EmbeddedAWS, EmbeddedAWSError
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 4
 EXIT_AWS = 5
-EXIT_CONFLICT = 6
-EXIT_INVALID_TRANSITION = 7
 
 out = Console()
 err = Console(stderr=True)
@@ -55,7 +53,7 @@ def handles_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from stagewise.pipeline.spec import SpecError
-        from stagewise.registry.errors import Conflict, GateFailed, InvalidTransition, NotFound, RegistryError
+        from stagewise.registry.errors import RegistryError
         from stagewise.stacks.settings import SettingsError
 
         as_json = bool(kwargs.get("as_json"))
@@ -63,16 +61,8 @@ def handles_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except (SettingsError, SpecError, FileNotFoundError) as e:
             fail(str(e), EXIT_BAD_INPUT, as_json)
-        except NotFound as e:
-            fail(str(e), EXIT_BAD_INPUT, as_json, code_name=e.code)
-        except Conflict as e:
-            fail(str(e), EXIT_CONFLICT, as_json, code_name=e.code, hint="someone else changed it first: re-read and retry")
-        except InvalidTransition as e:
-            fail(str(e), EXIT_INVALID_TRANSITION, as_json, code_name=e.code)
-        except GateFailed as e:
-            fail(str(e), 3, as_json, code_name=e.code)
-        except RegistryError as e:
-            fail(str(e), EXIT_ERROR, as_json, code_name=e.code)
+        except RegistryError as e:  # each error of the family carries its exit code
+            fail(str(e), e.exit_code, as_json, hint=e.hint, code_name=e.code)
         except (EmbeddedAWSError, AwsAccessError) as e:
             fail(str(e), EXIT_AWS, as_json)
 

@@ -72,10 +72,4 @@ def connect(
         target = AwsTarget(target.region, role_arn, f"stagewise-{env}-promotion", target.endpoint_url, target.ca_bundle)
     clients = AwsClients(target)
     actions = ensure_environment(clients, resources) if (provision and not aws) else []
-    conn = Environment(settings, resources, clients, actions)
-    if provision and not aws:
-        # the `stagewise alerts tail` queue, subscribed before the first run publishes anything
-        from stagewise.monitoring.alerts_cli import ensure_tail_queue  # lazy: alerts_cli imports this module
-
-        ensure_tail_queue(conn)
-    return conn
+    return Environment(settings, resources, clients, actions)

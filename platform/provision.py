@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from stagewise.platform.aws import AwsClients
-from stagewise.platform.policies import tls_only_bucket_policy
+from stagewise.platform.policies import tail_queue_policy, tls_only_bucket_policy
 from stagewise.platform.specs import BucketSpec, EnvironmentResources, TableSpec, TopicSpec
 
 
@@ -27,7 +27,8 @@ class ProvisionAction:
 
 
 def ensure_environment(clients: AwsClients, resources: EnvironmentResources) -> list[ProvisionAction]:
-    """Create (or confirm) the environment's buckets, registry table and alert topic.
+    """Create (or confirm) the environment's buckets, registry table, alert topic, and the queue
+    ``stagewise alerts tail`` reads (subscribed before the first run publishes anything).
 
     Raises:
         botocore.exceptions.ClientError: an AWS call failed for a reason other than "already exists".
@@ -35,6 +36,8 @@ def ensure_environment(clients: AwsClients, resources: EnvironmentResources) -> 
     actions = [ensure_bucket(clients, b, resources) for b in resources.buckets]
     actions.append(ensure_table(clients, resources.registry_table))
     actions.append(ensure_topic(clients, resources.alert_topic))
+    queue = ensure_tail_queue(clients, resources)
+    actions.append(ProvisionAction("sqs queue", tail_queue_name(resources), "created" if queue.subscribed_now else "exists"))
     return actions
 
 
@@ -146,3 +149,44 @@ def ensure_topic(clients: AwsClients, spec: TopicSpec) -> ProvisionAction:
         if email not in existing:
             sns.subscribe(TopicArn=arn, Protocol="email", Endpoint=email)
     return ProvisionAction("sns topic", spec.name, "exists" if existing else "created")
+
+
+@dataclass(frozen=True)
+class TailQueue:
+    """The queue ``stagewise alerts tail`` reads, and whether it was subscribed by this call."""
+
+    url: str
+    arn: str
+    subscribed_now: bool
+
+
+def tail_queue_name(resources: EnvironmentResources) -> str:
+    """Name of the embedded AWS's alert tail queue: ``stagewise-<env>-alerts-tail``."""
+    return f"stagewise-{resources.environment}-alerts-tail"
+
+
+def ensure_tail_queue(clients: AwsClients, resources: EnvironmentResources) -> TailQueue:
+    """Create (idempotently) the alert tail queue, let only the alert topic send to it, and
+    subscribe it to the topic (SNS -> SQS). Embedded AWS only: callers check.
+
+    Raises:
+        botocore.exceptions.ClientError: an SQS or SNS call failed.
+    """
+    sqs, sns = clients.client("sqs"), clients.client("sns")
+    name, topic_arn = tail_queue_name(resources), resources.alert_topic_arn
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            raise
+        url = sqs.create_queue(QueueName=name, tags=dict(resources.tags))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(tail_queue_policy(arn, topic_arn))})
+    subscribed = any(
+        s["Protocol"] == "sqs" and s["Endpoint"] == arn
+        for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn)
+        for s in page["Subscriptions"]
+    )
+    if not subscribed:
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, ReturnSubscriptionArn=True)
+    return TailQueue(url, arn, subscribed_now=not subscribed)

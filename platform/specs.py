@@ -139,7 +139,7 @@ class EnvironmentResources:
     @property
     def alert_topic_arn(self) -> str:
         """ARN of the alert topic (partition from the environment's role)."""
-        return f"arn:{self.partition}:sns:{self.region}:{self.account_id}:{self.alert_topic.name}"
+        return self.arn("sns", self.alert_topic.name)
 
     @property
     def promoter_role_arn(self) -> str:

@@ -35,13 +35,16 @@ REVISION_OPT = typer.Option(None, "--expected-revision", help="Refuse (exit 6) u
 DEFAULT_AGENT_GATES = (Gate(metric="approval_rate", comparator=">=", threshold=0.8, min_samples=20),)
 
 
-def _connect(env: str, aws: bool) -> tuple[Environment, Registry]:
-    conn = connect(env, aws=aws, provision=True)  # on the embedded AWS: make sure the table exists
+def _connect(env: str, aws: bool, provision: bool = True) -> tuple[Environment, Registry]:
+    """The environment and its registry; commands that write provision the embedded AWS first
+    (so the table and buckets exist), reads do not."""
+    conn = connect(env, aws=aws, provision=provision)
     return conn, Registry(DynamoDBRegistryStore(conn.clients.client("dynamodb"), conn.resources.registry_table.name))
 
 
 def _registry(env: str, aws: bool) -> Registry:
-    return _connect(env, aws)[1]
+    """The registry, for read-only commands."""
+    return _connect(env, aws, provision=False)[1]
 
 
 def _actor(conn: Environment, actor: str | None) -> str:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 
 class RegistryError(Exception):
-    """Base of every registry error; ``code`` is a stable machine-readable name."""
+    """Base of every registry error; ``code`` is a stable machine-readable name and ``exit_code``
+    the CLI's exit code for it (see ``stagewise.platform.cli``)."""
 
     code = "RegistryError"
+    exit_code = 1
+    hint: str | None = None
 
     def to_dict(self) -> dict[str, str]:
         """``{"code": ..., "message": ...}`` for ``--json`` output."""
@@ -17,6 +20,7 @@ class NotFound(RegistryError):
     """The model, version or event does not exist."""
 
     code = "NotFound"
+    exit_code = 4
 
 
 class AlreadyExists(RegistryError):
@@ -29,15 +33,19 @@ class Conflict(RegistryError):
     """Another writer changed the record first (its revision moved); re-read and retry."""
 
     code = "Conflict"
+    exit_code = 6
+    hint = "someone else changed it first: re-read and retry"
 
 
 class InvalidTransition(RegistryError):
     """The requested state change is not allowed from the current state."""
 
     code = "InvalidTransition"
+    exit_code = 7
 
 
 class GateFailed(RegistryError):
     """A gate failed, so the change was refused; the message carries the gate values."""
 
     code = "GateFailed"
+    exit_code = 3

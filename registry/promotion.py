@@ -47,6 +47,7 @@ class ApprovalRequired(RegistryError):
     """Promotion to prod needs ``--approver`` and ``--reason``."""
 
     code = "ApprovalRequired"
+    exit_code = 4
 
 
 @dataclass

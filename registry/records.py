@@ -43,10 +43,6 @@ class Gate(_Record):
     threshold: float
     min_samples: int = Field(default=0, ge=0)
 
-    def describe(self) -> str:
-        """``r2 >= 0.7 (min 500 samples)``."""
-        return f"{self.metric} {self.comparator} {self.threshold:g} (min {self.min_samples} samples)"
-
 
 class RolloutState(_Record):
     """A rollout in progress: the challenger's place in the plan and what it has proven so far.
