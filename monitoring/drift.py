@@ -81,10 +81,10 @@ def collect(frame: pd.DataFrame, baseline: dict[str, Any], seed: int = 0) -> dic
         col = frame[name]
         if stats.get("type") == "categorical":
             cats = list(stats.get("shares", {}))
-            values = col.astype("object")
-            counts = [int((values == c).sum()) for c in cats]
-            nulls = int(values.isna().sum())
-            counts += [int(len(values) - sum(counts) - nulls), nulls]
+            codes = pd.Categorical(col, categories=cats).codes  # -1: null or not a baseline category
+            counts = np.bincount(codes[codes >= 0], minlength=len(cats)).tolist()
+            nulls = int(col.isna().sum())
+            counts += [int(len(col) - sum(counts) - nulls), nulls]
             out["features"][name] = {"counts": counts}
         else:
             v = col.to_numpy(dtype="float64", na_value=np.nan)

@@ -14,15 +14,18 @@ current GX 1.x objects and writes HTML Data Docs to a folder the caller chooses:
 Bad data never raises: every problem, including a missing column (whose column-level
 expectations error inside GX) and an empty frame, comes back as a failed ``ValidationReport``.
 
-Types under pandas 3. GX's type expectation compares a column's dtype with a list of type names,
-and none of those names matches pandas 3's default string dtype (``str``, i.e.
-``StringDtype(na_value=nan)``) or a ``category`` dtype. So before validating, string-like and
-categorical columns are viewed as ``object`` (values unchanged, the caller's frame untouched);
-GX then checks each non-null value's Python type instead. The type lists per spec type are in
-``TYPE_LISTS``; ``float`` features (and the target) also accept integer dtypes, because an
-integer-valued column (a CSV of whole numbers, a parquet column written as int) is exactly
-representable as float and is what the model receives either way; the range and null checks
-still apply to it.
+Types under pandas 3. GX's type expectation compares a column's dtype with a list of type names
+and, only for an ``object`` column, checks each value's Python type in a Python loop (slow: ~1 s
+per million rows and column). pandas 3's default string dtype (``str``, i.e.
+``StringDtype(na_value=nan)``) matches none of GX's names, but the NA-valued ``StringDtype()``
+matches the name ``StringDtype``. So before validating, string columns are viewed as
+``StringDtype()`` (same values, same Arrow storage, nulls as ``<NA>``; the caller's frame is
+untouched) and checked at the dtype level: a string dtype can hold nothing but strings. Categorical
+and other ``object`` columns are viewed as ``object`` and GX checks each non-null value's type. The
+type lists per spec type are in ``TYPE_LISTS``; ``float`` features (and the target) also accept
+integer dtypes, because an integer-valued column (a CSV of whole numbers, a parquet column written
+as int) is exactly representable as float and is what the model receives either way; the range and
+null checks still apply to it.
 
 Analytics: ``GX_ANALYTICS_ENABLED=false`` is set when this module is imported (before GX is) and
 every context is also created with ``analytics_enabled=False``; nothing here uses the network.
@@ -75,17 +78,19 @@ _INTEGER_TYPES = (
 )
 _FLOAT_TYPES = ("float", "float16", "float32", "float64", "Float32Dtype", "Float64Dtype")
 
-#: GX ``type_list`` per spec feature type (see the module docstring for why ``categorical`` is
-#: ``str``: string and category columns are checked value by value as ``object``).
+#: GX ``type_list`` per spec feature type (see the module docstring: string columns match
+#: ``StringDtype`` at the dtype level; ``object`` and category columns are checked value by value
+#: against ``str``).
 TYPE_LISTS: dict[str, tuple[str, ...]] = {
     "integer": _INTEGER_TYPES,
     "float": _FLOAT_TYPES + _INTEGER_TYPES,
-    "categorical": ("str",),
+    "categorical": ("str", "StringDtype"),
     "boolean": ("bool", "BooleanDtype"),
 }
 _TARGET_TYPE = "float"  # the target is numeric: float or integer dtypes
 
 _SITE_NAME = "stagewise"
+_GX_STRING = pd.StringDtype()  # NA-valued: what GX's type name "StringDtype" resolves to
 _SAMPLE_SIZE = 10  # partial_unexpected values kept per failure
 _META_KEY = "stagewise"
 
@@ -367,7 +372,7 @@ def _meta(kind: str, **extra: Any) -> dict:
 
 
 def _prepare_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """A shallow copy GX can type-check: string/category columns as object, names as unique str.
+    """A shallow copy GX can type-check (dtypes per ``_gx_checkable_dtype``), names as unique str.
 
     Duplicated column names get a ``__duplicate_N`` suffix so the column-set expectation reports
     them as unexpected columns instead of GX failing on an ambiguous column.
@@ -391,18 +396,24 @@ def _prepare_frame(df: pd.DataFrame) -> pd.DataFrame:
 def _gx_checkable_dtype(dtype: Any) -> Any:
     """The dtype to view a column as so GX's type check understands it; None: keep as is.
 
-    String and categorical dtypes become ``object`` (checked value by value). Arrow-backed
-    numbers and booleans (``pd.read_parquet(..., dtype_backend="pyarrow")``) become the pandas
-    nullable dtypes, which the type lists name.
+    String dtypes (pandas 3's ``str``, Arrow-backed strings) become the NA-valued
+    ``StringDtype()``, which GX's type list name ``StringDtype`` matches at the dtype level.
+    Categorical dtypes become ``object`` (checked value by value). Arrow-backed numbers and
+    booleans (``pd.read_parquet(..., dtype_backend="pyarrow")``) become the pandas nullable
+    dtypes, which the type lists name.
     """
-    if isinstance(dtype, (pd.StringDtype, pd.CategoricalDtype)):
+    if isinstance(dtype, pd.StringDtype):
+        return None if dtype == _GX_STRING else _GX_STRING
+    if isinstance(dtype, pd.CategoricalDtype):
         return object
     if not isinstance(dtype, pd.ArrowDtype):
         return None
     import pyarrow as pa
 
     t = dtype.pyarrow_dtype
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _GX_STRING
+    if pa.types.is_dictionary(t):
         return object
     if pa.types.is_integer(t):
         return f"{'UInt' if pa.types.is_unsigned_integer(t) else 'Int'}{t.bit_width}"

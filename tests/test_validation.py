@@ -96,7 +96,7 @@ def test_build_suite_follows_the_spec() -> None:
     type_checks = by_type["expect_column_values_to_be_in_type_list"]
     types = {e.column: list(e.type_list) for e in type_checks}
     assert types["age"] == list(TYPE_LISTS["integer"])
-    assert types["gender"] == ["str"]
+    assert types["gender"] == ["str", "StringDtype"]
     assert types["push_notifications_enabled"] == list(TYPE_LISTS["boolean"])
     assert "float64" in types["engagement_score"] and "int64" in types["engagement_score"]
 
@@ -219,10 +219,21 @@ def test_strings_in_integer_column_fail_the_type_check(spec, frame, tmp_path) ->
     report = validate_frame(bad, spec, tmp_path)
 
     typ = one_failure(report, "expect_column_values_to_be_in_type_list", "age")
-    assert typ.unexpected_count == N_ROWS
-    assert typ.description == f"age: {N_ROWS} values (100.0%) not of type integer"
-    assert all(isinstance(v, str) for v in typ.partial_unexpected)
+    # a string dtype can only hold strings: checked at the dtype level, no per-row count
+    assert typ.unexpected_count is None
+    assert typ.description == "age: dtype str, expected integer"
     assert not report.success
+
+
+def test_mixed_objects_in_categorical_column_are_counted_per_value(spec, frame, tmp_path) -> None:
+    gender = frame["gender"].astype(object)
+    gender.iloc[:7] = 3  # ints among the strings: an object column, checked value by value
+    report = validate_frame(frame.assign(gender=gender), spec, tmp_path)
+
+    typ = one_failure(report, "expect_column_values_to_be_in_type_list", "gender")
+    assert typ.unexpected_count == 7
+    assert typ.description.startswith("gender: 7 values") and typ.description.endswith("not of type categorical")
+    assert 3 in typ.partial_unexpected
 
 
 def test_empty_frame_fails_without_raising(spec, frame, tmp_path) -> None:
