@@ -15,7 +15,8 @@ it the callbacks are skipped and everything else is the same):
 
     success         SendTaskSuccess(output = the group's JSON summary); ``validate`` adds
                     ``"partitions": [{"index": i, "count": N}, ...]``, N = ceil(rows /
-                    $STAGEWISE_ROWS_PER_PARTITION (default 1,000,000)), at least 1.
+                    $STAGEWISE_ROWS_PER_PARTITION (default 1,000,000)), at least 1 and at most
+                    one per Parquet row group (``stagewise.pipeline.scoring.plan_partitions``).
     failure         SendTaskFailure(error, cause <= 32,768 characters):
                       Stagewise.ValidationFailed  exit 2   the input failed its expectation suite
                       Stagewise.GateFailed        exit 3   the new version failed an offline gate
@@ -31,8 +32,9 @@ need (``HANDOVER``), step durations, and each finished group's output. It is wri
 conditional writes (``If-None-Match: *`` when new, ``If-Match: <ETag>`` after), so a concurrent
 writer fails instead of losing an update. Score partitions run concurrently and each writes its
 own ``score/part-<I>-of-<N>.json`` next to it; ``report`` merges them into the state. Large
-objects are not in the state: ``train`` and ``score`` re-read the input from ``data_uri`` (its
-sha256 verified) and re-parse it; models load from the registry's artifact URIs.
+objects are not in the state: ``train`` re-reads the input from ``data_uri`` (its sha256
+verified) and re-parses it; a ``score`` partition downloads the input to local disk (streamed,
+sha256 verified) and reads only its own row groups; models load from the registry's artifact URIs.
 
 Re-running a group is idempotent: a group (or score partition) that already finished is not run
 again, its recorded output is sent again; an interrupted one runs from its start (the registry's
@@ -52,7 +54,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import re
 import signal
@@ -73,6 +74,14 @@ from stagewise.monitoring import metrics as m
 from stagewise.pipeline.asl import CAPACITY_PROVIDER_ENV
 from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, Pipeline, Step
 from stagewise.pipeline.runner import StepRecord, run_pipeline
+from stagewise.pipeline.scoring import (  # noqa: F401 - re-exported: the task's partition contract
+    DEFAULT_ROWS_PER_PARTITION,
+    ROWS_PER_PARTITION_ENV,
+    merge_version_stats,
+    partition_count,
+    plan_source,
+    rows_per_partition,
+)
 from stagewise.pipeline.steps import GateRejected, RunContext, ValidationFailed, challenger_observations, read_table
 from stagewise.pipeline.storage import S3Uri, sha256_file
 from stagewise.platform.aws import utc_now
@@ -80,9 +89,7 @@ from stagewise.registry.records import GateResult
 
 TASK_TOKEN_ENV = "STAGEWISE_TASK_TOKEN"
 IN_AWS_ENV = "STAGEWISE_IN_AWS"
-ROWS_PER_PARTITION_ENV = "STAGEWISE_ROWS_PER_PARTITION"
 HEARTBEAT_ENV = "STAGEWISE_HEARTBEAT_SECONDS"
-DEFAULT_ROWS_PER_PARTITION = 1_000_000
 HEARTBEAT_SECONDS = 60.0
 PROGRESS_SECONDS = 30.0
 
@@ -110,8 +117,9 @@ HANDOVER: dict[str, tuple[str, ...]] = {
 """The memo entries each group hands to later groups through ``state.json`` (``report`` also
 records the merged score entries)."""
 
-NEEDS_FRAME = frozenset({"train", "score"})
-"""Groups whose steps need the parsed input (``ctx.memo["frame"]``): re-read from ``data_uri``."""
+NEEDS_FRAME = frozenset({"train"})
+"""Groups whose steps need the parsed input (``ctx.memo["frame"]``): re-read from ``data_uri``. A
+score partition reads only its own row groups (``stagewise.pipeline.scoring``)."""
 
 
 # ------------------------------------------------------------------------------------- errors
@@ -419,55 +427,6 @@ class RunState:
             raise
 
 
-def rows_per_partition() -> int:
-    """``$STAGEWISE_ROWS_PER_PARTITION`` (default 1,000,000); raises ValueError if not a positive int."""
-    raw = os.environ.get(ROWS_PER_PARTITION_ENV, str(DEFAULT_ROWS_PER_PARTITION))
-    value = int(raw)
-    if value < 1:
-        raise ValueError(f"{ROWS_PER_PARTITION_ENV} must be a positive integer, not {raw!r}")
-    return value
-
-
-def partition_count(rows: int, per_partition: int) -> int:
-    """How many score partitions ``rows`` rows make: ceil(rows / per_partition), at least 1."""
-    return max(1, math.ceil(rows / per_partition))
-
-
-# ------------------------------------------------------------------------- merging partitions
-def merge_version_stats(parts: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per-version scoring stats of several partitions combined into the stats of all rows.
-
-    ``rows`` and ``labeled`` add up; ``mean_prediction`` (by rows), ``mae`` and ``rmse`` (by
-    labeled rows) are exact. ``r2`` is exact when every partition carries ``label_sum`` and
-    ``label_sum_sq`` (the labels' sum and sum of squares), else None (its gates are inconclusive).
-    """
-    merged: dict[str, dict[str, Any]] = {}
-    for number in sorted({k for p in parts for k in p}, key=int):
-        stats = [p[number] for p in parts if number in p]
-        rows = sum(s["rows"] for s in stats)
-        labeled = [s for s in stats if s.get("labeled")]
-        n = sum(s["labeled"] for s in labeled)
-        means = [(s["mean_prediction"], s["rows"]) for s in stats if s.get("mean_prediction") is not None]
-        out: dict[str, Any] = {
-            "rows": rows,
-            "mean_prediction": sum(m * r for m, r in means) / sum(r for _, r in means) if means else None,
-            "labeled": n,
-        }
-        if n:
-            sse = sum(s["rmse"] ** 2 * s["labeled"] for s in labeled)
-            out["mae"] = sum(s["mae"] * s["labeled"] for s in labeled) / n
-            out["rmse"] = math.sqrt(sse / n)
-            out["r2"] = None
-            if all("label_sum" in s and "label_sum_sq" in s for s in labeled):
-                total, total_sq = sum(s["label_sum"] for s in labeled), sum(s["label_sum_sq"] for s in labeled)
-                sst = total_sq - total * total / n
-                out.update(label_sum=total, label_sum_sq=total_sq, r2=1.0 - sse / sst if sst > 0 else None)
-        if any(s.get("shadow") for s in stats):
-            out["shadow"] = True
-        merged[number] = out
-    return merged
-
-
 def merge_score_partitions(docs: list[dict[str, Any]]) -> dict[str, Any]:
     """The score group's memo entries (JSON form) for the whole input, from its partitions'.
 
@@ -675,7 +634,7 @@ def _output(group: str, ctx: RunContext, result: Any, state: RunState, partition
     }
     if group == "validate":
         rows = int(ctx.memo["validation"]["rows"])
-        count = partition_count(rows, rows_per_partition())
+        count = plan_source(ctx.memo["data_bytes"], ctx.memo["data_name"]).count
         out.update(rows=rows, rows_per_partition=rows_per_partition(),
                    partitions=[{"index": i, "count": count} for i in range(count)])
     elif group == "train":

@@ -931,8 +931,13 @@ def generate_customers(n_rows: int = 100_000, seed: int = DEFAULT_SEED) -> pd.Da
     return df
 
 
+ROW_GROUP_ROWS = 100_000
+"""Rows per Parquet row group of generated files: the unit scoring partitions are cut along."""
+
+
 def write_dataset(df: pd.DataFrame, path: str | Path) -> str:
-    """Write ``df`` as a Parquet file (pyarrow, no index column) and return its sha256.
+    """Write ``df`` as a Parquet file (pyarrow, zstd, no index column, row groups of
+    ``ROW_GROUP_ROWS`` rows) and return its sha256.
 
     Args:
         df: frame to write, e.g. from ``generate_customers``.
@@ -947,7 +952,7 @@ def write_dataset(df: pd.DataFrame, path: str | Path) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(df, preserve_index=False)
-    pq.write_table(table, path, compression="zstd")
+    pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

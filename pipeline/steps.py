@@ -24,6 +24,7 @@ import hashlib
 import importlib
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -463,83 +464,82 @@ def register(ctx: RunContext) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- score
 def score(ctx: RunContext) -> dict[str, Any]:
-    """Score every record as the registry says: one registry read for the model record, each key
-    routed champion/challenger by its sticky hash (shadow mode: the challenger scores every
-    record into a separate file but serves none), artifacts' sha256 verified. Writes
-    ``(id, prediction, model_version)`` parquet to the data bucket; with labels present, measures
-    each version's R², RMSE, MAE on the rows it scored."""
+    """Score every record as the registry says, partition by partition (``stagewise.pipeline.scoring``).
+
+    One registry read for the model record (routing is frozen for the run); each key routed
+    champion/challenger by its sticky hash (shadow mode: the challenger scores every record into
+    separate parts but serves none); artifacts' sha256 verified. Writes one
+    ``(id, prediction, model_version)`` part per partition to the data bucket; with labels
+    present, measures each version's R², RMSE, MAE on the rows it scored.
+
+    Which partitions: ``ctx.memo["partition"] = (index, count)`` (an AWS Map task) scores that
+    one; otherwise all of them, in a process pool of ``min(partitions, cores,
+    scoringConcurrency)`` workers when there is more than one, else in-process (reusing the
+    validated frame when it is in memory).
+
+    Raises:
+        RuntimeError: the model has no champion.
+        PartitionError: the given count differs from the input's plan (the input changed).
+    """
+    from stagewise.pipeline import scoring
+
     spec = ctx.spec
     record = ctx.registry.get_model(spec.name)
     if record.champion is None:
         raise RuntimeError(f"model {spec.name!r} has no champion to score with; run `stagewise run` to train one")
-    index, count = ctx.memo.get("partition", (0, 1))
-    df: pd.DataFrame = ctx.memo["frame"]
-    X = ctx.memo.get("features")
-    if count > 1:  # this task scores one contiguous slice of the rows; the report step merges the parts
-        rows = np.array_split(np.arange(len(df)), count)[index]
-        df = df.iloc[rows]
-        X = X.iloc[rows] if X is not None else None
-    if X is None:
-        X = modeling.feature_matrix(df, spec)
-    key = spec.rollout.routing_key or spec.id_column
     r = record.rollout
-    ctx.progress(0, 1, f"routing {len(df):,} rows" + (f" ({r.weight:g}% to v{r.challenger})" if r else ""))
-    served = routing.assign(record, df[key].to_numpy())
-    labels = df[spec.target.name].to_numpy(dtype="float64") if spec.target.name in df.columns else None
-    prediction = np.empty(len(df), dtype="float64")
-    per_version: dict[int, dict[str, Any]] = {}
-    for number in sorted(set(served.tolist())):
-        mask = served == number
-        model = load_version_model(ctx, version_record(ctx, number))
-        ctx.progress(0, 1, f"scoring {int(mask.sum()):,} rows with v{number}")
-        prediction[mask] = modeling.predict(model, X[mask], spec)
-        per_version[number] = _version_stats(prediction[mask], labels[mask] if labels is not None else None)
-    prefix = f"predictions/{spec.name}/run={ctx.run_id}"
-    out = pd.DataFrame({spec.id_column: df[spec.id_column].to_numpy(), "prediction": prediction, "model_version": served})
-    part = f"part-{index:05d}.parquet"
-    ctx.objects.put_bytes(ctx.data_bucket, f"{prefix}/{part}", _parquet(out), "application/vnd.apache.parquet")
-    shadow_uri = None
-    if r is not None and r.shadow:
-        model = load_version_model(ctx, version_record(ctx, r.challenger))
-        shadow_pred = modeling.predict(model, X, spec)
-        per_version[r.challenger] = {**_version_stats(shadow_pred, labels), "shadow": True}
-        shadow = pd.DataFrame({spec.id_column: out[spec.id_column], "prediction": shadow_pred,
-                               "model_version": np.full(len(df), r.challenger, dtype="int64")})
-        ctx.objects.put_bytes(ctx.data_bucket, f"{prefix}/shadow/{part}", _parquet(shadow), "application/vnd.apache.parquet")
-        shadow_uri = f"s3://{ctx.data_bucket}/{prefix}/shadow/{part}"
+    numbers = sorted({record.champion, *([r.challenger] if r else [])})
+    versions = {n: version_record(ctx, n) for n in numbers}
+    frame = ctx.memo.get("frame")
+    source = _local_source(ctx) if frame is None or "data_bytes" not in ctx.memo else None
+    plan = scoring.plan_source(source or ctx.memo["data_bytes"], ctx.memo["data_name"])
+    given = ctx.memo.get("partition")
+    indices = list(range(plan.count)) if given is None else [given[0]]
+    if given is not None and given[1] != plan.count:
+        raise scoring.PartitionError(
+            f"asked for partition {given[0]} of {given[1]}, but the input {ctx.memo['data_uri']} has {plan.count} "
+            "partition(s); it changed after validation: start a new run")
+    workers = min(len(indices), os.cpu_count() or 1, ctx.settings.scoring_concurrency)
+    if workers > 1:  # worker processes read their row groups from a file
+        source = source or _local_source(ctx)
+    job = scoring.ScoringJob(
+        target=ctx.clients.target, data_bucket=ctx.data_bucket, spec=spec, run_id=ctx.run_id, record=record,
+        versions=versions, baselines={n: load_baseline(ctx, versions[n]) for n in numbers},
+        source=str(source or ctx.data_source), source_name=ctx.memo["data_name"], plan=plan, workdir=str(ctx.workdir / "score"),
+    )
+    ctx.progress(0, len(indices), f"scoring {plan.rows:,} rows in {plan.count} partition(s)"
+                 + (f", {r.weight:g}% to v{r.challenger}" if r else ""))
+    if workers > 1:
+        results = scoring.score_partitions(job, indices, workers, progress=ctx.progress)
+    else:
+        results = [scoring.score_partition(job, i, ctx.objects, lambda v: load_version_model(ctx, v), frame=frame,
+                                           progress=ctx.progress) for i in indices]
+    merged = scoring.merge_partitions(results)
+    per_version = merged["per_version"]
     weights = {record.champion: 100.0 - (r.weight if r else 0.0)}
     if r is not None:
         weights[r.challenger] = r.weight
-    observations = challenger_observations(per_version, record.serving())
-    drift_counts = {}
-    for number in {record.champion, *([r.challenger] if r else [])}:
-        baseline = load_baseline(ctx, version_record(ctx, number))
-        if baseline is not None:
-            drift_counts[str(number)] = driftlib.collect(df, baseline, seed=index)
-    ctx.memo.update(rows_scored=len(out), per_version=per_version, weights=weights, observations=observations,
-                    drift_counts=drift_counts,
-                    rollout_id=r.id if r else None, serving=record.serving())
+    ctx.memo.update(rows_scored=merged["rows_scored"], per_version=per_version, weights=weights,
+                    observations=challenger_observations(per_version, record.serving()),
+                    drift_counts=merged["drift_counts"], rollout_id=r.id if r else None, serving=record.serving())
     return {
-        "rows_scored": int(len(out)),
+        "rows_scored": merged["rows_scored"],
         "serving": record.serving(),
-        "versions": {str(k): v for k, v in per_version.items()},
-        "predictions_uri": f"s3://{ctx.data_bucket}/{prefix}/{part}",
-        "shadow_predictions_uri": shadow_uri,
+        "versions": per_version,
+        "partitions": {"count": plan.count, "scored": indices, "processes": max(1, workers)},
+        "predictions_uri": merged["parts"][0] if len(merged["parts"]) == 1 else f"s3://{ctx.data_bucket}/{job.prefix}/",
+        "shadow_predictions_uri": (merged["shadow_parts"][0] if len(merged["shadow_parts"]) == 1
+                                   else f"s3://{ctx.data_bucket}/{job.prefix}/shadow/" if merged["shadow_parts"] else None),
     }
 
 
-def _version_stats(pred: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
-    """Per-version scoring statistics; ``label_sum`` and ``label_sum_sq`` (over labelled rows) let
-    partitions' R² be merged exactly (R² = 1 - SSE / (Σy² - (Σy)²/n))."""
-    stats: dict[str, Any] = {"rows": int(len(pred)), "mean_prediction": float(pred.mean()) if len(pred) else None, "labeled": 0}
-    if labels is not None and len(pred) >= 2:
-        ok = np.isfinite(labels)
-        if ok.sum() >= 2:
-            stats.update(modeling.holdout_metrics(labels[ok], pred[ok]))
-            stats["labeled"] = int(stats.pop("samples"))
-            stats["label_sum"] = float(labels[ok].sum())
-            stats["label_sum_sq"] = float(np.square(labels[ok]).sum())
-    return stats
+def _local_source(ctx: RunContext) -> Path:
+    """The input as a local file: the source path of a local run, else a verified download."""
+    from stagewise.pipeline.scoring import local_input
+
+    if not ctx.data_source.startswith("s3://") and Path(ctx.data_source).is_file():
+        return Path(ctx.data_source)
+    return local_input(ctx.objects, ctx.memo["data_uri"], ctx.memo["data_sha256"], ctx.memo["data_name"], ctx.workdir)
 
 
 def challenger_observations(per_version: dict[Any, dict[str, Any]], serving: dict[str, Any]) -> dict[str, tuple[float | None, int]]:
@@ -557,12 +557,6 @@ def challenger_observations(per_version: dict[Any, dict[str, Any]], serving: dic
     if c.get("r2") is not None and base.get("r2") is not None:
         obs["r2_delta_vs_champion"] = (c["r2"] - base["r2"], min(c["labeled"], base["labeled"]))
     return obs
-
-
-def _parquet(df: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
 
 
 # -------------------------------------------------------------------------------------- monitor

@@ -39,7 +39,8 @@ from stagewise.pipeline import entrypoint as ep
 from stagewise.pipeline.definition import Step
 from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.pipeline.spec import load_spec
-from stagewise.pipeline.steps import GateRejected, RunContext, _version_stats
+from stagewise.pipeline.scoring import _version_stats
+from stagewise.pipeline.steps import GateRejected, RunContext
 from stagewise.pipeline.storage import S3Uri
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import NotFound

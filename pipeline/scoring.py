@@ -1,0 +1,455 @@
+"""Partitioned batch scoring with bounded memory.
+
+The input is cut into partitions along its Parquet row groups: ``plan_partitions`` splits the row
+groups into ``count`` contiguous runs of about ``rows_per_partition()`` rows (``ceil(rows /
+rows_per_partition)`` partitions, at most one per row group). A CSV input (no row groups) is one
+partition. Scoring a partition (``score_partition``) reads only its row groups, ``BATCH_ROWS`` rows
+at a time and only the columns scoring needs (id, routing key, features, target; never PII), and
+writes one output part, ``predictions/<model>/run=<run id>/part-<index>.parquet``, through a local
+file: memory is bounded by the batch, not by the input.
+
+Where partitions run:
+
+* on AWS, the state machine's Distributed Map runs one ECS task per partition
+  (``stagewise-task score --partition I --partitions N``);
+* locally, ``score_partitions`` runs them in a process pool (``spawn``; workers re-create their
+  AWS clients from the picklable ``ScoringJob``), or in-process when there is one partition.
+
+Every row's prediction depends only on that row, the model and the routing (a hash of the row's
+key), so the predictions are identical whatever the partitioning or batch size. Per-version
+statistics merge exactly (``merge_version_stats``); drift counts add up, drift samples are thinned
+(``stagewise.monitoring.drift.merge``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stagewise.monitoring import drift as driftlib
+from stagewise.pipeline import modeling
+from stagewise.pipeline.spec import ModelSpec
+from stagewise.pipeline.storage import ObjectStore, S3Uri
+from stagewise.platform.aws import AwsClients, AwsTarget
+from stagewise.registry import routing
+from stagewise.registry.records import ModelRecord, VersionRecord
+
+ROWS_PER_PARTITION_ENV = "STAGEWISE_ROWS_PER_PARTITION"
+DEFAULT_ROWS_PER_PARTITION = 1_000_000
+BATCH_ROWS = 100_000
+"""Rows read, scored and written at a time within a partition (bounds the memory of a task)."""
+
+
+class PartitionError(ValueError):
+    """A partition index or count does not fit the input's partition plan."""
+
+
+def rows_per_partition() -> int:
+    """``$STAGEWISE_ROWS_PER_PARTITION`` (default 1,000,000).
+
+    Raises:
+        ValueError: the variable is not a positive integer.
+    """
+    raw = os.environ.get(ROWS_PER_PARTITION_ENV, str(DEFAULT_ROWS_PER_PARTITION))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{ROWS_PER_PARTITION_ENV} must be a positive integer, not {raw!r}")
+    return value
+
+
+def partition_count(rows: int, per_partition: int) -> int:
+    """How many partitions ``rows`` rows make at ``per_partition`` rows each: ceil, at least 1."""
+    return max(1, math.ceil(rows / per_partition))
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    """How an input is cut into partitions.
+
+    Attributes:
+        group_rows: rows of each Parquet row group, in file order (a CSV: one entry, all rows).
+        count: number of partitions; each is a contiguous run of row groups
+            (``numpy.array_split`` of the row-group indices), so ``count <= len(group_rows)``.
+    """
+
+    group_rows: tuple[int, ...]
+    count: int
+
+    @property
+    def rows(self) -> int:
+        """Rows of the whole input."""
+        return sum(self.group_rows)
+
+    def row_groups(self, index: int) -> list[int]:
+        """Row-group indices of partition ``index``.
+
+        Raises:
+            PartitionError: ``index`` is not in ``0..count-1``.
+        """
+        if not 0 <= index < self.count:
+            raise PartitionError(f"partition {index} does not exist: the input has {self.count} partition(s)")
+        return [int(g) for g in np.array_split(np.arange(len(self.group_rows)), self.count)[index]]
+
+    def bounds(self, index: int) -> tuple[int, int]:
+        """Row positions ``[start, end)`` of partition ``index`` in the whole input."""
+        groups = self.row_groups(index)
+        start = sum(self.group_rows[: groups[0]]) if groups else 0
+        return start, start + sum(self.group_rows[g] for g in groups)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``PartitionPlan(**d)`` restores it)."""
+        return {"group_rows": list(self.group_rows), "count": self.count}
+
+
+def plan_partitions(group_rows: list[int] | tuple[int, ...], per_partition: int) -> PartitionPlan:
+    """Cut row groups of the given sizes into ``ceil(rows / per_partition)`` partitions (at most
+    one per row group, at least one)."""
+    groups = tuple(int(r) for r in group_rows) or (0,)
+    return PartitionPlan(groups, min(partition_count(sum(groups), per_partition), len(groups)))
+
+
+def plan_source(source: Path | bytes, name: str, per_partition: int | None = None) -> PartitionPlan:
+    """The partition plan of a Parquet input (from its footer, no data read) or a CSV (one partition).
+
+    Args:
+        source: a local file or the file's bytes.
+        name: the input's file name (``.csv`` inputs are one partition).
+        per_partition: rows per partition (default ``rows_per_partition()``).
+
+    Raises:
+        ValueError: the input is neither readable Parquet nor CSV (``read_table``'s message).
+    """
+    import pyarrow.parquet as pq
+
+    per = per_partition or rows_per_partition()
+    handle = io.BytesIO(source) if isinstance(source, bytes) else source
+    if _is_parquet(source, name):
+        meta = pq.ParquetFile(handle).metadata
+        return plan_partitions([meta.row_group(i).num_rows for i in range(meta.num_row_groups)], per)
+    from stagewise.pipeline.steps import read_table
+
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    return plan_partitions([len(read_table(data, name))], per)
+
+
+def _is_parquet(source: Path | bytes, name: str) -> bool:
+    if name.endswith((".parquet", ".pq")):
+        return True
+    head = source[:4] if isinstance(source, bytes) else Path(source).open("rb").read(4)
+    return head == b"PAR1"
+
+
+# ------------------------------------------------------------------------------------ the job
+@dataclass(frozen=True)
+class ScoringJob:
+    """Everything a partition needs, picklable so a worker process can score it alone.
+
+    Attributes:
+        target: where AWS calls go (workers build their own ``AwsClients`` from it).
+        data_bucket: bucket of the prediction parts.
+        spec: the model spec (features, id column, target, routing key).
+        run_id: the run the parts belong to.
+        record: the model record read once at the start of the step (routing is frozen for the run).
+        versions: version number -> record, for every version that serves or shadows.
+        baselines: version number -> baseline statistics (``baseline.json``) or None.
+        source: local path of the input (Parquet or CSV).
+        source_name: the input's file name (decides Parquet vs CSV with the magic bytes).
+        plan: the input's partition plan.
+        workdir: folder for the parts before upload.
+        batch_rows: rows per batch.
+    """
+
+    target: AwsTarget
+    data_bucket: str
+    spec: ModelSpec
+    run_id: str
+    record: ModelRecord
+    versions: dict[int, VersionRecord]
+    baselines: dict[int, dict[str, Any] | None]
+    source: str
+    source_name: str
+    plan: PartitionPlan
+    workdir: str
+    batch_rows: int = BATCH_ROWS
+
+    @property
+    def prefix(self) -> str:
+        """Key prefix of the run's prediction parts."""
+        return f"predictions/{self.spec.name}/run={self.run_id}"
+
+    def columns(self) -> list[str]:
+        """The input columns scoring reads: id, routing key, features and (if present) target."""
+        key = self.spec.rollout.routing_key or self.spec.id_column
+        return list(dict.fromkeys([self.spec.id_column, key, *self.spec.feature_names, self.spec.target.name]))
+
+
+ModelLoader = Callable[[VersionRecord], Any]
+
+
+@dataclass
+class _Accumulator:
+    stats: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    drift: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rows: int = 0
+
+
+def batches(job: ScoringJob, index: int, frame: pd.DataFrame | None = None) -> Iterator[pd.DataFrame]:
+    """The rows of partition ``index``, ``job.batch_rows`` at a time.
+
+    With ``frame`` (the whole input, already in memory) the batches are slices of it; otherwise
+    only the partition's row groups and ``job.columns()`` are read from ``job.source``.
+    """
+    start, end = job.plan.bounds(index)
+    if frame is not None:
+        for lo in range(start, end, job.batch_rows):
+            yield frame.iloc[lo:min(end, lo + job.batch_rows)]
+        return
+    if not _is_parquet(Path(job.source), job.source_name):
+        from stagewise.pipeline.steps import read_table
+
+        df = read_table(Path(job.source).read_bytes(), job.source_name)
+        for lo in range(start, end, job.batch_rows):
+            yield df.iloc[lo:min(end, lo + job.batch_rows)]
+        return
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(job.source)
+    present = set(pf.schema_arrow.names)
+    columns = [c for c in job.columns() if c in present]
+    for batch in pf.iter_batches(batch_size=job.batch_rows, row_groups=job.plan.row_groups(index), columns=columns):
+        yield batch.to_pandas()
+
+
+def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_model: ModelLoader,
+                    frame: pd.DataFrame | None = None, progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+    """Score partition ``index`` of ``job.plan`` and upload its part(s).
+
+    Each key is routed champion/challenger by its sticky hash (``stagewise.registry.routing``);
+    each version predicts the rows it serves (shadow: the challenger also predicts every row
+    into ``shadow/part-<index>.parquet``, serving none).
+
+    Returns:
+        The partition's result (JSON-ready): ``rows_scored``, ``per_version`` (version ->
+        ``rows``, ``mean_prediction``, ``labeled``, ``r2``, ``rmse``, ``mae``, label sums),
+        ``drift_counts`` (version -> ``drift.collect`` counts), ``predictions_uri``,
+        ``shadow_predictions_uri``.
+
+    Raises:
+        PartitionError: ``index`` is outside the plan.
+        StorageError: a model artifact's sha256 differs from the registered one.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec, record = job.spec, job.record
+    r = record.rollout
+    shadow = r is not None and r.shadow
+    key = spec.rollout.routing_key or spec.id_column
+    part = f"part-{index:05d}.parquet"
+    Path(job.workdir).mkdir(parents=True, exist_ok=True)
+    out_path = Path(job.workdir) / part
+    shadow_path = Path(job.workdir) / f"shadow-{part}"
+    writer = shadow_writer = None
+    acc = _Accumulator()
+    start, end = job.plan.bounds(index)
+    try:
+        for df in batches(job, index, frame):
+            X = modeling.feature_matrix(df, spec)
+            served = routing.assign(record, df[key].to_numpy())
+            labels = df[spec.target.name].to_numpy(dtype="float64") if spec.target.name in df.columns else None
+            prediction = np.empty(len(df), dtype="float64")
+            for number in np.unique(served).tolist():
+                mask = served == number
+                prediction[mask] = modeling.predict(load_model(job.versions[number]), X[mask], spec)
+                acc.stats.setdefault(number, []).append(_version_stats(prediction[mask], labels[mask] if labels is not None else None))
+            ids = df[spec.id_column].to_numpy()
+            table = pa.table({spec.id_column: ids, "prediction": prediction, "model_version": served})
+            writer = writer or pq.ParquetWriter(out_path, table.schema)
+            writer.write_table(table)
+            if shadow:
+                shadow_pred = modeling.predict(load_model(job.versions[r.challenger]), X, spec)
+                acc.stats.setdefault(r.challenger, []).append(
+                    {**_version_stats(shadow_pred, labels), "shadow": True})
+                st = pa.table({spec.id_column: ids, "prediction": shadow_pred,
+                               "model_version": np.full(len(df), r.challenger, dtype="int64")})
+                shadow_writer = shadow_writer or pq.ParquetWriter(shadow_path, st.schema)
+                shadow_writer.write_table(st)
+            for number, baseline in job.baselines.items():
+                if baseline is not None:
+                    acc.drift.setdefault(str(number), []).append(driftlib.collect(df, baseline, seed=index))
+            acc.rows += len(df)
+            if progress:
+                progress(acc.rows, end - start, f"partition {index + 1}/{job.plan.count}: {acc.rows:,} of {end - start:,} rows")
+    finally:
+        for w in (writer, shadow_writer):
+            if w is not None:
+                w.close()
+    if writer is None:  # an empty partition still publishes an (empty) part
+        empty = pa.table({spec.id_column: pa.array([], pa.string()), "prediction": pa.array([], pa.float64()),
+                          "model_version": pa.array([], pa.int64())})
+        pq.write_table(empty, out_path)
+    objects.put_file(job.data_bucket, f"{job.prefix}/{part}", out_path, "application/vnd.apache.parquet")
+    shadow_uri = None
+    if shadow and shadow_writer is not None:
+        objects.put_file(job.data_bucket, f"{job.prefix}/shadow/{part}", shadow_path, "application/vnd.apache.parquet")
+        shadow_uri = f"s3://{job.data_bucket}/{job.prefix}/shadow/{part}"
+    for p in (out_path, shadow_path):
+        p.unlink(missing_ok=True)
+    return {
+        "index": index,
+        "rows_scored": acc.rows,
+        "per_version": merge_version_stats([{str(n): s} for n, parts in acc.stats.items() for s in parts]),
+        "drift_counts": {v: driftlib.merge(parts, seed=index) for v, parts in acc.drift.items()},
+        "predictions_uri": f"s3://{job.data_bucket}/{job.prefix}/{part}",
+        "shadow_predictions_uri": shadow_uri,
+    }
+
+
+def _version_stats(pred: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+    """Per-version scoring statistics of one batch; ``label_sum`` and ``label_sum_sq`` (over
+    labelled rows) let batches' and partitions' R² be merged exactly
+    (R² = 1 - SSE / (Σy² - (Σy)²/n))."""
+    stats: dict[str, Any] = {"rows": int(len(pred)), "mean_prediction": float(pred.mean()) if len(pred) else None, "labeled": 0}
+    if labels is not None and len(pred) >= 2:
+        ok = np.isfinite(labels)
+        if ok.sum() >= 2:
+            stats.update(modeling.holdout_metrics(labels[ok], pred[ok]))
+            stats["labeled"] = int(stats.pop("samples"))
+            stats["label_sum"] = float(labels[ok].sum())
+            stats["label_sum_sq"] = float(np.square(labels[ok]).sum())
+    return stats
+
+
+def merge_version_stats(parts: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per-version scoring stats of several batches or partitions combined into the stats of all rows.
+
+    ``rows`` and ``labeled`` add up; ``mean_prediction`` (by rows), ``mae`` and ``rmse`` (by
+    labeled rows) are exact. ``r2`` is exact when every part carries ``label_sum`` and
+    ``label_sum_sq`` (the labels' sum and sum of squares), else None (its gates are inconclusive).
+    Keys are version numbers as strings.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for number in sorted({k for p in parts for k in p}, key=int):
+        stats = [p[number] for p in parts if number in p]
+        rows = sum(s["rows"] for s in stats)
+        labeled = [s for s in stats if s.get("labeled")]
+        n = sum(s["labeled"] for s in labeled)
+        means = [(s["mean_prediction"], s["rows"]) for s in stats if s.get("mean_prediction") is not None]
+        out: dict[str, Any] = {
+            "rows": rows,
+            "mean_prediction": sum(m * r for m, r in means) / sum(r for _, r in means) if means else None,
+            "labeled": n,
+        }
+        if n:
+            sse = sum(s["rmse"] ** 2 * s["labeled"] for s in labeled)
+            out["mae"] = sum(s["mae"] * s["labeled"] for s in labeled) / n
+            out["rmse"] = math.sqrt(sse / n)
+            out["r2"] = None
+            if all("label_sum" in s and "label_sum_sq" in s for s in labeled):
+                total, total_sq = sum(s["label_sum"] for s in labeled), sum(s["label_sum_sq"] for s in labeled)
+                sst = total_sq - total * total / n
+                out.update(label_sum=total, label_sum_sq=total_sq, r2=1.0 - sse / sst if sst > 0 else None)
+        if any(s.get("shadow") for s in stats):
+            out["shadow"] = True
+        merged[number] = out
+    return merged
+
+
+def merge_partitions(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The results of several partitions (``score_partition``) as one: rows add, per-version
+    stats and drift counts merge."""
+    results = sorted(results, key=lambda r: r["index"])
+    versions = {v for r in results for v in r["drift_counts"]}
+    return {
+        "rows_scored": sum(r["rows_scored"] for r in results),
+        "per_version": merge_version_stats([r["per_version"] for r in results]),
+        "drift_counts": {v: driftlib.merge([r["drift_counts"][v] for r in results if v in r["drift_counts"]])
+                         for v in sorted(versions)},
+        "parts": [r["predictions_uri"] for r in results],
+        "shadow_parts": [r["shadow_predictions_uri"] for r in results if r["shadow_predictions_uri"]],
+    }
+
+
+# ---------------------------------------------------------------------------- the process pool
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_score(job: ScoringJob, index: int) -> dict[str, Any]:
+    """Process-pool entry: score one partition with this worker's own clients and model cache."""
+    if _WORKER.get("target") != job.target:
+        _WORKER.clear()
+        _WORKER.update(target=job.target, objects=ObjectStore(AwsClients(job.target).client("s3")), models={})
+    objects: ObjectStore = _WORKER["objects"]
+    return score_partition(job, index, objects, lambda v: load_artifact(objects, v, _WORKER["models"]))
+
+
+def load_artifact(objects: ObjectStore, version: VersionRecord, cache: dict[str, Any]) -> Any:
+    """The fitted model of ``version`` from its artifact (sha256 verified), cached by sha256.
+
+    Raises:
+        StorageError: the artifact is missing or its bytes differ from the registered sha256.
+    """
+    import xgboost as xgb
+
+    if version.artifact_sha256 not in cache:
+        uri = S3Uri.parse(version.artifact_uri)
+        model = xgb.XGBRegressor()
+        model.load_model(bytearray(objects.get_bytes(uri.bucket, uri.key, expect_sha256=version.artifact_sha256)))
+        cache[version.artifact_sha256] = model
+    return cache[version.artifact_sha256]
+
+
+def score_partitions(job: ScoringJob, indices: list[int], workers: int,
+                     progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
+    """Score ``indices`` in a pool of ``workers`` processes (``spawn``), results in index order.
+
+    Raises:
+        Exception: the first partition failure, re-raised in this process.
+    """
+    import multiprocessing
+
+    results: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_worker_score, job, i) for i in indices]
+        for done, fut in enumerate(as_completed(futures), start=1):
+            results.append(fut.result())
+            if progress:
+                progress(done, len(indices), f"{done} of {len(indices)} partitions scored ({workers} processes)")
+    return sorted(results, key=lambda r: r["index"])
+
+
+def local_input(objects: ObjectStore, data_uri: str, sha256: str, name: str, workdir: Path) -> Path:
+    """A local copy of the input at ``data_uri`` (downloaded to ``workdir`` once, streamed, its
+    sha256 verified), for tasks that must read row groups from a file.
+
+    Raises:
+        StorageError: the object's bytes differ from ``sha256``.
+    """
+    from stagewise.pipeline.storage import StorageError, sha256_file
+
+    path = Path(workdir) / "input" / sha256 / name
+    if path.is_file() and sha256_file(path) == sha256:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    uri = S3Uri.parse(data_uri)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+        objects.s3.download_fileobj(uri.bucket, uri.key, tmp)
+    actual = sha256_file(Path(tmp.name))
+    if actual != sha256:
+        Path(tmp.name).unlink()
+        raise StorageError(f"{data_uri} has sha256 {actual}, expected {sha256}: the input changed after it was ingested")
+    os.replace(tmp.name, path)
+    return path
