@@ -2,8 +2,8 @@
 
 The same ``Pipeline`` the local runner executes in-process becomes, on AWS, a Step Functions state
 machine with one ECS task per task group (``Pipeline.task_groups()``). The document is built by
-small builder objects (``EcsTaskState``, ``MapState``, ``SnsPublishState``, ...) and serialised once
-with ``to_json``.
+small builder objects (``EcsTaskState``, ``DistributedMapState``, ``SnsPublishState``, ...) and
+serialised once with ``to_json``.
 
 The contract with the container (``stagewise-task``, the image's ENTRYPOINT):
 
@@ -15,9 +15,27 @@ The contract with the container (``stagewise-task``, the image's ENTRYPOINT):
   container must call ``SendTaskHeartbeat`` more often than every ``heartbeat_seconds`` (default
   300 s) and finish with ``SendTaskSuccess`` (output: a JSON object summarising the group; for the
   ``validate`` group it holds ``"partitions": [{"index": 0, "count": N}, ..., {"index": N-1,
-  "count": N}]``) or ``SendTaskFailure`` with one of the error names below and a cause.
-* The result of group ``g`` lands at ``$.results.<g>``; errors at ``$.error`` (``{"Error", "Cause"}``),
-  so ``run_id``, ``data`` and ``model`` survive to the alert.
+  "count": N}]``, for a mapped group's partition ``"partition": {"index": i, "count": N}`` and
+  ``"rows_scored"``) or ``SendTaskFailure`` with one of the error names below and a cause.
+* The result of group ``g`` lands at ``$.results.<g>``; for a mapped group it is only
+  ``{"partitions": N}`` (each partition's full result is its document in S3, which the ``report``
+  group reads). Errors land at ``$.error`` (``{"Error", "Cause"}``), so ``run_id``, ``data`` and
+  ``model`` survive to the alert.
+
+The mapped group (``score``) is a Distributed Map (``ProcessorConfig`` ``DISTRIBUTED``): each
+partition runs ``ScorePartition`` (and its on-demand fallback) as a ``STANDARD`` child workflow
+execution, ``execution:<state machine>/Score:<id>`` (``Label`` = the state's name), at most
+``scoringConcurrency`` (the stack setting, 1..1000) at a time. Its items come from ``ItemsPath``
+``$.results.validate.partitions``, not an ``ItemReader``: the list is already in the execution's
+input (the validate group's output, about 30 bytes a partition, so up to roughly 8,000 partitions
+within the 256 KiB payload limit), which needs no manifest object in S3, no S3 permission on the
+state machine's role and no change to the container contract; beyond that size the validate
+group would write a JSON manifest and the Map would read it with an ``ItemReader``. The payload
+stays bounded: a child execution returns only ``{"index", "rows_scored"}`` (``PARTITION_SUMMARY``)
+and the Map keeps only their count (``MAP_SUMMARY``). ``ToleratedFailurePercentage`` is 0: one
+failed partition (after its Spot retries and on-demand fallback) fails the Map Run with
+``States.ExceedToleratedFailureThreshold``, caught to ``NotifyFailure``; that partition's own error
+and cause are in its child execution's history (the Map Run, ``DescribeMapRun``).
 
 Control flow per ECS task: retry Spot interruptions, heartbeat timeouts and ECS API errors (1 + 2
 attempts, exponential backoff), then fall back to an on-demand ``FARGATE`` copy of the state
@@ -72,11 +90,19 @@ SPOT = "FARGATE_SPOT"
 ON_DEMAND = "FARGATE"
 PARTITIONS_PATH = "$.results.validate.partitions"
 """Where a mapped group finds its partitions: the ``validate`` group's SendTaskSuccess output."""
+PARTITION_SUMMARY = {"index.$": "$.partition.index", "rows_scored.$": "$.rows_scored"}
+"""ResultSelector of a partition's task: what a child execution of the Map returns."""
+MAP_SUMMARY = {"partitions.$": "States.ArrayLength($)"}
+"""ResultSelector of a mapped group's Map state: ``$.results.<g>`` is ``{"partitions": <count>}``,
+the same few bytes for any number of partitions (the partitions' results are in S3)."""
 ERROR_PATH = "$.error"
 DONE = "Done"
 
 _NOTIFY_RETRY_INTERVAL_SECONDS = 5
 _STATE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,79}$")
+_LABEL_MAX = 40
+_LABEL = re.compile(rf"^[A-Za-z0-9]{{1,{_LABEL_MAX}}}$")  # Map Run labels: no whitespace, wildcards or punctuation
+_MAX_CHILD_EXECUTIONS = 10_000  # a Distributed Map's MaxConcurrency limit (0 would mean that many)
 _SUBJECT_MAX = 100  # SNS: subjects must be under 100 characters, ASCII, no line breaks
 
 
@@ -96,7 +122,8 @@ class StateMachineTarget:
         security_groups: security groups of the tasks' ENIs.
         alert_topic_arn: the SNS topic validation, gate and step failures are published to.
         environment: ``dev``, ``test`` or ``prod`` (passed to the container as ``--env``).
-        scoring_concurrency: how many partitions a mapped group runs at once (0: no limit).
+        scoring_concurrency: how many partitions a mapped group runs at once (its Distributed
+            Map's ``MaxConcurrency``, 1..10000; from the stack setting ``scoringConcurrency``).
         container_name: the container whose command and environment are overridden.
         heartbeat_seconds: a task that sends no heartbeat for this long fails with
             ``States.HeartbeatTimeout`` (and is retried, then run on demand).
@@ -259,7 +286,8 @@ class EcsLaunch:
 class EcsTaskState:
     """A Task state running one ECS task and waiting for its task token.
 
-    The container gets ``command`` as its arguments and the token in ``TASK_TOKEN_ENV``.
+    The container gets ``command`` as its arguments and the token in ``TASK_TOKEN_ENV``;
+    ``result_selector`` keeps part of its SendTaskSuccess output.
     """
 
     name: str
@@ -270,6 +298,7 @@ class EcsTaskState:
     command: Intrinsic
     next: str | None
     result_path: str | None = None
+    result_selector: dict[str, str] | None = None
     retry: tuple[Retrier, ...] = ()
     catch: tuple[Catcher, ...] = ()
 
@@ -306,6 +335,8 @@ class EcsTaskState:
             },
             "HeartbeatSeconds": self.launch.heartbeat_seconds,
         }
+        if self.result_selector is not None:
+            state["ResultSelector"] = dict(self.result_selector)
         if self.result_path is not None:
             state["ResultPath"] = self.result_path
         return {**state, **_handlers(self.retry, self.catch), **_flow(self.next)}
@@ -377,35 +408,60 @@ class StateGraph:
         out: list[str] = []
         for s in self.states:
             out.append(s.name)
-            if isinstance(s, MapState):
+            if isinstance(s, DistributedMapState):
                 out.extend(s.iteration.all_names())
         return out
 
 
 @dataclass(frozen=True)
-class MapState:
-    """An inline Map state running ``iteration`` once per item at ``items_path``."""
+class DistributedMapState:
+    """A Map state in ``DISTRIBUTED`` mode: each item at ``items_path`` runs ``iteration`` as a child
+    workflow execution of ``execution_type`` (``STANDARD``: iterations wait on long ECS tasks).
+
+    The child executions are named ``execution:<state machine>/<label>:<id>`` (the state machine's
+    role must be allowed to start, describe and stop them). ``tolerated_failure_percentage`` 0
+    fails the Map Run, and so this state (``States.ExceedToleratedFailureThreshold``), when one
+    child execution fails. ``result_selector`` replaces the array of the child executions'
+    outputs before it is written to ``result_path``.
+    """
 
     name: str
     comment: str
+    label: str
     items_path: str
     item_selector: dict[str, str]
     iteration: StateGraph
     max_concurrency: int
     next: str | None
     result_path: str | None = None
+    result_selector: dict[str, str] | None = None
     catch: tuple[Catcher, ...] = ()
+    execution_type: str = "STANDARD"
+    tolerated_failure_percentage: int = 0
 
     def to_asl(self) -> dict[str, Any]:
-        """The Map state's ASL object."""
+        """The Map state's ASL object.
+
+        Raises:
+            ValueError: a label that is not 1-40 letters and digits.
+        """
+        if not _LABEL.match(self.label):
+            raise ValueError(f"Map Run label must be 1-{_LABEL_MAX} letters and digits: {self.label!r}")
         state: dict[str, Any] = {
             "Type": "Map",
             "Comment": self.comment,
+            "Label": self.label,
             "ItemsPath": self.items_path,
             "ItemSelector": dict(self.item_selector),
             "MaxConcurrency": self.max_concurrency,
-            "ItemProcessor": {"ProcessorConfig": {"Mode": "INLINE"}, **self.iteration.to_asl()},
+            "ToleratedFailurePercentage": self.tolerated_failure_percentage,
+            "ItemProcessor": {
+                "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": self.execution_type},
+                **self.iteration.to_asl(),
+            },
         }
+        if self.result_selector is not None:
+            state["ResultSelector"] = dict(self.result_selector)
         if self.result_path is not None:
             state["ResultPath"] = self.result_path
         return {**state, **_handlers((), self.catch), **_flow(self.next)}
@@ -528,6 +584,13 @@ def task_command(group: str, environment: str, partitioned: bool = False) -> Int
     return Intrinsic("States.Array", tuple(args))
 
 
+def map_run_labels(pipeline: Pipeline = PIPELINE) -> tuple[str, ...]:
+    """The ``Label`` of each Distributed Map in ``pipeline``'s state machine (one per mapped group,
+    its state name): the ``<label>`` of its child executions' ARNs,
+    ``arn:<partition>:states:<region>:<account>:execution:<state machine>/<label>:<id>``."""
+    return tuple(state_name(g) for g, _ in pipeline.task_groups() if g in MAPPED_GROUPS)
+
+
 def _describe(steps: Sequence[Step]) -> str:
     return "; ".join(f"{st.name}: {st.description}" for st in steps)
 
@@ -557,6 +620,7 @@ def _task_pair(
     next_state: str | None,
     result_path: str | None,
     catch: tuple[Catcher, ...],
+    result_selector: dict[str, str] | None = None,
 ) -> tuple[EcsTaskState, EcsTaskState]:
     """The Spot state ``name`` and its on-demand fallback ``<name>OnDemand``."""
     fallback = f"{name}OnDemand"
@@ -570,6 +634,7 @@ def _task_pair(
         command=command,
         next=next_state,
         result_path=result_path,
+        result_selector=result_selector,
         retry=retry,
         catch=(Catcher((SPOT_INTERRUPTION, HEARTBEAT_TIMEOUT), fallback), *catch),
     )
@@ -606,8 +671,8 @@ def _check(pipeline: Pipeline, target: StateMachineTarget) -> list[tuple[str, tu
             )
     if not target.subnets:
         raise ValueError("the target has no subnets; awsvpc tasks need at least one")
-    if target.scoring_concurrency < 0:
-        raise ValueError(f"scoring_concurrency must be >= 0, got {target.scoring_concurrency}")
+    if not 1 <= target.scoring_concurrency <= _MAX_CHILD_EXECUTIONS:
+        raise ValueError(f"scoring_concurrency must be 1..{_MAX_CHILD_EXECUTIONS}, got {target.scoring_concurrency}")
     return groups
 
 
@@ -615,8 +680,9 @@ def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str
     """The ASL document of ``pipeline`` for ``target``.
 
     States, in order: per task group ``g`` a Task state ``G`` (``Validate``, ``Train``, ``Report``)
-    and its on-demand fallback ``GOnDemand``, or for a mapped group a Map state ``G`` over the
-    validate group's partitions whose iteration runs ``GPartition`` and ``GPartitionOnDemand``;
+    and its on-demand fallback ``GOnDemand``, or for a mapped group a Distributed Map state ``G``
+    over the validate group's partitions whose child executions run ``GPartition`` and
+    ``GPartitionOnDemand``;
     then ``Done``; then the failure paths ``NotifyValidationFailed`` -> ``ValidationFailed``,
     ``NotifyGateFailed`` -> ``GateFailed``, ``NotifyFailure`` -> ``PipelineFailed``.
 
@@ -629,7 +695,8 @@ def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str
 
     Raises:
         ValueError: the pipeline has no steps, a group has no task definition ARN, a mapped group
-            runs before ``validate``, the target has no subnets, or the result would be invalid
+            runs before ``validate``, the target has no subnets, its scoring concurrency is not
+            1..10000, or the result would be invalid
             (duplicate state names, dangling transitions, subject too long).
     """
     groups = _check(pipeline, target)
@@ -660,15 +727,19 @@ def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str
                     task_command(group, env, partitioned=True),
                     target,
                     next_state=None,
-                    result_path=None,  # an iteration's output is the container's summary
-                    catch=(),  # other errors fail the iteration and so the Map state
+                    result_path=None,
+                    catch=(),  # other errors fail the child execution and so the Map Run
+                    result_selector=PARTITION_SUMMARY,  # a child execution's output: index and rows
                 ),
             )
-            at_once = target.scoring_concurrency or "all"
             states.append(
-                MapState(
+                DistributedMapState(
                     name=name,
-                    comment=f"Fan-out over the validated input's partitions, {at_once} at a time. {comment}",
+                    comment=(
+                        f"Distributed Map over the validated input's partitions, {target.scoring_concurrency} "
+                        f"child executions at a time; any failed partition fails it. {comment}"
+                    ),
+                    label=name,
                     items_path=PARTITIONS_PATH,
                     item_selector={
                         "run_id.$": "$.run_id",
@@ -680,6 +751,7 @@ def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str
                     max_concurrency=target.scoring_concurrency,
                     next=next_state,
                     result_path=f"$.results.{group}",
+                    result_selector=MAP_SUMMARY,
                     catch=(Catcher((ALL_ERRORS,), "NotifyFailure"),),
                 )
             )

@@ -40,13 +40,14 @@ class PipelineArgs:
 
 class Pipeline(pulumi.ComponentResource):
     """The state machine (definition from ``stagewise.pipeline.asl``, the same steps the local
-    runner executes), an execution role limited to running the job tasks on its cluster, ERROR-level
-    logs, and an EventBridge Scheduler schedule from the stack's ``schedule`` that starts it with
-    the model's latest input (``s3://<data bucket>/incoming/<model>/latest.parquet``)."""
+    runner executes), an execution role limited to running the job tasks on its cluster and the
+    child executions of its own Distributed Map, ERROR-level logs, and an EventBridge Scheduler
+    schedule from the stack's ``schedule`` that starts it with the model's latest input
+    (``s3://<data bucket>/incoming/<model>/latest.parquet``)."""
 
     def __init__(self, name: str, args: PipelineArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagewise:platform:Pipeline", name, None, opts)
-        from stagewise.pipeline.asl import compile_for_environment, to_json
+        from stagewise.pipeline.asl import compile_for_environment, map_run_labels, to_json
 
         child = pulumi.ResourceOptions(parent=self)
         res, st = args.resources, args.settings
@@ -55,11 +56,13 @@ class Pipeline(pulumi.ComponentResource):
             f"{name}-role", name=f"stagewise-{env}-state-machine",
             assume_role_policy=json.dumps(policies.assume_role_policy(service="states.amazonaws.com")), opts=child,
         )
+        # the state machine's own ARN from its name (the state machine depends on this role)
         aws.iam.RolePolicy(
             f"{name}-policy", role=role.id,
             policy=pulumi.Output.all(args.cluster_arn, *args.pass_role_arns).apply(
                 lambda a: json.dumps(policies.state_machine_policy(
-                    list(args.task_definition_family_arns.values()), a[0], list(a[1:]), res.alert_topic_arn))),
+                    list(args.task_definition_family_arns.values()), a[0], list(a[1:]), res.alert_topic_arn,
+                    res.state_machine_arn, list(map_run_labels())))),
             opts=pulumi.ResourceOptions(parent=role),
         )
         logs = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/stagewise/{env}/state-machine",

@@ -136,10 +136,29 @@ def execution_role_policy(repository_arn: str, log_group_arns: list[str]) -> Doc
     )
 
 
-def state_machine_policy(task_definition_family_arns: list[str], cluster_arn: str, pass_role_arns: list[str], topic_arn: str) -> Doc:
+def state_machine_policy(
+    task_definition_family_arns: list[str],
+    cluster_arn: str,
+    pass_role_arns: list[str],
+    topic_arn: str,
+    state_machine_arn: str,
+    map_run_labels: list[str],
+) -> Doc:
     """The state machine's role: run and stop the job tasks on its cluster, pass their roles to
-    ECS only, publish alerts, and deliver its own logs (log delivery APIs take no resource ARNs)."""
-    return document(
+    ECS only, publish alerts, run its own Distributed Maps, and deliver its own logs (log delivery
+    APIs take no resource ARNs).
+
+    A Distributed Map starts child executions of the state machine itself, named
+    ``execution:<state machine>/<map run label>:<id>``: the role may start executions of
+    ``state_machine_arn`` only, and describe, stop and redrive (a redriven parent redrives its
+    failed Map Run) only the child executions of the given labels. It may also describe its own
+    executions, as one version of AWS's example policy for Distributed Maps grants. ``state_machine_arn`` must be
+    built from names (``EnvironmentResources.state_machine_arn``), not taken from the state machine
+    resource, which depends on this role.
+    """
+    executions = state_machine_arn.replace(":stateMachine:", ":execution:", 1)
+    children = [f"{executions}/{label}:*" for label in map_run_labels]
+    statements = [
         statement("RunJobTasks", ["ecs:RunTask"], [f"{arn}:*" for arn in task_definition_family_arns],
                   {"ArnEquals": {"ecs:cluster": cluster_arn}}),
         statement("StopAndDescribeJobTasks", ["ecs:StopTask", "ecs:DescribeTasks"],
@@ -150,7 +169,15 @@ def state_machine_policy(task_definition_family_arns: list[str], cluster_arn: st
         statement("DeliverLogs", ["logs:CreateLogDelivery", "logs:DeleteLogDelivery", "logs:DescribeLogGroups",
                                   "logs:DescribeResourcePolicies", "logs:GetLogDelivery", "logs:ListLogDeliveries",
                                   "logs:PutResourcePolicy", "logs:UpdateLogDelivery"], ["*"]),
-    )
+    ]
+    if children:
+        statements += [
+            statement("StartMapRunChildren", ["states:StartExecution"], [state_machine_arn]),
+            statement("ManageMapRunChildren", ["states:DescribeExecution", "states:StopExecution", "states:RedriveExecution"],
+                      children),
+            statement("DescribeOwnExecutions", ["states:DescribeExecution"], [f"{executions}:*"]),
+        ]
+    return document(*statements)
 
 
 def scheduler_policy(state_machine_arn: str) -> Doc:

@@ -209,6 +209,37 @@ def test_state_machine_and_schedule_come_from_the_pipeline_definition(stack):
     assert schedule.inputs["scheduleExpression"] == settings.schedule
 
 
+def test_scoring_is_a_distributed_map_as_concurrent_as_the_stack_file_says(stack):
+    env, settings, mocks, _ = stack
+    (sm,) = mocks.of_type("aws:sfn/stateMachine:StateMachine")
+    score = json.loads(sm.inputs["definition"])["States"]["Score"]
+    assert score["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    concurrency = int(yaml.safe_load((REPO / f"Pulumi.{env}.yaml").read_text())["config"]["stagewise:scoringConcurrency"])
+    assert score["MaxConcurrency"] == concurrency == settings.scoring_concurrency == {"dev": 2, "test": 4, "prod": 16}[env]
+    assert score["ToleratedFailurePercentage"] == 0
+
+
+def test_state_machine_role_starts_and_manages_only_its_own_child_executions(stack):
+    env, settings, mocks, outputs = stack
+    (sm,) = mocks.of_type("aws:sfn/stateMachine:StateMachine")
+    (role,) = [r for r in mocks.of_type("aws:iam/role:Role") if r.inputs["name"] == f"stagewise-{env}-state-machine"]
+    assert sm.inputs["roleArn"] == f"arn:aws:iam::{settings.account_id}:role/{role.inputs['name']}"
+    doc = _policies(mocks)[f"stagewise-{env}-pipeline-policy"]
+    states = {st["Sid"]: st for st in doc["Statement"] if any(a.startswith("states:") for a in st["Action"])}
+    # the ARN the policy names (built from names) is the deployed state machine's
+    own = outputs["state_machine_arn"]
+    assert own == f"arn:aws:states:{settings.region}:{settings.account_id}:stateMachine:stagewise-{env}-pipeline"
+    executions = own.replace(":stateMachine:", ":execution:")
+    assert {sid: (st["Action"], st["Resource"]) for sid, st in states.items()} == {
+        "StartMapRunChildren": (["states:StartExecution"], [own]),
+        "ManageMapRunChildren": (["states:DescribeExecution", "states:RedriveExecution", "states:StopExecution"],
+                                 [f"{executions}/Score:*"]),
+        "DescribeOwnExecutions": (["states:DescribeExecution"], [f"{executions}:*"]),
+    }
+    label = json.loads(sm.inputs["definition"])["States"]["Score"]["Label"]
+    assert label == "Score"  # the label the child execution ARNs carry
+
+
 def test_outputs_hold_no_secret(stack):
     _, _, _, outputs = stack
     text = json.dumps(outputs, default=str)
@@ -228,11 +259,17 @@ def test_iam_policies_pass_parliament(stack):
     def severity(issue: str) -> str:  # findings carry the issue; its severity is in parliament's config
         return parliament.config.get(issue, {}).get("severity", "HIGH")
 
+    def false_positive(finding) -> bool:
+        # states:DescribeExecution takes an execution or an express-execution ARN; parliament 1.6.4
+        # demands both (it reads every resource type marked required as required together)
+        express = {"action": "states:DescribeExecution", "required_format": "arn:*:states:*:*:express:*:*:*"}
+        return finding.issue == "RESOURCE_MISMATCH" and all(d == express for d in finding.detail)
+
     env, _, mocks, _ = stack
     docs = _policies(mocks)
     assert len(docs) >= 8
     for name, doc in docs.items():
-        findings = analyze_policy_string(json.dumps(doc)).findings
+        findings = [f for f in analyze_policy_string(json.dumps(doc)).findings if not false_positive(f)]
         above_low = [(f.issue, severity(f.issue), f.detail) for f in findings if severity(f.issue) not in ("LOW", "INFO", "MUTE")]
         assert not above_low, (name, above_low)
         # the LOW ones are the documented Resource "*" statements of actions without resource-level permissions

@@ -8,8 +8,9 @@ The control-flow tests run the compiled dev document, unchanged, on moto's Step 
 Tests stand in for the ECS containers: the engine's ``ecs:runTask.waitForTaskToken`` starts a task
 in moto's ECS, the test finds it with ``ListTasks``/``DescribeTasks``, reads ``STAGEWISE_TASK_TOKEN``
 from the task's container overrides and answers with ``SendTaskSuccess`` (a JSON summary; the
-validate group's carries ``partitions``) or ``SendTaskFailure`` (``Stagewise.*`` error and a cause),
-exactly as the container entrypoint does, then stops the task as the container would by exiting.
+validate group's carries ``partitions``, a score partition's ``partition`` and ``rows_scored``) or
+``SendTaskFailure`` (``Stagewise.*`` error and a cause), exactly as the container entrypoint does,
+then stops the task as the container would by exiting.
 
 Why a private engine server. moto 5.2's engine calls the services of Task states at
 ``http://localhost:$MOTO_PORT`` with dummy keys: it cannot reach the session's embedded AWS (HTTPS
@@ -23,6 +24,20 @@ moto's is taken from, does), ``CapacityProviderStrategy`` passed through, servic
 execution role (STS AssumeRole, so in the dev account 314159265358), and the cause kept. The
 state machine itself is not changed for moto. Two moto ECS gaps are met by the fixtures instead:
 containers declare cpu and memory, and the VPC has DNS hostnames.
+
+The Distributed Map. moto 5.2.5 runs a ``DISTRIBUTED`` Map in-process: a Map Run (``ListMapRuns``,
+``DescribeMapRun`` with its item counts, ``MaxConcurrency`` and tolerance), at most
+``MaxConcurrency`` items at a time, each item's states kept out of the parent's history as a
+child execution's would be, and ``MapRunStarted``/``MapRunSucceeded``/``MapRunFailed`` events. It
+starts no child executions as API resources, so the role's rights to start and describe them
+are checked by the stack tests (parliament, ``tests/test_stack.py``), not here. Two more patches:
+moto ignores ``ToleratedFailurePercentage`` (a failed item becomes a ``null`` result and the Map
+succeeds), so after the Map Run, failed or timed-out items over that percentage fail it with
+``States.ExceedToleratedFailureThreshold``, as Step Functions does (``ToleratedFailureCount``, which
+the state machine does not declare, stays unenforced); and moto's ASL grammar rejects that
+percentage written as a plain integer such as ``0`` (valid ASL; it lexes it as an integer token
+where the grammar wants a number token such as ``0.0``), so its lexer reads the integer after
+``"ToleratedFailurePercentage":`` as a number.
 """
 
 from __future__ import annotations
@@ -65,6 +80,7 @@ VALIDATOR = REPO / "node_modules" / ".bin" / "asl-validator"
 NPM_CI = "npm ci --no-audit --no-fund"
 DATA = "s3://stagewise-dev-data-314159265358/raw/customers.parquet"
 MODEL = "engagement"
+EXCEED_TOLERATED_FAILURE = "States.ExceedToleratedFailureThreshold"
 
 
 def _offline_target(env: str) -> tuple[EnvironmentSettings, EnvironmentResources, dict[str, str]]:
@@ -175,25 +191,43 @@ def test_ecs_task_state_matches_the_container_contract() -> None:
     assert asl["States"]["Report"]["Parameters"]["TaskDefinition"] == arns["score"]
 
 
-def test_score_is_a_map_over_the_validated_partitions() -> None:
-    score = _compile("prod")["States"]["Score"]
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_score_is_a_distributed_map_as_concurrent_as_the_stack_setting(env: str) -> None:
+    score = _compile(env)["States"]["Score"]
     assert score["Type"] == "Map"
+    assert score["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert score["Label"] == "Score"  # child executions: execution:<state machine>/Score:<id>
+    # dev 2, test 4, prod 16: Pulumi.<env>.yaml's stagewise:scoringConcurrency
+    assert score["MaxConcurrency"] == load_settings(env, REPO).scoring_concurrency == {"dev": 2, "test": 4, "prod": 16}[env]
+    assert score["ToleratedFailurePercentage"] == 0
     assert score["ItemsPath"] == "$.results.validate.partitions"
-    assert score["MaxConcurrency"] == load_settings("prod", REPO).scoring_concurrency == 16
     assert score["ItemSelector"] == {
         "run_id.$": "$.run_id", "data.$": "$.data", "model.$": "$.model", "partition.$": "$$.Map.Item.Value",
     }  # fmt: skip
-    assert score["ResultPath"] == "$.results.score"
+    # the payload stays bounded: a child returns index and rows, the Map keeps their count
+    assert (score["ResultSelector"], score["ResultPath"]) == ({"partitions.$": "States.ArrayLength($)"}, "$.results.score")
     assert score["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyFailure"}]
     inner = score["ItemProcessor"]
-    assert inner["StartAt"] == "ScorePartition"
+    assert inner["StartAt"] == "ScorePartition" and set(inner["States"]) == {"ScorePartition", "ScorePartitionOnDemand"}
     command = inner["States"]["ScorePartition"]["Parameters"]["Overrides"]["ContainerOverrides"][0]["Command.$"]
     assert command == (
-        "States.Array('score', '--run-id', $.run_id, '--data', $.data, '--model', $.model, '--env', 'prod', "
+        f"States.Array('score', '--run-id', $.run_id, '--data', $.data, '--model', $.model, '--env', '{env}', "
         "'--partition', States.Format('{}', $.partition.index), '--partitions', States.Format('{}', $.partition.count))"
     )
+    for state in inner["States"].values():
+        assert state["ResultSelector"] == {"index.$": "$.partition.index", "rows_scored.$": "$.rows_scored"}
+        assert "ResultPath" not in state and state["End"] is True
     assert inner["States"]["ScorePartition"]["Catch"][0]["Next"] == "ScorePartitionOnDemand"
     assert "Catch" not in inner["States"]["ScorePartitionOnDemand"]
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, 10_001])
+def test_compile_refuses_a_scoring_concurrency_a_distributed_map_cannot_take(concurrency: int) -> None:
+    settings, resources, arns = _offline_target("dev")
+    target = target_for_environment(settings, resources, arns, ["subnet-0a1b2c3d"], ["sg-0a1b2c3d"])
+    with pytest.raises(ValueError, match="scoring_concurrency must be 1..10000"):
+        compile_pipeline(PIPELINE, replace(target, scoring_concurrency=concurrency))
+    assert compile_pipeline(PIPELINE, replace(target, scoring_concurrency=10_000))["States"]["Score"]["MaxConcurrency"] == 10_000
 
 
 def test_failure_paths_alert_then_fail() -> None:
@@ -242,11 +276,18 @@ def _moto_config(endpoint: str, execute: bool) -> None:
 def _patch_moto_engine(mp: pytest.MonkeyPatch, endpoint: str) -> None:
     """Make moto's engine do what Step Functions does at the points the module docstring lists."""
     from moto.core.responses import EmptyResult
-    from moto.stepfunctions.parser.api import HistoryEventType, TaskTimedOutEventDetails
-    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent
+    from moto.stepfunctions.parser.api import HistoryEventType, MapRunFailedEventDetails, TaskTimedOutEventDetails
+    from moto.stepfunctions.parser.asl.antlr.runtime.ASLLexer import ASLLexer
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
     from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
     from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
         StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
+        distributed_iteration_component as distributed,
     )
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
         state_task_service_ecs as ecs_task,
@@ -256,6 +297,7 @@ def _patch_moto_engine(mp: pytest.MonkeyPatch, endpoint: str) -> None:
     )
     from moto.stepfunctions.parser.asl.eval.callback.callback import HeartbeatTimeoutError
     from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+    from moto.stepfunctions.parser.asl.parse import asl_parser
     from moto.stepfunctions.responses import StepFunctionResponse
 
     ecs_model = botocore.session.get_session().get_service_model("ecs")
@@ -297,6 +339,36 @@ def _patch_moto_engine(mp: pytest.MonkeyPatch, endpoint: str) -> None:
         )
         return EmptyResult()
 
+    class Lexer(ASLLexer):
+        """moto's grammar takes ToleratedFailurePercentage as a NUMBER token only; read its integer as one."""
+
+        previous: tuple[int, int] = (0, 0)
+
+        def nextToken(self) -> Any:
+            token = super().nextToken()
+            if token.type == ASLLexer.INT and self.previous == (ASLLexer.TOLERATEDFAILUREPERCENTAGE, ASLLexer.COLON):
+                token.type = ASLLexer.NUMBER
+            self.previous = (self.previous[1], token.type)
+            return token
+
+    map_run = distributed.DistributedIterationComponent._map_run
+
+    def map_run_within_tolerance(self: Any, env: Any, eval_input: Any) -> None:
+        map_run(self, env=env, eval_input=eval_input)
+        record = eval_input.map_run_record
+        failed = record.item_counter.failed.get() + record.item_counter.timed_out.get()
+        total, tolerated = record.item_counter.total.get(), record.tolerated_failure_percentage
+        if failed and failed * 100 > tolerated * total:
+            error = StatesErrorName(typ=StatesErrorNameType.StatesExceedToleratedFailureThreshold)
+            details = MapRunFailedEventDetails(
+                error=error.error_name, cause=f"{failed} of {total} items failed; the tolerated failure percentage is {tolerated:g}"
+            )
+            raise FailureEventException(
+                FailureEvent(env, error, HistoryEventType.MapRunFailed, EventDetails(mapRunFailedEventDetails=details))
+            )
+
+    mp.setattr(asl_parser, "ASLLexer", Lexer)
+    mp.setattr(distributed.DistributedIterationComponent, "_map_run", map_run_within_tolerance)
     mp.setattr(ecs_task.StateTaskServiceEcs, "_normalise_parameters", normalise_parameters)
     mp.setattr(ecs_task.StateTaskServiceEcs, "_normalise_response", normalise_response)
     mp.setattr(ecs_task.StateTaskServiceEcs, "_from_error", from_error)
@@ -463,6 +535,14 @@ class Containers:
         """Wait for the next started task."""
         return self.started(1)[0]
 
+    def none_started(self, seconds: float) -> None:
+        """Assert that the state machine starts no task for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            new = [a for a in self._task_arns() if a not in self.seen]
+            assert not new, f"{len(new)} more tasks started"
+            time.sleep(0.1)
+
     def _as_container(self, task: dict) -> StartedTask:
         override = task["overrides"]["containerOverrides"][0]
         assert override["name"] == "job"
@@ -523,6 +603,24 @@ def _partitions(n: int) -> list[dict[str, int]]:
     return [{"index": i, "count": n} for i in range(n)]
 
 
+def _score_output(task: StartedTask, rows: int = 500) -> dict[str, Any]:
+    """A score partition's SendTaskSuccess output, shaped as the entrypoint's (``_output``)."""
+    run_id, index, count = task.command[2], int(task.command[-3]), int(task.command[-1])
+    return {
+        "run_id": run_id, "group": "score", "model": MODEL, "environment": "dev",
+        "state_uri": f"s3://stagewise-dev-data-314159265358/runs/{run_id}/state.json",
+        "partition": {"index": index, "count": count}, "rows_scored": rows,
+        "predictions_uri": f"s3://stagewise-dev-data-314159265358/predictions/{run_id}/part-{index:05d}.parquet",
+        "shadow_predictions_uri": None,
+    }  # fmt: skip
+
+
+def _map_run(sfn: Any, execution_arn: str) -> dict:
+    """The execution's one Map Run (the Distributed Map ``Score``), as DescribeMapRun shows it."""
+    (listed,) = sfn.list_map_runs(executionArn=execution_arn)["mapRuns"]
+    return sfn.describe_map_run(mapRunArn=listed["mapRunArn"])
+
+
 def test_success_runs_every_group_on_spot_and_maps_the_partitions(deployed: Deployed) -> None:
     run_id = "run-success"
     execution_arn, containers = _start(deployed, run_id)
@@ -546,7 +644,7 @@ def test_success_runs_every_group_on_spot_and_maps_the_partitions(deployed: Depl
     assert {(t.capacity_provider, t.task_definition_arn) for t in scores} == {("FARGATE_SPOT", arns["score"])}
     assert len({t.token for t in scores}) == 2
     for task in scores:
-        containers.succeed(task, {"partition": int(task.command[-3]), "rows": 500})
+        containers.succeed(task, _score_output(task))
 
     report = containers.next()
     assert (report.command, report.capacity_provider, report.task_definition_arn) == (_args("report", run_id), "FARGATE_SPOT", arns["score"])
@@ -559,12 +657,17 @@ def test_success_runs_every_group_on_spot_and_maps_the_partitions(deployed: Depl
     assert output["results"] == {
         "validate": {"rows": 1000, "valid": True, "partitions": _partitions(2)},
         "train": {"version": 3, "r2": 0.41},
-        "score": [{"partition": 0, "rows": 500}, {"partition": 1, "rows": 500}],
+        "score": {"partitions": 2},  # the partitions' results are in S3, not in the payload
         "report": {"decision": "advance"},
     }
-    assert _entered(deployed.client("stepfunctions"), execution_arn) == [
-        "Validate", "Train", "Score", "ScorePartition", "ScorePartition", "Report", "Done",
-    ]  # fmt: skip
+    sfn = deployed.client("stepfunctions")
+    # the partitions ran as child executions of the Map Run, each with its own history
+    assert _entered(sfn, execution_arn) == ["Validate", "Train", "Score", "Report", "Done"]
+    assert {"MapRunStarted", "MapRunSucceeded"} <= {e["type"] for e in _history(sfn, execution_arn)}
+    map_run = _map_run(sfn, execution_arn)
+    assert map_run["mapRunArn"].split(":mapRun:")[1].startswith(f"{deployed.resources.compute.state_machine}/Score:")
+    assert (map_run["status"], map_run["maxConcurrency"], map_run["toleratedFailurePercentage"]) == ("SUCCEEDED", 2, 0)
+    assert (map_run["itemCounts"]["total"], map_run["itemCounts"]["succeeded"]) == (2, 2)
 
 
 def test_spot_interruptions_are_retried_then_run_on_demand(deployed: Deployed) -> None:
@@ -584,16 +687,72 @@ def test_spot_interruptions_are_retried_then_run_on_demand(deployed: Deployed) -
         _args("train", run_id), "FARGATE", deployed.target.task_definition_arns["train"],
     )  # fmt: skip
     containers.succeed(on_demand, {"version": 4})
-    containers.succeed(containers.next(), {"partition": 0})
+    score = containers.next()
+    containers.succeed(score, _score_output(score))
     containers.succeed(containers.next(), {"decision": "hold"})
 
     sfn = deployed.client("stepfunctions")
     execution = _finished(sfn, execution_arn)
     assert execution["status"] == "SUCCEEDED"
     assert json.loads(execution["output"])["results"]["train"] == {"version": 4}
-    assert _entered(sfn, execution_arn) == ["Validate", "Train", "TrainOnDemand", "Score", "ScorePartition", "Report", "Done"]
+    assert _entered(sfn, execution_arn) == ["Validate", "Train", "TrainOnDemand", "Score", "Report", "Done"]
     failures = [e["taskFailedEventDetails"]["error"] for e in _history(sfn, execution_arn) if e["type"] == "TaskFailed"]
     assert failures == [SPOT_INTERRUPTION] * 3
+
+
+def test_a_partition_interrupted_on_spot_runs_on_demand_in_its_child_execution(deployed: Deployed) -> None:
+    run_id = "run-partition-spot"
+    execution_arn, containers = _start(deployed, run_id)
+    containers.succeed(containers.next(), {"partitions": _partitions(1)})
+    containers.succeed(containers.next(), {"version": 6})
+
+    partition = _args("score", run_id, "--partition", "0", "--partitions", "1")
+    for attempt in range(3):  # the first try and two retries
+        task = containers.next()
+        assert (task.command, task.capacity_provider) == (partition, "FARGATE_SPOT"), f"attempt {attempt + 1}"
+        containers.fail(task, SPOT_INTERRUPTION, "SIGTERM: Fargate Spot reclaimed the task")
+    on_demand = containers.next()
+    assert (on_demand.command, on_demand.capacity_provider, on_demand.task_definition_arn) == (
+        partition, "FARGATE", deployed.target.task_definition_arns["score"],
+    )  # fmt: skip
+    containers.succeed(on_demand, _score_output(on_demand, rows=1000))
+    containers.succeed(containers.next(), {"decision": "hold"})
+
+    sfn = deployed.client("stepfunctions")
+    execution = _finished(sfn, execution_arn)
+    assert execution["status"] == "SUCCEEDED"
+    assert json.loads(execution["output"])["results"]["score"] == {"partitions": 1}
+    map_run = _map_run(sfn, execution_arn)
+    assert (map_run["itemCounts"]["succeeded"], map_run["itemCounts"]["failed"]) == (1, 0)
+
+
+def test_the_map_runs_scoring_concurrency_partitions_at_a_time_and_keeps_only_their_count(deployed: Deployed) -> None:
+    run_id, count = "run-many-partitions", 7
+    at_once = deployed.target.scoring_concurrency
+    assert at_once == 2  # dev's stagewise:scoringConcurrency
+    execution_arn, containers = _start(deployed, run_id)
+    containers.succeed(containers.next(), {"partitions": _partitions(count)})
+    containers.succeed(containers.next(), {"version": 7})
+
+    running, scored = containers.started(at_once), []
+    containers.none_started(1.0)  # the next partition waits for a free slot
+    while running:
+        task = running.pop(0)
+        containers.succeed(task, _score_output(task, rows=100 + int(task.command[-3])))
+        scored.append(int(task.command[-3]))
+        if len(scored) + len(running) < count:
+            running += containers.started(1)
+        assert len(running) <= at_once
+    assert sorted(scored) == list(range(count))
+    containers.succeed(containers.next(), {"decision": "advance"})
+
+    sfn = deployed.client("stepfunctions")
+    execution = _finished(sfn, execution_arn)
+    assert execution["status"] == "SUCCEEDED"
+    # $.results.score is a count, whatever the number of partitions (2 in the success test)
+    assert json.loads(execution["output"])["results"]["score"] == {"partitions": count}
+    map_run = _map_run(sfn, execution_arn)
+    assert (map_run["maxConcurrency"], map_run["itemCounts"]["succeeded"]) == (at_once, count)
 
 
 def _alert(deployed: Deployed, run_id: str, timeout: float = 10.0) -> dict:
@@ -626,24 +785,31 @@ def test_validation_failure_alerts_and_fails_the_execution(deployed: Deployed) -
     assert execution_arn in alert["Message"]
 
 
-def test_a_failed_partition_fails_the_run_with_the_step_error(deployed: Deployed) -> None:
+def test_a_failed_partition_fails_the_map_run_and_the_run(deployed: Deployed) -> None:
     run_id = "run-score-fails"
     cause = "score: predictions for partition 1 could not be written to S3 (AccessDenied)"
     execution_arn, containers = _start(deployed, run_id)
     containers.succeed(containers.next(), {"partitions": _partitions(2)})
     containers.succeed(containers.next(), {"version": 5})
     first, second = sorted(containers.started(2), key=lambda t: t.command)
-    containers.succeed(first, {"partition": 0})
-    containers.fail(second, STEP_FAILED, cause)
+    containers.succeed(first, _score_output(first))
+    containers.fail(second, STEP_FAILED, cause)  # no retry, no fallback: the child execution fails
 
     sfn = deployed.client("stepfunctions")
     execution = _finished(sfn, execution_arn)
-    assert (execution["status"], execution["error"], execution["cause"]) == ("FAILED", PIPELINE_FAILED, f"{STEP_FAILED}: {cause}")
+    # ToleratedFailurePercentage 0: the Map Run fails with States.ExceedToleratedFailureThreshold;
+    # the partition's own error and cause stay in its child execution's history
+    assert (execution["status"], execution["error"]) == ("FAILED", PIPELINE_FAILED)
+    assert execution["cause"].startswith(f"{EXCEED_TOLERATED_FAILURE}: ")
     assert _entered(sfn, execution_arn)[-2:] == ["NotifyFailure", "PipelineFailed"]
     assert "Report" not in _entered(sfn, execution_arn)
+    (map_run_failed,) = [e["mapRunFailedEventDetails"] for e in _history(sfn, execution_arn) if e["type"] == "MapRunFailed"]
+    assert map_run_failed["error"] == EXCEED_TOLERATED_FAILURE
+    map_run = _map_run(sfn, execution_arn)
+    assert (map_run["status"], map_run["itemCounts"]["succeeded"], map_run["itemCounts"]["failed"]) == ("FAILED", 1, 1)
     alert = _alert(deployed, run_id)
     assert alert["Subject"] == "[Stagewise dev] stagewise: pipeline failed"
-    assert STEP_FAILED in alert["Message"] and cause in alert["Message"]
+    assert EXCEED_TOLERATED_FAILURE in alert["Message"] and execution_arn in alert["Message"]
 
 
 def test_a_silent_task_times_out_on_its_heartbeat_and_runs_on_demand(deployed: Deployed) -> None:
@@ -664,9 +830,10 @@ def test_a_silent_task_times_out_on_its_heartbeat_and_runs_on_demand(deployed: D
         time.sleep(0.3)
         sfn.send_task_heartbeat(taskToken=validate.token)
     containers.succeed(validate, {"partitions": _partitions(1)})
-    containers.succeed(containers.next(), {"partition": 0})
+    score = containers.next()
+    containers.succeed(score, _score_output(score))
     containers.succeed(containers.next(), {"decision": "advance"})
 
     assert _finished(sfn, execution_arn)["status"] == "SUCCEEDED"
-    assert _entered(sfn, execution_arn) == ["Validate", "ValidateOnDemand", "Score", "ScorePartition", "Report", "Done"]
+    assert _entered(sfn, execution_arn) == ["Validate", "ValidateOnDemand", "Score", "Report", "Done"]
     assert [e["type"] for e in _history(sfn, execution_arn)].count("TaskTimedOut") == 3
