@@ -73,6 +73,8 @@ def collect(frame: pd.DataFrame, baseline: dict[str, Any], seed: int = 0) -> dic
         ``{"rows": n, "features": {name: {"counts": [...], "sample": [...]}}}``; categorical
         features carry counts per baseline category plus ``other`` and nulls, and no sample.
     """
+    from stagewise.pipeline.modeling import category_codes  # pyarrow lookup; heavy import only when collecting
+
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {"rows": int(len(frame)), "features": {}}
     for name, stats in baseline.get("features", {}).items():
@@ -81,7 +83,7 @@ def collect(frame: pd.DataFrame, baseline: dict[str, Any], seed: int = 0) -> dic
         col = frame[name]
         if stats.get("type") == "categorical":
             cats = list(stats.get("shares", {}))
-            codes = pd.Categorical(col, categories=cats).codes  # -1: null or not a baseline category
+            codes = category_codes(col, cats)  # -1: null or not a baseline category
             counts = np.bincount(codes[codes >= 0], minlength=len(cats)).tolist()
             nulls = int(col.isna().sum())
             counts += [int(len(col) - sum(counts) - nulls), nulls]

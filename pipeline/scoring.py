@@ -206,17 +206,24 @@ class _Accumulator:
     rows: int = 0
 
 
-def batches(job: ScoringJob, index: int, frame: pd.DataFrame | None = None) -> Iterator[pd.DataFrame]:
-    """The rows of partition ``index``, ``job.batch_rows`` at a time.
+def batches(job: ScoringJob, index: int, frame: pd.DataFrame | None = None,
+            features: pd.DataFrame | None = None) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """The rows of partition ``index``, ``job.batch_rows`` at a time, as ``(rows, feature matrix)``.
 
-    With ``frame`` (the whole input, already in memory) the batches are slices of it; otherwise
-    only the partition's row groups and ``job.columns()`` are read from ``job.source``.
+    With ``frame`` (the whole input, already in memory) the partition is one slice of it (and of
+    ``features``, its ``modeling.feature_matrix`` if already built); otherwise only the
+    partition's row groups and ``job.columns()`` are read from ``job.source``, batch by batch.
     """
     start, end = job.plan.bounds(index)
-    if frame is not None:
-        for lo in range(start, end, job.batch_rows):
-            yield frame.iloc[lo:min(end, lo + job.batch_rows)]
+    if frame is not None:  # already in memory: one batch (fewer, larger predict calls)
+        df = frame.iloc[start:end]
+        yield df, features.iloc[start:end] if features is not None else modeling.feature_matrix(df, job.spec)
         return
+    for df in _read_batches(job, index, start, end):
+        yield df, modeling.feature_matrix(df, job.spec)
+
+
+def _read_batches(job: ScoringJob, index: int, start: int, end: int) -> Iterator[pd.DataFrame]:
     if not _is_parquet(Path(job.source), job.source_name):
         from stagewise.pipeline.steps import read_table
 
@@ -234,8 +241,10 @@ def batches(job: ScoringJob, index: int, frame: pd.DataFrame | None = None) -> I
 
 
 def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_model: ModelLoader,
-                    frame: pd.DataFrame | None = None, progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
-    """Score partition ``index`` of ``job.plan`` and upload its part(s).
+                    frame: pd.DataFrame | None = None, features: pd.DataFrame | None = None,
+                    progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+    """Score partition ``index`` of ``job.plan`` and upload its part(s) (``frame`` and
+    ``features``: the input and its feature matrix when already in memory, see ``batches``).
 
     Each key is routed champion/challenger by its sticky hash (``stagewise.registry.routing``);
     each version predicts the rows it serves (shadow: the challenger also predicts every row
@@ -266,8 +275,7 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
     acc = _Accumulator()
     start, end = job.plan.bounds(index)
     try:
-        for df in batches(job, index, frame):
-            X = modeling.feature_matrix(df, spec)
+        for df, X in batches(job, index, frame, features):
             served = routing.assign(record, df[key].to_numpy())
             labels = df[spec.target.name].to_numpy(dtype="float64") if spec.target.name in df.columns else None
             prediction = np.empty(len(df), dtype="float64")

@@ -152,10 +152,10 @@ def ingest(ctx: RunContext) -> dict[str, Any]:
     path = Path(src)
     if not path.is_file():
         raise FileNotFoundError(f"input data {path} does not exist; create it with `stagewise data generate --out {path}`")
-    digest = sha256_file(path)
+    data = path.read_bytes()
+    digest = sha256_bytes(data)
     key = f"raw/{ctx.spec.name}/{digest}/{path.name}"
     uploaded = ctx.objects.head_sha256(ctx.data_bucket, key) != digest
-    data = path.read_bytes()
     if uploaded:
         ctx.objects.put_bytes(ctx.data_bucket, key, data)
     uri = f"s3://{ctx.data_bucket}/{key}"
@@ -513,6 +513,7 @@ def score(ctx: RunContext) -> dict[str, Any]:
         results = scoring.score_partitions(job, indices, workers, progress=ctx.progress)
     else:
         results = [scoring.score_partition(job, i, ctx.objects, lambda v: load_version_model(ctx, v), frame=frame,
+                                           features=ctx.memo.get("features") if frame is not None else None,
                                            progress=ctx.progress) for i in indices]
     merged = scoring.merge_partitions(results)
     per_version = merged["per_version"]

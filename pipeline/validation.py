@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -338,11 +339,14 @@ def validate_frame(
             name=f"{spec.name}-checkpoint",
             validation_definitions=[validation_definition],
             actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[_SITE_NAME])],
-            result_format="SUMMARY",
+            result_format="BASIC",  # counts and sample values; SUMMARY adds per-row index lists (slow)
         )
     )
     checkpoint_result = checkpoint.run(
-        batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name)
+        batch_parameters={"dataframe": frame},
+        # an explicit run_time: without one GX tries to parse the run name as a date, and some run
+        # ids (e.g. "20261122T071512Z-2769ad") parse into an impossible UTC offset that GX then fails on
+        run_id=RunIdentifier(run_name=run_name, run_time=datetime.now(timezone.utc)),
     )
     (suite_result,) = checkpoint_result.run_results.values()
     result = suite_result.to_json_dict()

@@ -29,8 +29,15 @@ def buckets(model: str, rollout_id: str, keys: Iterable[object]) -> np.ndarray:
 
 
 def to_challenger(model: str, rollout_id: str, weight: float, keys: Iterable[object]) -> np.ndarray:
-    """Boolean mask, shape (n,): True where the key is routed to the challenger at ``weight`` percent."""
-    return buckets(model, rollout_id, keys) < round(weight * BUCKETS / 100)
+    """Boolean mask, shape (n,): True where the key is routed to the challenger at ``weight`` percent.
+
+    At 0% and 100% every bucket is on the same side of the threshold, so no key is hashed.
+    """
+    threshold = round(weight * BUCKETS / 100)
+    if threshold <= 0 or threshold >= BUCKETS:
+        n = len(keys) if hasattr(keys, "__len__") else sum(1 for _ in keys)
+        return np.full(n, threshold >= BUCKETS, dtype=bool)
+    return buckets(model, rollout_id, keys) < threshold
 
 
 def assign(record: ModelRecord, keys: Iterable[object]) -> np.ndarray:

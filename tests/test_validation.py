@@ -293,3 +293,10 @@ def test_other_accepted_representations_pass(spec, frame, tmp_path) -> None:
 def test_not_a_frame_is_a_programming_error(spec, tmp_path) -> None:
     with pytest.raises(TypeError, match="pandas DataFrame"):
         validate_frame({"customer_id": [1]}, spec, tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_run_id_that_looks_like_a_date_does_not_break_validation(spec, frame, tmp_path) -> None:
+    # GX used to parse the run name as a date: this run id's suffix parsed into a UTC offset
+    # beyond 24 hours and the validation raised instead of reporting
+    report = validate_frame(frame, spec, tmp_path, run_name="20261122T071512Z-2769ad")
+    assert report.success
