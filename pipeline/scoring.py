@@ -27,6 +27,7 @@ import io
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -251,7 +252,8 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
     into ``shadow/part-<index>.parquet``, serving none).
 
     Returns:
-        The partition's result (JSON-ready): ``rows_scored``, ``per_version`` (version ->
+        The partition's result (JSON-ready): ``rows_scored``, ``predict_seconds`` (time in
+        XGBoost's predict, serving versions), ``per_version`` (version ->
         ``rows``, ``mean_prediction``, ``labeled``, ``r2``, ``rmse``, ``mae``, label sums),
         ``drift_counts`` (version -> ``drift.collect`` counts), ``predictions_uri``,
         ``shadow_predictions_uri``.
@@ -273,6 +275,7 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
     shadow_path = Path(job.workdir) / f"shadow-{part}"
     writer = shadow_writer = None
     acc = _Accumulator()
+    predict_seconds = 0.0
     start, end = job.plan.bounds(index)
     try:
         for df, X in batches(job, index, frame, features):
@@ -281,7 +284,10 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
             prediction = np.empty(len(df), dtype="float64")
             for number in np.unique(served).tolist():
                 mask = served == number
-                prediction[mask] = modeling.predict(load_model(job.versions[number]), X[mask], spec)
+                model = load_model(job.versions[number])
+                t = time.perf_counter()
+                prediction[mask] = modeling.predict(model, X[mask], spec)
+                predict_seconds += time.perf_counter() - t
                 acc.stats.setdefault(number, []).append(_version_stats(prediction[mask], labels[mask] if labels is not None else None))
             ids = df[spec.id_column].to_numpy()
             table = pa.table({spec.id_column: ids, "prediction": prediction, "model_version": served})
@@ -319,6 +325,7 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
     return {
         "index": index,
         "rows_scored": acc.rows,
+        "predict_seconds": predict_seconds,
         "per_version": merge_version_stats([{str(n): s} for n, parts in acc.stats.items() for s in parts]),
         "drift_counts": {v: driftlib.merge(parts, seed=index) for v, parts in acc.drift.items()},
         "predictions_uri": f"s3://{job.data_bucket}/{job.prefix}/{part}",
@@ -383,6 +390,7 @@ def merge_partitions(results: list[dict[str, Any]]) -> dict[str, Any]:
     versions = {v for r in results for v in r["drift_counts"]}
     return {
         "rows_scored": sum(r["rows_scored"] for r in results),
+        "predict_seconds": sum(r["predict_seconds"] for r in results),
         "per_version": merge_version_stats([r["per_version"] for r in results]),
         "drift_counts": {v: driftlib.merge([r["drift_counts"][v] for r in results if v in r["drift_counts"]])
                          for v in sorted(versions)},

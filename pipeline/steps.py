@@ -25,6 +25,7 @@ import importlib
 import io
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -247,7 +248,9 @@ def train(ctx: RunContext) -> dict[str, Any]:
     X = modeling.feature_matrix(df, spec)
     y = df[spec.target.name].to_numpy(dtype="float64")
     train_idx, hold_idx = modeling.split_holdout(len(df), spec)
+    t = time.perf_counter()
     model = modeling.train_model(X.iloc[train_idx], y[train_idx], spec, progress=lambda d, t: ctx.progress(d, t, "boosting rounds"))
+    fit_seconds = time.perf_counter() - t
     hold_pred = modeling.predict(model, X.iloc[hold_idx], spec)
     model_path = ctx.workdir / "model.ubj"
     model.save_model(model_path)
@@ -264,6 +267,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
     )
     top = list(importance)[:5]
     return {
+        "fit_seconds": round(fit_seconds, 3),
         "train_rows": int(len(train_idx)),
         "holdout_rows": int(len(hold_idx)),
         "artifact_uri": f"s3://{ctx.artifact_bucket}/{prefix}/model.ubj",
@@ -528,6 +532,7 @@ def score(ctx: RunContext) -> dict[str, Any]:
         "serving": record.serving(),
         "versions": per_version,
         "partitions": {"count": plan.count, "scored": indices, "processes": max(1, workers)},
+        "predict_seconds": round(merged["predict_seconds"], 3),
         "predictions_uri": merged["parts"][0] if len(merged["parts"]) == 1 else f"s3://{ctx.data_bucket}/{job.prefix}/",
         "shadow_predictions_uri": (merged["shadow_parts"][0] if len(merged["shadow_parts"]) == 1
                                    else f"s3://{ctx.data_bucket}/{job.prefix}/shadow/" if merged["shadow_parts"] else None),
