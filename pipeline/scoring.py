@@ -149,8 +149,10 @@ def plan_source(source: Path | bytes, name: str, per_partition: int | None = Non
 def _is_parquet(source: Path | bytes, name: str) -> bool:
     if name.endswith((".parquet", ".pq")):
         return True
-    head = source[:4] if isinstance(source, bytes) else Path(source).open("rb").read(4)
-    return head == b"PAR1"
+    if isinstance(source, bytes):
+        return source[:4] == b"PAR1"
+    with Path(source).open("rb") as fh:
+        return fh.read(4) == b"PAR1"
 
 
 # ------------------------------------------------------------------------------------ the job
