@@ -1,0 +1,82 @@
+"""PII (``name``, ``email``) never leaves the input (issue 8): after a full `stagewise run`, every
+object the run wrote to S3 (except the archived input under ``raw/``), the CLI's output and the
+CloudWatch metrics are searched for the input's names and e-mails.
+
+Parquet objects are read (their pages are compressed, so bytes cannot be grepped) and checked for
+PII columns and PII values; every other object is searched as text.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import REPO
+from stagewise.pipeline.cli import app
+from stagewise.pipeline.generator import generate_customers, write_dataset
+
+MODEL = "engagement-pii"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(dev, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pii")
+    spec = folder / f"{MODEL}.yaml"
+    spec.write_text((REPO / "pipeline" / "specs" / "engagement.yaml").read_text()
+                    .replace("\nname: engagement\n", f"\nname: {MODEL}\n", 1))
+    df = generate_customers(3_000, seed=91)
+    data = folder / "customers.parquet"
+    write_dataset(df, data)
+    result = runner.invoke(app, ["run", "--env", "dev", "--project-dir", str(REPO), "--model", str(spec),
+                                 "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    return {"output": result.output, "pii": set(df["name"]) | set(df["email"])}
+
+
+def _run_objects(dev, raw: bool = False) -> dict[str, bytes]:
+    """The objects of this model in both buckets: the run's outputs, or (``raw``) its archived input."""
+    s3 = dev.clients.client("s3")
+    out = {}
+    for bucket in (dev.resources.data_bucket.name, dev.resources.artifact_bucket.name):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if MODEL in key and key.startswith("raw/") == raw:
+                    out[f"s3://{bucket}/{key}"] = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return out
+
+
+def _pii_in(body: bytes, pii: set[str]) -> list[str]:
+    """PII columns or values found in an object: Parquet is read, anything else searched as text."""
+    if body[:4] == b"PAR1":
+        frame = pd.read_parquet(io.BytesIO(body))
+        return sorted({"name", "email"} & set(frame.columns)) + sorted(pii & set(frame.astype(str).to_numpy().ravel()))[:3]
+    text = body.decode("utf-8", errors="replace")
+    return [p for p in pii if len(p) > 6 and p in text][:3]  # very short names could match unrelated text
+
+
+def test_no_pii_in_any_object_the_run_wrote(dev, run):
+    objects = _run_objects(dev)
+    kinds = {uri.rsplit("/", 1)[1] for uri in objects}
+    assert {"model.ubj", "baseline.json", "feature_importance.json", "metrics.json", "result.json",
+            "index.html", "part-00000.parquet"} <= kinds  # the run's outputs are all here
+    for uri, body in objects.items():
+        assert not _pii_in(body, run["pii"]), f"{uri} holds PII: {_pii_in(body, run['pii'])}"
+    (archived,) = _run_objects(dev, raw=True).values()  # the check finds PII where it is: the input
+    assert _pii_in(archived, run["pii"])
+
+
+def test_no_pii_in_the_output_or_the_metrics(dev, run):
+    assert not any(p in run["output"] for p in run["pii"])
+    cloudwatch = dev.clients.client("cloudwatch")
+    metrics = [m for page in cloudwatch.get_paginator("list_metrics").paginate(Namespace=dev.resources.metrics_namespace)
+               for m in page["Metrics"]]
+    dims = json.dumps([m["Dimensions"] for m in metrics if any(d["Value"] == MODEL for d in m["Dimensions"])])
+    assert MODEL in dims  # the run's metrics are there
+    assert not any(p in dims for p in run["pii"])
