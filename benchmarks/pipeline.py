@@ -100,6 +100,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _context(data: Path, home: Path, provision: bool = True):
+    """A run context of the engagement model in dev on the benchmark's embedded AWS (provisioned
+    unless ``provision`` is False), with its own run folder under ``home``."""
+    from stagewise.pipeline.runner import new_run_id
+    from stagewise.pipeline.spec import load_spec
+    from stagewise.pipeline.steps import RunContext
+    from stagewise.platform.environment import connect
+
+    conn = connect("dev", project_dir=REPO, start_embedded=provision, provision=provision)
+    run_id = new_run_id()
+    workdir = home / "runs" / run_id
+    workdir.mkdir(parents=True)
+    return RunContext(run_id=run_id, settings=conn.settings, resources=conn.resources, clients=conn.clients,
+                      spec=load_spec("engagement"), data_source=str(data), workdir=workdir, actor="benchmark")
+
+
 def bench_size(rows: int, rss: PeakRSS, home: Path) -> dict:
     """Run the pipeline and XGBoost alone on ``rows`` customers; per-step seconds and peak RSS."""
     import numpy as np
@@ -107,22 +123,14 @@ def bench_size(rows: int, rss: PeakRSS, home: Path) -> dict:
     from stagewise.pipeline import modeling
     from stagewise.pipeline.definition import PIPELINE
     from stagewise.pipeline.generator import generate_customers, write_dataset
-    from stagewise.pipeline.runner import new_run_id, run_pipeline
-    from stagewise.pipeline.spec import load_spec
-    from stagewise.pipeline.steps import RunContext
-    from stagewise.platform.environment import connect
+    from stagewise.pipeline.runner import run_pipeline
 
     data = home / f"customers-{rows}.parquet"
     t = time.perf_counter()
     write_dataset(generate_customers(rows, seed=rows % 1000 + 1), data)
     generate_s = time.perf_counter() - t
-    spec = load_spec("engagement")
-    conn = connect("dev", project_dir=REPO, start_embedded=True, provision=True)
-    run_id = new_run_id()
-    workdir = home / "runs" / run_id
-    workdir.mkdir(parents=True)
-    ctx = RunContext(run_id=run_id, settings=conn.settings, resources=conn.resources, clients=conn.clients, spec=spec,
-                     data_source=str(data), workdir=workdir, actor="benchmark")
+    ctx = _context(data, home)
+    spec = ctx.spec
     steps: list[dict] = []
     marks: dict[str, float] = {}
 
@@ -185,27 +193,16 @@ def _generate_large(rows: int, path: Path, chunk: int = 500_000) -> None:
 def bench_large(rows: int, home: Path) -> dict:
     """The score step alone on ``rows`` customers read from a Parquet file in partitions (the
     local process pool), in a fresh process; the peak RSS of that process and its workers."""
-    from stagewise.pipeline import steps
-    from stagewise.pipeline.definition import PIPELINE, Pipeline
+    from stagewise.pipeline.definition import TRAINING
     from stagewise.pipeline.generator import generate_customers, write_dataset
-    from stagewise.pipeline.runner import new_run_id, run_pipeline
-    from stagewise.pipeline.spec import load_spec
+    from stagewise.pipeline.runner import run_pipeline
     from stagewise.platform.embedded import EmbeddedAWS
-    from stagewise.platform.environment import connect
 
-    spec = load_spec("engagement")
-    conn = connect("dev", project_dir=REPO, start_embedded=True, provision=True)
-
-    def context(data: Path) -> steps.RunContext:
-        run_id = new_run_id()
-        return steps.RunContext(run_id=run_id, settings=conn.settings, resources=conn.resources, clients=conn.clients,
-                                spec=spec, data_source=str(data), workdir=home / "runs" / run_id, actor="benchmark")
-
-    if _champion(context(home)) is None:  # a champion to score with
-        train = home / "train-100000.parquet"
+    train = home / "train-100000.parquet"
+    ctx = _context(train, home)
+    if _champion(ctx) is None:  # a champion to score with
         write_dataset(generate_customers(100_000, seed=7), train)
-        result = run_pipeline(context(train), Pipeline("train", tuple(PIPELINE.step(n) for n in
-                                                                      ("ingest", "validate", "train", "evaluate", "register"))))
+        result = run_pipeline(ctx, TRAINING)
         if result.exit_code:
             raise SystemExit(f"training the model to score with failed: {result.error}")
     data = home / f"customers-{rows}.parquet"
@@ -227,17 +224,9 @@ def bench_large(rows: int, home: Path) -> dict:
 def _score_only(data: Path) -> dict:
     """The score step alone on ``data`` (run in a child process by ``bench_large``)."""
     from stagewise.pipeline import scoring, steps
-    from stagewise.pipeline.runner import new_run_id
-    from stagewise.pipeline.spec import load_spec
     from stagewise.platform.embedded import stagewise_home
-    from stagewise.platform.environment import connect
 
-    conn = connect("dev", project_dir=REPO)
-    run_id = new_run_id()
-    ctx = steps.RunContext(run_id=run_id, settings=conn.settings, resources=conn.resources, clients=conn.clients,
-                           spec=load_spec("engagement"), data_source=str(data), workdir=stagewise_home() / "runs" / run_id,
-                           actor="benchmark")
-    ctx.workdir.mkdir(parents=True)
+    ctx = _context(data, stagewise_home(), provision=False)
     ctx.memo.update(data_uri=str(data), data_sha256="-", data_name=data.name)  # a local file: read in place
     t = time.perf_counter()
     summary = steps.score(ctx)

@@ -88,3 +88,10 @@ SCORING = Pipeline(
     steps=tuple(PIPELINE.step(n) for n in ("ingest", "validate", "score", "monitor", "rollout", "publish")),
 )
 """Scoring without training (``stagewise score``): repeated runs walk a challenger through its plan."""
+
+TRAINING = Pipeline(
+    name="stagewise-train",
+    steps=tuple(PIPELINE.step(n) for n in ("ingest", "validate", "train", "evaluate", "register")),
+)
+"""Training without scoring: a new version is registered and starts its rollout, but no scoring run
+counts toward it (benchmarks and tests that need a champion or a challenger to score with)."""

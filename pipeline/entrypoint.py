@@ -69,7 +69,6 @@ import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
-from stagewise.monitoring import drift as driftlib
 from stagewise.monitoring import metrics as m
 from stagewise.pipeline.asl import CAPACITY_PROVIDER_ENV
 from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, Pipeline, Step
@@ -77,6 +76,7 @@ from stagewise.pipeline.runner import StepRecord, run_pipeline
 from stagewise.pipeline.scoring import (  # noqa: F401 - re-exported: the task's partition contract
     DEFAULT_ROWS_PER_PARTITION,
     ROWS_PER_PARTITION_ENV,
+    merge_partitions,
     merge_version_stats,
     partition_count,
     plan_source,
@@ -439,16 +439,15 @@ def merge_score_partitions(docs: list[dict[str, Any]]) -> dict[str, Any]:
     first = memos[0]
     if any(m.get("rollout_id") != first.get("rollout_id") or m.get("weights") != first.get("weights") for m in memos):
         raise StateError("the score partitions were routed with different rollouts; re-run the scoring")
-    per_version = merge_version_stats([m["per_version"] for m in memos])
+    merged = merge_partitions(memos)
     return {
-        "rows_scored": sum(m["rows_scored"] for m in memos),
-        "per_version": per_version,
+        "rows_scored": merged["rows_scored"],
+        "per_version": merged["per_version"],
         "weights": first["weights"],
-        "observations": challenger_observations(per_version, first["serving"]),
+        "observations": challenger_observations(merged["per_version"], first["serving"]),
         "rollout_id": first.get("rollout_id"),
         "serving": first["serving"],
-        "drift_counts": {v: driftlib.merge([m["drift_counts"][v] for m in memos if v in m.get("drift_counts", {})])
-                         for v in first.get("drift_counts", {})},
+        "drift_counts": merged["drift_counts"],
     }
 
 

@@ -386,18 +386,19 @@ def merge_version_stats(parts: list[dict[str, dict[str, Any]]]) -> dict[str, dic
 
 
 def merge_partitions(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The results of several partitions (``score_partition``) as one: rows add, per-version
-    stats and drift counts merge."""
-    results = sorted(results, key=lambda r: r["index"])
-    versions = {v for r in results for v in r["drift_counts"]}
+    """The results of several partitions (``score_partition``, or the score step's memo entries of
+    each partition) as one: rows and predict seconds add, per-version stats and drift counts merge,
+    part URIs are listed in partition order."""
+    results = sorted(results, key=lambda r: r.get("index", 0))
+    versions = {v for r in results for v in r.get("drift_counts", {})}
     return {
         "rows_scored": sum(r["rows_scored"] for r in results),
-        "predict_seconds": sum(r["predict_seconds"] for r in results),
+        "predict_seconds": sum(r.get("predict_seconds", 0.0) for r in results),
         "per_version": merge_version_stats([r["per_version"] for r in results]),
-        "drift_counts": {v: driftlib.merge([r["drift_counts"][v] for r in results if v in r["drift_counts"]])
+        "drift_counts": {v: driftlib.merge([r["drift_counts"][v] for r in results if v in r.get("drift_counts", {})])
                          for v in sorted(versions)},
-        "parts": [r["predictions_uri"] for r in results],
-        "shadow_parts": [r["shadow_predictions_uri"] for r in results if r["shadow_predictions_uri"]],
+        "parts": [r["predictions_uri"] for r in results if r.get("predictions_uri")],
+        "shadow_parts": [r["shadow_predictions_uri"] for r in results if r.get("shadow_predictions_uri")],
     }
 
 

@@ -344,19 +344,12 @@ def load_version_model(ctx: RunContext, version: VersionRecord) -> Any:
     Raises:
         StorageError: the artifact is missing or its bytes differ from the registered sha256.
     """
-    import xgboost as xgb
+    from stagewise.pipeline.scoring import load_artifact
 
     cache = ctx.memo.setdefault("models", {})
-    if version.artifact_sha256 not in cache:
-        if version.artifact_sha256 == ctx.memo.get("artifact_sha256") and "model" in ctx.memo:
-            cache[version.artifact_sha256] = ctx.memo["model"]
-        else:
-            uri = S3Uri.parse(version.artifact_uri)
-            raw = ctx.objects.get_bytes(uri.bucket, uri.key, expect_sha256=version.artifact_sha256)
-            model = xgb.XGBRegressor()
-            model.load_model(bytearray(raw))
-            cache[version.artifact_sha256] = model
-    return cache[version.artifact_sha256]
+    if version.artifact_sha256 == ctx.memo.get("artifact_sha256") and "model" in ctx.memo:
+        cache.setdefault(version.artifact_sha256, ctx.memo["model"])  # trained in this run: no download
+    return load_artifact(ctx.objects, version, cache)
 
 
 def load_baseline(ctx: RunContext, version: VersionRecord) -> dict[str, Any] | None:

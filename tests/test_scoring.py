@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stagewise.pipeline import scoring, steps
-from stagewise.pipeline.definition import PIPELINE, Pipeline
+from stagewise.pipeline.definition import TRAINING
 from stagewise.pipeline.generator import generate_customers
 from stagewise.pipeline.runner import new_run_id, run_pipeline
 from stagewise.pipeline.spec import load_spec
@@ -32,8 +32,6 @@ from stagewise.pipeline.spec import load_spec
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "engagement-partitions"
 ROWS, GROUP = 24_000, 3_000
-TRAIN = Pipeline("train", tuple(PIPELINE.step(n) for n in ("ingest", "validate", "train", "evaluate", "register")))
-"""Training without scoring: no rollout step runs, so v2 stays at its first traffic step."""
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +60,7 @@ def rollout(dev, spec, tmp_path_factory):
     folder = tmp_path_factory.mktemp("partitions")
     for seed in (41, 42):
         data = _write(generate_customers(ROWS, seed=seed), folder / f"train-{seed}.parquet")
-        result = run_pipeline(_context(dev, spec, data, folder), TRAIN)
+        result = run_pipeline(_context(dev, spec, data, folder), TRAINING)  # no rollout step: v2 stays at 30%
         assert result.exit_code == 0, result.error
     ctx = _context(dev, spec, data, folder)
     serving = ctx.registry.get_model(MODEL).serving()
