@@ -25,7 +25,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn
 from rich.table import Table
 
 from stagewise.platform.cli import (
-    AWS_OPT, ENV_OPT, EXIT_BAD_INPUT, JSON_OPT, emit_json, err, fail, handles_errors, local_app, out,
+    AWS_OPT, EXIT_BAD_INPUT, EXIT_CONFLICT, JSON_OPT, emit_json, err, fail, handles_errors, local_app, out,
 )
 from stagewise.monitoring.alerts_cli import alerts_app
 from stagewise.monitoring.cli import dashboard_command
@@ -106,18 +106,27 @@ def data_generate(
                   f"best achievable R² {doc['best_achievable_r2']}")
 
 
-DATA_OPT = typer.Option(Path("data/customers.parquet"), "--data", "-d", help="Dataset (parquet or CSV), or an s3:// URI.")
-MODEL_OPT = typer.Option("engagement", "--model", "-m", help="Built-in spec name or path to a spec YAML.")
+DATA_OPT = typer.Option(None, "--data", "-d", help="Dataset (parquet or CSV), or an s3:// URI. [default: data/customers.parquet]")
+MODEL_OPT = typer.Option(None, "--model", "-m", help="Built-in spec name or path to a spec YAML. [default: engagement]")
+RUN_ENV_OPT = typer.Option(None, "--env", "-e", help="Environment (stack): dev, test or prod. [default: dev]")
 RUN_ACTOR_OPT = typer.Option(None, "--actor", help="Who runs it, for the audit (default: the assumed role's identity).")
 PORT_OPT = typer.Option(None, "--port", help="Port for the embedded AWS if it has to be started.")
 PROJECT_OPT = typer.Option(None, "--project-dir", help="Folder with Pulumi.<env>.yaml (default: found from cwd).")
+RESUME_OPT = typer.Option(
+    None, "--resume", metavar="RUN_ID|last",
+    help="Finish an interrupted run (killed, SIGTERM, AWS unreachable) under its run id, with the model, data and "
+    "environment it started with; `last` is the latest unfinished run. Steps are idempotent: the result is what an "
+    "uninterrupted run would have made (no duplicate version, rollout counted once).",
+)
+DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_ENV = Path("data/customers.parquet"), "engagement", "dev"
 
 
 @app.command("run")
 @handles_errors
 def run(
-    data: Path = DATA_OPT, model: str = MODEL_OPT, env: str = ENV_OPT, aws: bool = AWS_OPT, actor: Optional[str] = RUN_ACTOR_OPT,
-    port: Optional[int] = PORT_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
+    data: Optional[Path] = DATA_OPT, model: Optional[str] = MODEL_OPT, env: Optional[str] = RUN_ENV_OPT, aws: bool = AWS_OPT,
+    actor: Optional[str] = RUN_ACTOR_OPT, port: Optional[int] = PORT_OPT, project_dir: Optional[Path] = PROJECT_OPT,
+    resume: Optional[str] = RESUME_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Run the pipeline: ingest, validate, train, evaluate, register, score, rollout, publish.
 
@@ -125,66 +134,135 @@ def run(
     of the rollout plan, or candidate (while another rollout is in progress). Without --aws it runs
     against the embedded AWS (started if needed, and left running so that `stagewise registry ...`
     can read the result; stop it with `stagewise local down`).
+
+    Exit codes: 0 ok, 1 a step failed, 2 validation failed, 3 gate failed, 4 bad input, 5 AWS
+    unreachable, 143 stopped by SIGTERM. After 1, 5 or 143 (or a crash), `--resume RUN_ID` finishes the run.
     """
     from stagewise.pipeline.definition import PIPELINE
 
-    _execute(PIPELINE, data, model, env, aws, actor, port, project_dir, as_json)
+    _execute(PIPELINE, data, model, env, aws, actor, port, project_dir, as_json, resume)
 
 
 @app.command("score")
 @handles_errors
 def score(
-    data: Path = DATA_OPT, model: str = MODEL_OPT, env: str = ENV_OPT, aws: bool = AWS_OPT, actor: Optional[str] = RUN_ACTOR_OPT,
-    port: Optional[int] = PORT_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
+    data: Optional[Path] = DATA_OPT, model: Optional[str] = MODEL_OPT, env: Optional[str] = RUN_ENV_OPT, aws: bool = AWS_OPT,
+    actor: Optional[str] = RUN_ACTOR_OPT, port: Optional[int] = PORT_OPT, project_dir: Optional[Path] = PROJECT_OPT,
+    resume: Optional[str] = RESUME_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Score with the current rollout, without training: ingest, validate, score, rollout, publish.
 
     Each run counts toward the bake of the rollout in progress; the controller then advances,
     holds or rolls back on the online gates, so repeated scoring runs walk a challenger through
-    its plan.
+    its plan. Exit codes as `stagewise run`; `--resume RUN_ID` finishes an interrupted run.
     """
     from stagewise.pipeline.definition import SCORING
 
-    _execute(SCORING, data, model, env, aws, actor, port, project_dir, as_json)
+    _execute(SCORING, data, model, env, aws, actor, port, project_dir, as_json, resume)
 
 
-def _execute(pipeline: Any, data: Path, model: str, env: str, aws: bool, actor: Optional[str], port: Optional[int],
-             project_dir: Optional[Path], as_json: bool) -> None:
-    from stagewise.pipeline.runner import new_run_id, run_pipeline
+RESUMABLE_EXITS = frozenset({1, 5, 130, 143})
+"""Exit codes after which ``--resume`` can finish the run (2 and 3 are verdicts on the data or
+the model: resuming would reach the same one)."""
+
+
+def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Optional[str], aws: bool, actor: Optional[str],
+             port: Optional[int], project_dir: Optional[Path], as_json: bool, resume: Optional[str] = None) -> None:
+    from stagewise.pipeline.journal import JournalError, RunJournal
+    from stagewise.pipeline.runner import EXIT_SIGTERM, RunInterrupted, new_run_id, run_pipeline, sigterm_interrupts
     from stagewise.pipeline.spec import load_spec
     from stagewise.pipeline.steps import RunContext
     from stagewise.platform.embedded import stagewise_home
     from stagewise.platform.environment import connect
 
+    command = "run" if pipeline.name == "stagewise" else "score"
+    runs_dir = stagewise_home() / "runs"
+    journal = None
+    if resume:
+        try:
+            journal = RunJournal.load(runs_dir, resume)
+            journal.check_resumable(command)
+        except JournalError as e:
+            fail(str(e), EXIT_CONFLICT if "still running" in str(e) else EXIT_BAD_INPUT, as_json)
+        data, model, env, aws = _resumed_arguments(journal, data, model, env, aws, as_json)
+    data, model, env = data or DEFAULT_DATA, model or DEFAULT_MODEL, env or DEFAULT_ENV
     source = str(data)
     if not source.startswith("s3:/") and not data.is_file():
         fail(f"input data {data} does not exist", EXIT_BAD_INPUT, as_json,
              hint=f"generate it with `stagewise data generate --out {data}`, or pass --data FILE")
     if source.startswith("s3:/") and not source.startswith("s3://"):
         source = "s3://" + source[len("s3:/"):]  # Path() collapses the double slash
+    elif not source.startswith("s3://"):
+        source = str(data.resolve())
+    if journal is not None and journal.doc.get("data_sha256") and not source.startswith("s3://"):
+        from stagewise.pipeline.storage import sha256_file
+
+        if sha256_file(Path(source)) != journal.doc["data_sha256"]:
+            fail(f"{source} changed since run {journal.run_id} read it (sha256 differs): it cannot be resumed",
+                 EXIT_BAD_INPUT, as_json, hint="start a new run without --resume")
     spec = load_spec(model)
     with err.status(f"connecting to {env} ({'AWS' if aws else 'embedded AWS'})"):
         conn = connect(env, aws=aws, project_dir=project_dir, start_embedded=True, provision=True, port=port)
         identity = conn.clients.caller_identity()
-    run_id = new_run_id()
-    workdir = stagewise_home() / "runs" / run_id
+    run_id = journal.run_id if journal else new_run_id()
+    workdir = runs_dir / run_id
     workdir.mkdir(parents=True, exist_ok=True)
+    if journal is None:
+        spec_ref = str(Path(model).resolve()) if Path(model).is_file() else model  # resumable from any folder
+        journal = RunJournal.create(workdir, run_id, command, spec_ref, source, env, aws)
+    else:
+        journal.resume()
     ctx = RunContext(
         run_id=run_id, settings=conn.settings, resources=conn.resources, clients=conn.clients, spec=spec,
         data_source=source, workdir=workdir, actor=actor or identity["Arn"],
     )
     where = f"embedded AWS {conn.clients.target.endpoint_url}" if conn.embedded else "AWS"
     if not as_json:
-        out.print(f"[bold]stagewise {'run' if pipeline.name == 'stagewise' else 'score'}[/] {run_id} · [cyan]{env}[/] "
+        out.print(f"[bold]stagewise {command}[/] {run_id}{' (resumed)' if resume else ''} · [cyan]{env}[/] "
                   f"account {identity['Account']} ({conn.settings.region}, {where}) · model [bold]{spec.name}[/]")
-    result = _run_with_progress(ctx, lambda c, **kw: run_pipeline(c, pipeline, **kw), quiet=as_json)
+
+    def track(name: str, phase: str, rec: Any) -> None:
+        if phase == "start":
+            journal.update(step=name, data_sha256=ctx.memo.get("data_sha256", journal.doc.get("data_sha256")))
+
+    try:
+        with sigterm_interrupts():
+            result = _run_with_progress(ctx, lambda c, **kw: run_pipeline(c, pipeline, **kw), quiet=as_json, track=track)
+    except (RunInterrupted, KeyboardInterrupt) as e:
+        code = EXIT_SIGTERM if isinstance(e, RunInterrupted) else 130
+        what = "SIGTERM" if isinstance(e, RunInterrupted) else "Ctrl-C"
+        journal.update(status="interrupted", exit_code=code, error=f"{what} during step {journal.doc['step']}")
+        fail(f"run {run_id} stopped by {what} during step {journal.doc['step']}; nothing half-done is visible",
+             code, as_json, hint=f"finish it with `stagewise {command} --resume {run_id}`", run_id=run_id, status="interrupted")
+    status = "succeeded" if result.exit_code == 0 else "failed" if result.exit_code in RESUMABLE_EXITS else "rejected"
+    journal.update(status=status, exit_code=result.exit_code, error=result.error)
     doc = result.to_dict()
-    doc["outputs"] = {"workdir": str(workdir)}
+    doc["outputs"] = {"workdir": str(workdir), "journal": str(journal.path)}
+    if result.exit_code in RESUMABLE_EXITS:
+        doc["resume"] = f"stagewise {command} --resume {run_id}"
     if as_json:
         emit_json(doc)
     else:
         _report(doc, ctx)
+        if "resume" in doc:
+            err.print(f"[dim]hint:[/] fix the cause, then finish this run with `{doc['resume']}`")
     raise typer.Exit(result.exit_code)
+
+
+def _resumed_arguments(journal: Any, data: Optional[Path], model: Optional[str], env: Optional[str], aws: bool,
+                       as_json: bool) -> tuple[Path, str, str, bool]:
+    """The data, model, environment and target a resumed run was started with; an option given
+    now that differs from them is refused (exit 4)."""
+    d = journal.doc
+    given = {"--model": (model, d["model"]), "--env": (env, d["env"]),
+             "--data": (None if data is None else str(data) if str(data).startswith("s3:/") else str(data.resolve()), d["data"])}
+    for flag, (now, then) in given.items():
+        if now is not None and now != then and not (flag == "--data" and now.replace("s3:/", "s3://", 1) == then):
+            fail(f"run {journal.run_id} was started with {flag} {then}, not {now}", EXIT_BAD_INPUT, as_json,
+                 hint="resume it without that option, or start a new run without --resume")
+    if aws != d["aws"] and aws:
+        fail(f"run {journal.run_id} ran on the embedded AWS; it cannot be resumed on AWS", EXIT_BAD_INPUT, as_json)
+    return Path(d["data"]), d["model"], d["env"], bool(d["aws"])
 
 
 @app.command("promote")
@@ -234,9 +312,10 @@ def promote(
               f"sha256 {result.artifact_sha256[:16]}… verified on {len(result.copied)} objects")
 
 
-def _run_with_progress(ctx: Any, run_pipeline: Callable[..., Any], quiet: bool) -> Any:
+def _run_with_progress(ctx: Any, run_pipeline: Callable[..., Any], quiet: bool,
+                       track: Callable[[str, str, Any], None] = lambda *_: None) -> Any:
     if quiet:
-        return run_pipeline(ctx)
+        return run_pipeline(ctx, on_step=track)
     progress = Progress(
         SpinnerColumn(), TextColumn("[bold]{task.fields[step]:<9}"), BarColumn(), TaskProgressColumn(),
         TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True,
@@ -245,6 +324,7 @@ def _run_with_progress(ctx: Any, run_pipeline: Callable[..., Any], quiet: bool) 
     current: dict[str, str] = {}
 
     def on_step(name: str, phase: str, rec: Any) -> None:
+        track(name, phase, rec)
         if phase == "start":
             tasks[name] = progress.add_task("", total=None, step=name)
             current["step"] = name

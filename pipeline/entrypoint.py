@@ -31,7 +31,9 @@ State between groups (separate containers) is one JSON document per run,
 need (``HANDOVER``), step durations, and each finished group's output. It is written with S3
 conditional writes (``If-None-Match: *`` when new, ``If-Match: <ETag>`` after), so a concurrent
 writer fails instead of losing an update. Score partitions run concurrently and each writes its
-own ``score/part-<I>-of-<N>.json`` next to it; ``report`` merges them into the state. Large
+own ``score/part-<I>-of-<N>.json`` next to it and leaves its predictions part staged; ``report``
+merges them into the state and first publishes the staged parts (parts to their final keys, then
+the manifest: ``stagewise.pipeline.scoring.publish_predictions``). Large
 objects are not in the state: ``train`` re-reads the input from ``data_uri`` (its sha256
 verified) and re-parses it; a ``score`` partition downloads the input to local disk (streamed,
 sha256 verified) and reads only its own row groups; models load from the registry's artifact URIs.
@@ -65,13 +67,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel
 
 from stagewise.monitoring import metrics as m
 from stagewise.pipeline.asl import CAPACITY_PROVIDER_ENV
 from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, Pipeline, Step
+from stagewise.pipeline.handover import SCORE_KEYS, decode as _decode, dumps as _dumps, encode as _encode
 from stagewise.pipeline.runner import StepRecord, run_pipeline
 from stagewise.pipeline.scoring import (  # noqa: F401 - re-exported: the task's partition contract
     DEFAULT_ROWS_PER_PARTITION,
@@ -80,12 +81,14 @@ from stagewise.pipeline.scoring import (  # noqa: F401 - re-exported: the task's
     merge_version_stats,
     partition_count,
     plan_source,
+    publish_predictions,
     rows_per_partition,
 )
-from stagewise.pipeline.steps import GateRejected, RunContext, ValidationFailed, challenger_observations, read_table
+from stagewise.pipeline.steps import (
+    GateRejected, RunContext, ValidationFailed, challenger_observations, predictions_summary, read_table,
+)
 from stagewise.pipeline.storage import S3Uri, sha256_file
 from stagewise.platform.aws import utc_now
-from stagewise.registry.records import GateResult
 
 TASK_TOKEN_ENV = "STAGEWISE_TASK_TOKEN"
 IN_AWS_ENV = "STAGEWISE_IN_AWS"
@@ -111,7 +114,7 @@ GROUPS: dict[str, tuple[Step, ...]] = dict(PIPELINE.task_groups())
 HANDOVER: dict[str, tuple[str, ...]] = {
     "validate": ("data_uri", "data_sha256", "data_name", "validation"),
     "train": ("artifact_sha256", "artifact_prefix", "metrics", "gates", "samples", "best", "version", "champion"),
-    "score": ("rows_scored", "per_version", "weights", "observations", "rollout_id", "serving", "drift_counts"),
+    "score": SCORE_KEYS,
     "report": ("decision", "drift"),
 }
 """The memo entries each group hands to later groups through ``state.json`` (``report`` also
@@ -271,38 +274,6 @@ class _Log:
         line = {"ts": utc_now().isoformat(timespec="milliseconds"), **self.base, **fields}
         sys.stdout.write(_dumps(line) + "\n")
         sys.stdout.flush()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
-def _dumps(doc: Any) -> str:
-    return json.dumps(doc, default=_json_default, separators=(",", ":"))
-
-
-def _encode(value: Any) -> Any:
-    """A memo value as JSON-native data (dict keys become strings)."""
-    return json.loads(_dumps(value))
-
-
-_DECODE = {
-    "gates": lambda v: [GateResult.model_validate(g) for g in v],
-    "per_version": lambda v: {int(k): s for k, s in v.items()},
-    "weights": lambda v: {int(k): w for k, w in v.items()},
-    "observations": lambda v: {k: (o[0], int(o[1])) for k, o in v.items()},
-}
-
-
-def _decode(key: str, value: Any) -> Any:
-    """A memo value from ``state.json`` in the types the steps use (int version keys, tuples)."""
-    return _DECODE[key](value) if key in _DECODE and value is not None else value
 
 
 # -------------------------------------------------------------------------------------- state
@@ -569,9 +540,26 @@ def _restore(group: str, ctx: RunContext, state: RunState) -> None:
         ctx.memo["frame"] = read_table(data, ctx.memo["data_name"])
     if group == "report":
         docs = state.score_partitions()
-        for key, value in merge_score_partitions(docs).items():
+        merged = merge_score_partitions(docs)
+        for key, value in merged.items():
             ctx.memo[key] = _decode(key, value)
         ctx.durations["score"] = max(d["durations"].get("score", 0.0) for d in docs)  # the Map's wall time
+        publish_score_partitions(ctx, docs, merged)
+
+
+def publish_score_partitions(ctx: RunContext, docs: list[dict[str, Any]], merged: dict[str, Any]) -> dict[str, Any]:
+    """Publish what the Map's partitions staged (``scoring.publish_predictions``): the first thing
+    the report group does, once every partition has finished. Idempotent (a published run is
+    left as it is). Returns the manifest."""
+    parts = [{"index": d["output"]["partition"]["index"], "rows_scored": d["output"]["rows_scored"],
+              "staged_uri": d["output"]["staged_uri"], "staged_shadow_uri": d["output"].get("staged_shadow_uri")}
+             for d in docs]
+    summary = {
+        "rows_scored": merged["rows_scored"], "serving": merged["serving"], "versions": merged["per_version"],
+        "partitions": {"count": len(docs), "scored": [p["index"] for p in parts], "processes": len(docs)},
+        **predictions_summary(ctx.data_bucket, ctx.spec.name, ctx.run_id, len(docs), any(p["staged_shadow_uri"] for p in parts)),
+    }
+    return publish_predictions(ctx.objects, ctx.data_bucket, ctx.spec.name, ctx.run_id, parts, _encode(merged), _encode(summary))
 
 
 def _run_steps(group: str, ctx: RunContext, log: _Log, current: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -644,7 +632,7 @@ def _output(group: str, ctx: RunContext, result: Any, state: RunState, partition
         assert partition is not None
         summary = out.pop("steps")["score"]
         out.update(partition={"index": partition[0], "count": partition[1]}, rows_scored=summary["rows_scored"],
-                   predictions_uri=summary["predictions_uri"], shadow_predictions_uri=summary.get("shadow_predictions_uri"))
+                   staged_uri=summary["staged_uri"], staged_shadow_uri=summary.get("staged_shadow_uri"))
     else:
         out.update(outcome=ctx.memo.get("decision", "no_rollout"), serving=ctx.memo.get("serving"))
     out = _encode(out)

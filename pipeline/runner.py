@@ -8,20 +8,53 @@ then returns a ``RunResult`` whose ``exit_code`` the CLI exits with:
     1  a step failed unexpectedly (alert published when the topic was reachable)
     2  validation failed: nothing trained or registered
     3  an offline gate failed: the version is recorded as rejected, nothing served changed
+    5  AWS (or the embedded AWS) could not be reached mid-run
+
+A SIGTERM (a Spot interruption, ``kill``, ``docker stop``) while ``sigterm_interrupts()`` is active
+raises ``RunInterrupted`` in the step that is running: it unwinds out of ``run_pipeline`` (no
+step failure, no alert) so the caller can record the run as interrupted and exit 143. Nothing a
+step leaves half-done is visible (predictions are published through a manifest, registry writes
+are transactions), and re-running the run under its run id finishes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from stagewise.monitoring import metrics as m
 from stagewise.pipeline.definition import PIPELINE, Pipeline
 from stagewise.pipeline.steps import PipelineStop, RunContext, run_metrics
-from stagewise.platform.aws import utc_now
+from stagewise.platform.aws import unreachable, utc_now
+
+EXIT_AWS_UNREACHABLE = 5
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143, as a shell reports a process killed by SIGTERM
+
+
+class RunInterrupted(BaseException):
+    """SIGTERM arrived during a run (``sigterm_interrupts``). A ``BaseException``, like
+    ``KeyboardInterrupt``, so no ``except Exception`` in a step mistakes it for a failure."""
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While active, SIGTERM raises ``RunInterrupted`` in the main thread (at the next Python
+    instruction: within a boosting round or a scoring batch, far inside Spot's 120-second
+    notice). The previous handler is restored on exit."""
+
+    def handle(signum: int, frame: Any) -> None:
+        raise RunInterrupted("SIGTERM received")
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -113,9 +146,13 @@ def run_pipeline(ctx: RunContext, pipeline: Pipeline = PIPELINE, on_step: StepHo
             rec = StepRecord(st.name, "stopped", time.perf_counter() - t, stop.summary, str(stop))
             exit_code, error = stop.exit_code, str(stop)
             ctx.send_alert(stop.alert)
-        except Exception as e:  # noqa: BLE001 - any failure of a step is reported, alerted, exit 1
+        except Exception as e:  # noqa: BLE001 - any failure of a step is reported, alerted, exit 1 (5: AWS unreachable)
             rec = StepRecord(st.name, "failed", time.perf_counter() - t, {}, f"{type(e).__name__}: {e}")
             exit_code, error = 1, f"step {st.name} failed: {type(e).__name__}: {e}"
+            if unreachable(e):
+                exit_code = EXIT_AWS_UNREACHABLE
+                error = (f"step {st.name} failed: AWS could not be reached ({type(e).__name__}: {e}); when it is back, "
+                         "re-run this run (nothing it did is lost or half-visible)")
             ctx.send_alert(ctx.alert(
                 "step.failed", f"Step {st.name} failed", f"{type(e).__name__}: {e}\n\n{traceback.format_exc(limit=5)}",
                 "Read the error above; fix the cause and re-run `stagewise run` (steps are idempotent: a re-run "

@@ -5,8 +5,15 @@ groups into ``count`` contiguous runs of about ``rows_per_partition()`` rows (``
 rows_per_partition)`` partitions, at most one per row group). A CSV input (no row groups) is one
 partition. Scoring a partition (``score_partition``) reads only its row groups, ``BATCH_ROWS`` rows
 at a time and only the columns scoring needs (id, routing key, features, target; never PII), and
-writes one output part, ``predictions/<model>/run=<run id>/part-<index>.parquet``, through a local
-file: memory is bounded by the batch, not by the input.
+stages one output part, ``staging/predictions/<model>/run=<run id>/part-<index>.parquet``, through
+a local file: memory is bounded by the batch, not by the input.
+
+Readers never see a partial run: parts are staged first, and only when every partition has been
+scored does ``publish_predictions`` copy them to ``predictions/<model>/run=<run id>/`` and then
+write ``_manifest.json`` there (the last object written; Athena ignores ``_`` files). A run's
+predictions are the parts its manifest lists (``read_predictions``); a run that died before its
+manifest has none, and re-running it re-stages and re-publishes the same bytes. Staged parts are
+deleted after publishing, and expire after a day if a run never gets there (bucket lifecycle).
 
 Where partitions run:
 
@@ -24,6 +31,7 @@ statistics merge exactly (``merge_version_stats``); drift counts add up, drift s
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import tempfile
@@ -41,7 +49,8 @@ from stagewise.monitoring import drift as driftlib
 from stagewise.pipeline import modeling
 from stagewise.pipeline.spec import ModelSpec
 from stagewise.pipeline.storage import ObjectStore, S3Uri
-from stagewise.platform.aws import AwsClients, AwsTarget
+from stagewise.platform.aws import AwsClients, AwsTarget, utc_now
+from stagewise.platform.failpoints import failpoint
 from stagewise.registry import routing
 from stagewise.registry.records import ModelRecord, VersionRecord
 
@@ -190,8 +199,8 @@ class ScoringJob:
 
     @property
     def prefix(self) -> str:
-        """Key prefix of the run's prediction parts."""
-        return f"predictions/{self.spec.name}/run={self.run_id}"
+        """Key prefix where the run's prediction parts are staged until all are scored."""
+        return staging_prefix(self.spec.name, self.run_id)
 
     def columns(self) -> list[str]:
         """The input columns scoring reads: id, routing key, features and (if present) target."""
@@ -257,8 +266,8 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
         The partition's result (JSON-ready): ``rows_scored``, ``predict_seconds`` (time in
         XGBoost's predict, serving versions), ``per_version`` (version ->
         ``rows``, ``mean_prediction``, ``labeled``, ``r2``, ``rmse``, ``mae``, label sums),
-        ``drift_counts`` (version -> ``drift.collect`` counts), ``predictions_uri``,
-        ``shadow_predictions_uri``.
+        ``drift_counts`` (version -> ``drift.collect`` counts), ``staged_uri`` and
+        ``staged_shadow_uri`` (the staged parts; ``publish_predictions`` publishes them).
 
     Raises:
         PartitionError: ``index`` is outside the plan.
@@ -324,14 +333,15 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
         shadow_uri = f"s3://{job.data_bucket}/{job.prefix}/shadow/{part}"
     for p in (out_path, shadow_path):
         p.unlink(missing_ok=True)
+    failpoint("score.partition-staged")
     return {
         "index": index,
         "rows_scored": acc.rows,
         "predict_seconds": predict_seconds,
         "per_version": merge_version_stats([{str(n): s} for n, parts in acc.stats.items() for s in parts]),
         "drift_counts": {v: driftlib.merge(parts, seed=index) for v, parts in acc.drift.items()},
-        "predictions_uri": f"s3://{job.data_bucket}/{job.prefix}/{part}",
-        "shadow_predictions_uri": shadow_uri,
+        "staged_uri": f"s3://{job.data_bucket}/{job.prefix}/{part}",
+        "staged_shadow_uri": shadow_uri,
     }
 
 
@@ -388,7 +398,7 @@ def merge_version_stats(parts: list[dict[str, dict[str, Any]]]) -> dict[str, dic
 def merge_partitions(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The results of several partitions (``score_partition``, or the score step's memo entries of
     each partition) as one: rows and predict seconds add, per-version stats and drift counts merge,
-    part URIs are listed in partition order."""
+    staged part URIs are listed in partition order."""
     results = sorted(results, key=lambda r: r.get("index", 0))
     versions = {v for r in results for v in r.get("drift_counts", {})}
     return {
@@ -397,8 +407,8 @@ def merge_partitions(results: list[dict[str, Any]]) -> dict[str, Any]:
         "per_version": merge_version_stats([r["per_version"] for r in results]),
         "drift_counts": {v: driftlib.merge([r["drift_counts"][v] for r in results if v in r.get("drift_counts", {})])
                          for v in sorted(versions)},
-        "parts": [r["predictions_uri"] for r in results if r.get("predictions_uri")],
-        "shadow_parts": [r["shadow_predictions_uri"] for r in results if r.get("shadow_predictions_uri")],
+        "staged_parts": [r["staged_uri"] for r in results if r.get("staged_uri")],
+        "staged_shadow_parts": [r["staged_shadow_uri"] for r in results if r.get("staged_shadow_uri")],
     }
 
 
@@ -441,12 +451,22 @@ def score_partitions(job: ScoringJob, indices: list[int], workers: int,
     import multiprocessing
 
     results: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
         futures = [pool.submit(_worker_score, job, i) for i in indices]
         for done, fut in enumerate(as_completed(futures), start=1):
             results.append(fut.result())
             if progress:
                 progress(done, len(indices), f"{done} of {len(indices)} partitions scored ({workers} processes)")
+    except BaseException:
+        # a failure, SIGTERM or Ctrl-C: stop now instead of scoring the queued partitions first (what
+        # the workers staged is never published; a re-run stages it again)
+        workers_alive = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers_alive:
+            proc.terminate()
+        raise
+    pool.shutdown()
     return sorted(results, key=lambda r: r["index"])
 
 
@@ -472,3 +492,106 @@ def local_input(objects: ObjectStore, data_uri: str, sha256: str, name: str, wor
         raise StorageError(f"{data_uri} has sha256 {actual}, expected {sha256}: the input changed after it was ingested")
     os.replace(tmp.name, path)
     return path
+
+
+# ------------------------------------------------------------------------------- publishing
+MANIFEST = "_manifest.json"
+
+
+def staging_prefix(model: str, run_id: str) -> str:
+    """Where a run's prediction parts wait until every partition is scored (``staging/`` expires
+    after a day: ``stagewise.platform.specs``)."""
+    return f"staging/predictions/{model}/run={run_id}"
+
+
+def published_prefix(model: str, run_id: str) -> str:
+    """Where a run's published predictions live: ``predictions/<model>/run=<run id>``."""
+    return f"predictions/{model}/run={run_id}"
+
+
+def read_manifest(objects: ObjectStore, bucket: str, model: str, run_id: str) -> dict[str, Any] | None:
+    """The manifest of the run's published predictions, or None if the run has not published
+    (it did not finish scoring, or it is still running)."""
+    from stagewise.pipeline.storage import StorageError
+
+    try:
+        return json.loads(objects.get_bytes(bucket, f"{published_prefix(model, run_id)}/{MANIFEST}"))
+    except StorageError:
+        return None
+
+
+def publish_predictions(objects: ObjectStore, bucket: str, model: str, run_id: str, parts: list[dict[str, Any]],
+                        memo: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """Publish a run's staged prediction parts: copy each to its final key, then write the manifest
+    (last), then delete the staged copies. Idempotent: a run that has a manifest is not published
+    again (its manifest is returned); one that died half-way copies the same bytes again.
+
+    Args:
+        parts: one entry per partition, in index order: ``index``, ``rows_scored``, ``staged_uri``,
+            ``staged_shadow_uri`` (None without a shadow challenger), as ``score_partition`` returns.
+        memo: the score step's hand-over (JSON-ready: ``rows_scored``, ``per_version``, ``weights``,
+            ``observations``, ``rollout_id``, ``serving``, ``drift_counts``), kept in the manifest so a
+            re-run of the run reports the scoring it published, routed as it was then.
+        summary: the score step's summary, kept likewise.
+
+    Returns:
+        The manifest: ``model``, ``run_id``, ``published_at`` (ISO 8601 UTC), ``rows`` (int),
+        ``parts`` and ``shadow_parts`` (``{"key", "rows"}`` in partition order), ``memo``, ``summary``.
+
+    Raises:
+        botocore.exceptions.ClientError: a copy or write failed (nothing is visible to readers
+            until the manifest is written; re-run to publish).
+    """
+    existing = read_manifest(objects, bucket, model, run_id)
+    if existing is not None:
+        discard_staged(objects, bucket, model, run_id)  # an earlier attempt may have died before it did
+        return existing
+    final = published_prefix(model, run_id)
+    published: dict[str, list[dict[str, Any]]] = {"parts": [], "shadow_parts": []}
+    for part in sorted(parts, key=lambda p: p["index"]):
+        for field_name, kind, folder in (("staged_uri", "parts", ""), ("staged_shadow_uri", "shadow_parts", "shadow/")):
+            if not part.get(field_name):
+                continue
+            src = S3Uri.parse(part[field_name])
+            key = f"{final}/{folder}{Path(src.key).name}"
+            objects.s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src.bucket, "Key": src.key})
+            published[kind].append({"key": key, "rows": int(part["rows_scored"])})
+            failpoint("score.part-published")
+    manifest = {
+        "schema": 1, "model": model, "run_id": run_id, "published_at": utc_now().isoformat(),
+        "rows": sum(p["rows"] for p in published["parts"]), **published, "memo": memo, "summary": summary,
+    }
+    if not objects.put_new(bucket, f"{final}/{MANIFEST}", json.dumps(manifest).encode(), "application/json"):
+        return read_manifest(objects, bucket, model, run_id) or manifest  # another attempt published first
+    failpoint("score.published")
+    discard_staged(objects, bucket, model, run_id)
+    return manifest
+
+
+def discard_staged(objects: ObjectStore, bucket: str, model: str, run_id: str) -> int:
+    """Delete what the run staged (after publishing); returns the number of objects deleted."""
+    keys = [o["Key"] for page in objects.s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=staging_prefix(model, run_id) + "/") for o in page.get("Contents", [])]
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+        objects.s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+    return len(keys)
+
+
+def read_predictions(objects: ObjectStore, bucket: str, model: str, run_id: str, shadow: bool = False) -> pd.DataFrame:
+    """A run's published predictions as one frame, in partition order: columns ``<id column>``,
+    ``prediction`` (float64), ``model_version`` (int64); ``shadow=True`` reads the shadow
+    challenger's parts instead.
+
+    Raises:
+        StorageError: the run has no manifest (it never finished scoring: nothing of it is
+            published), or a listed part is missing.
+    """
+    from stagewise.pipeline.storage import StorageError
+
+    manifest = read_manifest(objects, bucket, model, run_id)
+    if manifest is None:
+        raise StorageError(f"run {run_id} of model {model!r} has no published predictions "
+                           f"(no s3://{bucket}/{published_prefix(model, run_id)}/{MANIFEST}); it did not finish scoring")
+    parts = manifest["shadow_parts" if shadow else "parts"]
+    frames = [pd.read_parquet(io.BytesIO(objects.get_bytes(bucket, p["key"]))) for p in parts]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["prediction", "model_version"])

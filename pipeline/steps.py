@@ -13,7 +13,8 @@ S3 layout (bucket names from ``stagewise.platform.specs``)::
     data bucket      raw/<model>/<data sha256>/<file name>             the input, content-addressed
                      validation/<model>/<run id>/result.json           GE validation result
                      validation/<model>/<run id>/data-docs/...         GE Data Docs (HTML)
-                     predictions/<model>/run=<run id>/part-00000.parquet
+                     staging/predictions/<model>/run=<run id>/part-00000.parquet  (until every part is scored)
+                     predictions/<model>/run=<run id>/part-00000.parquet, _manifest.json  (published)
     artifact bucket  models/<model>/<artifact sha256>/model.ubj        XGBoost model (UBJSON)
                      models/<model>/<artifact sha256>/metrics.json, feature_importance.json, baseline.json
 """
@@ -37,13 +38,13 @@ import pandas as pd
 from stagewise.monitoring import drift as driftlib
 from stagewise.monitoring import metrics as m
 from stagewise.monitoring.alerts import Alert, publish_alert
-from stagewise.pipeline import modeling
+from stagewise.pipeline import handover, modeling
 from stagewise.pipeline.spec import ModelSpec
 from stagewise.pipeline.storage import ObjectStore, S3Uri, sha256_bytes, sha256_file
 from stagewise.platform.aws import AwsClients
+from stagewise.platform.failpoints import failpoint
 from stagewise.platform.specs import EnvironmentResources
 from stagewise.registry import gates as gatelib
-from stagewise.registry import routing
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import NotFound
 from stagewise.registry.records import Gate, GateResult, VersionRecord
@@ -208,6 +209,7 @@ def validate(ctx: RunContext) -> dict[str, Any]:
     report = validate_frame(df, ctx.spec, docs_dir, run_name=ctx.run_id)
     result_key = f"{prefix}/result.json"
     ctx.objects.put_bytes(ctx.data_bucket, result_key, json.dumps(report.result, default=str).encode(), "application/json")
+    failpoint("validate.result-written")
     docs_files = ctx.objects.upload_dir(ctx.data_bucket, f"{prefix}/data-docs", docs_dir) if docs_dir.exists() else 0
     docs_index = str(report.docs_index) if report.docs_index else None
     summary = {
@@ -261,6 +263,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
     baseline = modeling.baseline_statistics(X.iloc[train_idx], spec, predictions=hold_pred)
     ctx.objects.put_bytes(ctx.artifact_bucket, f"{prefix}/feature_importance.json", json.dumps(importance).encode(), "application/json")
     ctx.objects.put_bytes(ctx.artifact_bucket, f"{prefix}/baseline.json", json.dumps(baseline).encode(), "application/json")
+    failpoint("train.uploaded")
     ctx.memo.update(
         model=model, hold_idx=hold_idx, holdout_true=y[hold_idx], holdout_pred=hold_pred, features=X,
         artifact_sha256=artifact_sha, artifact_prefix=prefix,
@@ -283,7 +286,12 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
 
     The new version must not lose to the champion by more than ``rollout.champion_tolerance``
     R² on the same holdout rows (gate ``r2_vs_champion``, value = new R² - champion R²). The
-    comparison is skipped when the champion was trained on other features.
+    comparison is skipped when the champion was trained on other features, or is this very
+    model (an earlier attempt of the run registered it).
+
+    ``metrics.json`` beside the artifact is written once (S3 ``If-None-Match``): the artifact is
+    content-addressed, so a re-run that trains the same bytes keeps the evaluation that was
+    registered with them.
     """
     spec = ctx.spec
     metrics = modeling.holdout_metrics(ctx.memo["holdout_true"], ctx.memo["holdout_pred"])
@@ -292,7 +300,8 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     holdout = ctx.memo["frame"].iloc[ctx.memo["hold_idx"]]
     champion_metrics = None
     champion = _current_champion(ctx)
-    if champion is not None and champion.lineage.get("features") == spec.feature_names:
+    if (champion is not None and champion.lineage.get("features") == spec.feature_names
+            and champion.artifact_sha256 != ctx.memo["artifact_sha256"]):
         champ_model = load_version_model(ctx, champion)
         champ_pred = modeling.predict(champ_model, ctx.memo["features"].iloc[ctx.memo["hold_idx"]], spec)
         champion_metrics = modeling.holdout_metrics(ctx.memo["holdout_true"], champ_pred)
@@ -305,7 +314,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         reference = getattr(importlib.import_module(module), func)
         best = modeling.holdout_metrics(ctx.memo["holdout_true"], np.asarray(reference(holdout), dtype="float64"))
         best.pop("samples")
-    ctx.objects.put_bytes(
+    ctx.objects.put_new(
         ctx.artifact_bucket, f"{ctx.memo['artifact_prefix']}/metrics.json",
         json.dumps({"holdout": metrics, "samples": samples, "best_achievable": best,
                     "champion": {"version": champion.version, **champion_metrics} if champion_metrics else None}).encode(),
@@ -429,6 +438,7 @@ def register(ctx: RunContext) -> dict[str, Any]:
     )
     v = reg.version
     ctx.memo.update(version=v.version, champion=reg.champion)
+    failpoint("register.done")
     summary = {
         "version": v.version,
         "status": v.status,
@@ -465,14 +475,18 @@ def score(ctx: RunContext) -> dict[str, Any]:
 
     One registry read for the model record (routing is frozen for the run); each key routed
     champion/challenger by its sticky hash (shadow mode: the challenger scores every record into
-    separate parts but serves none); artifacts' sha256 verified. Writes one
-    ``(id, prediction, model_version)`` part per partition to the data bucket; with labels
+    separate parts but serves none); artifacts' sha256 verified. Stages one
+    ``(id, prediction, model_version)`` part per partition in the data bucket; with labels
     present, measures each version's R², RMSE, MAE on the rows it scored.
 
     Which partitions: ``ctx.memo["partition"] = (index, count)`` (an AWS Map task) scores that
-    one; otherwise all of them, in a process pool of ``min(partitions, cores,
-    scoringConcurrency)`` workers when there is more than one, else in-process (reusing the
-    validated frame when it is in memory).
+    one and leaves its part staged (the report group publishes them all); otherwise all of them,
+    in a process pool of ``min(partitions, cores, scoringConcurrency)`` workers when there is more
+    than one, else in-process (reusing the validated frame when it is in memory), and then
+    publishes them (``scoring.publish_predictions``: parts to their final keys, the manifest last).
+
+    Idempotent per run id: if the run's predictions are already published (an earlier attempt
+    died later on), nothing is scored again; the manifest's hand-over and summary are used.
 
     Raises:
         RuntimeError: the model has no champion.
@@ -481,6 +495,13 @@ def score(ctx: RunContext) -> dict[str, Any]:
     from stagewise.pipeline import scoring
 
     spec = ctx.spec
+    given = ctx.memo.get("partition")
+    if given is None and (done := scoring.read_manifest(ctx.objects, ctx.data_bucket, spec.name, ctx.run_id)):
+        # an earlier attempt of this run published: report that scoring, routed as it was then
+        # (the rollout controller may have moved since), instead of scoring again
+        ctx.memo.update({k: handover.decode(k, v) for k, v in done["memo"].items()})
+        scoring.discard_staged(ctx.objects, ctx.data_bucket, spec.name, ctx.run_id)  # if it died before it did
+        return {**done["summary"], "already_published": True}
     record = ctx.registry.get_model(spec.name)
     if record.champion is None:
         raise RuntimeError(f"model {spec.name!r} has no champion to score with; run `stagewise run` to train one")
@@ -490,7 +511,6 @@ def score(ctx: RunContext) -> dict[str, Any]:
     frame = ctx.memo.get("frame")
     source = _local_source(ctx) if frame is None or "data_bytes" not in ctx.memo else None
     plan = scoring.plan_source(source or ctx.memo["data_bytes"], ctx.memo["data_name"])
-    given = ctx.memo.get("partition")
     indices = list(range(plan.count)) if given is None else [given[0]]
     if given is not None and given[1] != plan.count:
         raise scoring.PartitionError(
@@ -520,15 +540,33 @@ def score(ctx: RunContext) -> dict[str, Any]:
     ctx.memo.update(rows_scored=merged["rows_scored"], per_version=per_version, weights=weights,
                     observations=challenger_observations(per_version, record.serving()),
                     drift_counts=merged["drift_counts"], rollout_id=r.id if r else None, serving=record.serving())
-    return {
+    summary = {
         "rows_scored": merged["rows_scored"],
         "serving": record.serving(),
         "versions": per_version,
         "partitions": {"count": plan.count, "scored": indices, "processes": max(1, workers)},
         "predict_seconds": round(merged["predict_seconds"], 3),
-        "predictions_uri": merged["parts"][0] if len(merged["parts"]) == 1 else f"s3://{ctx.data_bucket}/{job.prefix}/",
-        "shadow_predictions_uri": (merged["shadow_parts"][0] if len(merged["shadow_parts"]) == 1
-                                   else f"s3://{ctx.data_bucket}/{job.prefix}/shadow/" if merged["shadow_parts"] else None),
+    }
+    if given is not None:  # a Map task stages its part; the report group publishes them all
+        return summary | {"staged_uri": results[0]["staged_uri"], "staged_shadow_uri": results[0]["staged_shadow_uri"]}
+    summary |= predictions_summary(ctx.data_bucket, spec.name, ctx.run_id, plan.count, bool(merged["staged_shadow_parts"]))
+    scoring.publish_predictions(ctx.objects, ctx.data_bucket, spec.name, ctx.run_id, results,
+                                handover.encode({k: ctx.memo[k] for k in handover.SCORE_KEYS}), handover.encode(summary))
+    return summary
+
+
+def predictions_summary(bucket: str, model: str, run_id: str, parts: int, shadow: bool) -> dict[str, Any]:
+    """Where a run's published predictions are: ``predictions_uri`` (the part, or the run's
+    prefix when there are several), ``shadow_predictions_uri`` (likewise, or None) and
+    ``manifest_uri`` (the manifest that lists them; readers read through it)."""
+    from stagewise.pipeline import scoring
+
+    base = f"s3://{bucket}/{scoring.published_prefix(model, run_id)}"
+    one = "part-00000.parquet"
+    return {
+        "predictions_uri": f"{base}/{one}" if parts == 1 else f"{base}/",
+        "shadow_predictions_uri": (f"{base}/shadow/{one}" if parts == 1 else f"{base}/shadow/") if shadow else None,
+        "manifest_uri": f"{base}/{scoring.MANIFEST}",
     }
 
 
@@ -618,6 +656,7 @@ def rollout(ctx: RunContext) -> dict[str, Any]:
             hold = f"data drift in {names}"
     decision = ctx.registry.evaluate_rollout(ctx.spec.name, ctx.memo["observations"], actor=ctx.actor, run_token=ctx.run_id,
                                              extra_results=extra, hold_reason=hold)
+    failpoint("rollout.evaluated")
     ctx.memo["decision"] = decision.outcome
     before = ctx.memo["serving"]
     if decision.outcome == "rolled_back":
@@ -686,6 +725,7 @@ def run_metrics(ctx: RunContext, succeeded: bool) -> list[m.Datum]:
 
 def publish(ctx: RunContext) -> dict[str, Any]:
     """Send the run's metrics to CloudWatch (namespace ``Stagewise``)."""
+    failpoint("publish.before-metrics")
     result = m.publish(ctx.clients.client("cloudwatch"), run_metrics(ctx, succeeded=True), ctx.resources.metrics_namespace)
     return {"namespace": ctx.resources.metrics_namespace, "datapoints": result.sent, "dropped": result.dropped, "calls": result.calls}
 

@@ -65,6 +65,18 @@ class ObjectStore:
         self.s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, Metadata={"sha256": digest})
         return digest
 
+    def put_new(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Write ``data`` unless the key exists (S3 conditional write ``If-None-Match: *``); returns
+        True if this call wrote it, False if the object was already there (it is left as it is)."""
+        try:
+            self.s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type,
+                               Metadata={"sha256": sha256_bytes(data)}, IfNoneMatch="*")
+        except ClientError as e:
+            if e.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
     def put_file(self, bucket: str, key: str, path: Path, content_type: str | None = None) -> str:
         """Upload a local file; returns its sha256."""
         ctype = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"

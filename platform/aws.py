@@ -12,6 +12,7 @@ exponential backoff with jitter, up to ``max_attempts``).
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,6 +29,11 @@ from stagewise.stacks.settings import EnvironmentSettings
 EMBEDDED_ACCESS_KEY = "testing"  # moto accepts any credentials; these are never real
 EMBEDDED_SECRET_KEY = "testing"
 _RETRIES = {"mode": "standard", "max_attempts": 8}
+_EMBEDDED_RETRIES = {"mode": "standard", "max_attempts": 3}
+"""The embedded AWS is on loopback: a refused or timed-out call means it is down or stuck, not
+throttled, so three attempts say so in seconds instead of a minute of back-off."""
+TIMEOUT_ENV = "STAGEWISE_AWS_TIMEOUT"
+"""Seconds botocore waits to connect and for each read (default 60, botocore's own)."""
 
 
 class AwsAccessError(RuntimeError):
@@ -80,7 +86,11 @@ class AwsClients:
         self._clients: dict[str, Any] = {}
         self._session: boto3.Session | None = None
         # a pool larger than urllib3's default 10: the registry is used from many threads at once
-        self._config = botocore.config.Config(region_name=target.region, retries=_RETRIES, max_pool_connections=64)
+        timeout = float(os.environ.get(TIMEOUT_ENV, 60))
+        self._config = botocore.config.Config(
+            region_name=target.region, retries=_EMBEDDED_RETRIES if target.embedded else _RETRIES,
+            max_pool_connections=64, connect_timeout=timeout, read_timeout=timeout,
+        )
 
     def _base_session(self) -> boto3.Session:
         if self.target.embedded:
@@ -149,6 +159,14 @@ class AwsClients:
         """STS GetCallerIdentity of the assumed role: ``{"Account", "Arn", "UserId"}``."""
         ident = self.client("sts").get_caller_identity()
         return {k: ident[k] for k in ("Account", "Arn", "UserId")}
+
+
+def unreachable(error: BaseException) -> bool:
+    """True if ``error`` means AWS (or the embedded AWS) could not be reached: a refused or reset
+    connection, or a connect/read timeout, after botocore's retries."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
+
+    return isinstance(error, (BotoConnectionError, HTTPClientError))
 
 
 def utc_now() -> datetime:

@@ -25,6 +25,7 @@ from stagewise.platform.embedded import EmbeddedAWS, EmbeddedAWSError
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 4
 EXIT_AWS = 5
+EXIT_CONFLICT = 6
 
 out = Console()
 err = Console(stderr=True)

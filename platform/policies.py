@@ -74,8 +74,10 @@ TASK_S3_ACCESS = {
     # task definition -> (data bucket prefixes read, data prefixes written, artifact prefixes read, written)
     "validate": (["raw/", "incoming/", "runs/"], ["raw/", "validation/", "runs/"], [], []),
     "train": (["raw/", "runs/"], ["runs/"], ["models/"], ["models/"]),
-    "score": (["raw/", "runs/", "predictions/"], ["predictions/", "runs/"], ["models/", "agents/"], []),
+    "score": (["raw/", "runs/", "staging/", "predictions/"], ["staging/", "predictions/", "runs/"], ["models/", "agents/"], []),
 }
+TASK_S3_DELETES = {"score": ["staging/"]}
+"""Data prefixes a task may delete in: the score group removes the parts it staged once published."""
 TASK_REGISTRY_ACTIONS = {
     "validate": [],
     "train": ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"],
@@ -95,7 +97,8 @@ def task_role_policy(
 ) -> Doc:
     """Least-privilege policy of one job task role (``validate``, ``train`` or ``score``).
 
-    Grants: S3 on the task's own prefixes only (``TASK_S3_ACCESS``), the registry actions it needs
+    Grants: S3 on the task's own prefixes only (``TASK_S3_ACCESS``; deletes only in
+    ``TASK_S3_DELETES``), the registry actions it needs
     (``TASK_REGISTRY_ACTIONS``) on the registry table and its indexes, publishing to the alert
     topic, metrics in the Stagewise namespace only, reading its SSM parameters, and the Step
     Functions task-token callbacks.
@@ -117,6 +120,9 @@ def task_role_policy(
         # the task-token callbacks have no resource-level permissions (the token is the authority)
         statement("ReportToStepFunctions", ["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"], ["*"]),
     ]
+    if TASK_S3_DELETES.get(task):
+        statements.append(statement("DiscardStagedData", ["s3:DeleteObject"],
+                                    [f"{data_bucket_arn}/{p}*" for p in TASK_S3_DELETES[task]]))
     if art_reads:
         statements.append(statement("ReadArtifacts", ["s3:GetObject"], [f"{artifact_bucket_arn}/{p}*" for p in art_reads]))
     if art_writes:

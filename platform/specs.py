@@ -191,6 +191,8 @@ def environment_resources(settings: EnvironmentSettings) -> EnvironmentResources
             lifecycle=(
                 LifecycleRule("raw-expiry", "raw/", expire_days=90),
                 LifecycleRule("predictions-expiry", "predictions/", expire_days=180),
+                # parts of runs that died before publishing (published runs delete their own)
+                LifecycleRule("staging-expiry", "staging/", expire_days=1),
             ),
         ),
         artifact_bucket=BucketSpec(

@@ -8,7 +8,6 @@ import math
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
 from typer.testing import CliRunner

@@ -41,7 +41,6 @@ from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.pipeline.spec import load_spec
 from stagewise.pipeline.scoring import _version_stats
 from stagewise.pipeline.steps import GateRejected, RunContext
-from stagewise.pipeline.storage import S3Uri
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import NotFound
 from stagewise.registry.service import Registry
@@ -276,8 +275,13 @@ def test_score_then_report_finish_the_run(dev, finished, trained, inputs):
     kind, out = score.sent[-1]
     assert kind == "success" and out["partition"] == {"index": 0, "count": 1} and out["rows_scored"] == ROWS
     assert "steps" not in out and len(json.dumps(out)) < 1024  # one per Map iteration in the execution's payload
-    uri = S3Uri.parse(out["predictions_uri"])
-    raw = dev.clients.client("s3").get_object(Bucket=uri.bucket, Key=uri.key)["Body"].read()
+    assert "/staging/" in out["staged_uri"]  # a Map task stages its part; the report group publishes
+    s3, bucket = dev.clients.client("s3"), dev.resources.data_bucket.name
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"predictions/{MODEL}/run={RUN}/_manifest.json")["Body"].read())
+    assert [p["key"] for p in manifest["parts"]] == [f"predictions/{MODEL}/run={RUN}/part-00000.parquet"]
+    assert manifest["rows"] == ROWS and manifest["memo"]["rows_scored"] == ROWS
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=f"staging/predictions/{MODEL}/run={RUN}/").get("KeyCount", 0) == 0
+    raw = s3.get_object(Bucket=bucket, Key=manifest["parts"][0]["key"])["Body"].read()
     pred = pd.read_parquet(io.BytesIO(raw))
     assert len(pred) == ROWS and list(pred.columns) == ["customer_id", "prediction", "model_version"]
     assert set(pred["customer_id"]) == set(inputs["frame"]["customer_id"])

@@ -15,7 +15,6 @@ gates see must agree.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pandas as pd
@@ -48,8 +47,8 @@ def _write(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def _context(dev, spec, data: Path, tmp_path: Path):
-    run_id = new_run_id()
+def _context(dev, spec, data: Path, tmp_path: Path, run_id: str | None = None):
+    run_id = run_id or new_run_id()
     return steps.RunContext(run_id=run_id, settings=dev.settings, resources=dev.resources, clients=dev.clients, spec=spec,
                             data_source=str(data), workdir=tmp_path / run_id, actor="test")
 
@@ -68,12 +67,13 @@ def rollout(dev, spec, tmp_path_factory):
     return _write(generate_customers(ROWS, seed=43), folder / "score.parquet")
 
 
-def _score(dev, spec, data: Path, tmp_path: Path, monkeypatch, per_partition: int | None, partition=None, frame=True):
+def _score(dev, spec, data: Path, tmp_path: Path, monkeypatch, per_partition: int | None, partition=None, frame=True,
+           run_id: str | None = None):
     if per_partition is None:
         monkeypatch.delenv(scoring.ROWS_PER_PARTITION_ENV, raising=False)
     else:
         monkeypatch.setenv(scoring.ROWS_PER_PARTITION_ENV, str(per_partition))
-    ctx = _context(dev, spec, data, tmp_path)
+    ctx = _context(dev, spec, data, tmp_path, run_id)
     steps.ingest(ctx)
     if frame:
         steps.validate(ctx)
@@ -85,12 +85,12 @@ def _score(dev, spec, data: Path, tmp_path: Path, monkeypatch, per_partition: in
     return ctx, summary
 
 
-def _parts(dev, ctx) -> pd.DataFrame:
-    s3, bucket = dev.clients.client("s3"), dev.resources.data_bucket.name
-    prefix = f"predictions/{MODEL}/run={ctx.run_id}/"
-    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"] if "/shadow/" not in o["Key"])
-    frames = [pd.read_parquet(io.BytesIO(s3.get_object(Bucket=bucket, Key=k)["Body"].read())) for k in keys]
-    return pd.concat(frames, ignore_index=True), keys
+def _parts(dev, ctx) -> tuple[pd.DataFrame, list[str]]:
+    """The run's published predictions (read through its manifest) and the keys of its parts."""
+    bucket = dev.resources.data_bucket.name
+    manifest = scoring.read_manifest(ctx.objects, bucket, MODEL, ctx.run_id)
+    assert manifest is not None, f"run {ctx.run_id} published nothing"
+    return scoring.read_predictions(ctx.objects, bucket, MODEL, ctx.run_id), [p["key"] for p in manifest["parts"]]
 
 
 def test_predictions_are_identical_whatever_the_partitioning(dev, spec, rollout, tmp_path, monkeypatch):
@@ -100,12 +100,16 @@ def test_predictions_are_identical_whatever_the_partitioning(dev, spec, rollout,
     assert whole["partitions"] == {"count": 1, "scored": [0], "processes": 1}
     assert pooled["partitions"] == {"count": 4, "scored": [0, 1, 2, 3], "processes": 2}
 
-    tasks = []
+    tasks, staged, map_run = [], [], new_run_id()
     for i in range(8):  # as the Distributed Map runs them: one task per partition, no frame in memory
-        ctx, summary = _score(dev, spec, rollout, tmp_path, monkeypatch, GROUP, partition=(i, 8), frame=False)
+        ctx, summary = _score(dev, spec, rollout, tmp_path, monkeypatch, GROUP, partition=(i, 8), frame=False, run_id=map_run)
         assert summary["partitions"] == {"count": 8, "scored": [i], "processes": 1}
         assert summary["rows_scored"] == GROUP  # one row group each: it read only its own rows
+        assert "predictions_uri" not in summary and "/staging/" in summary["staged_uri"]  # staged, not published
         tasks.append(ctx)
+        staged.append({"index": i, **summary})
+    assert scoring.read_manifest(ctx.objects, dev.resources.data_bucket.name, MODEL, map_run) is None
+    scoring.publish_predictions(ctx.objects, dev.resources.data_bucket.name, MODEL, map_run, staged, {}, {})  # the report group
 
     expected, keys = _parts(dev, whole_ctx)
     assert len(keys) == 1 and len(expected) == ROWS
@@ -120,8 +124,11 @@ def test_predictions_are_identical_whatever_the_partitioning(dev, spec, rollout,
     assert [k.rsplit("/", 1)[1] for k in pool_keys] == [f"part-{i:05d}.parquet" for i in range(4)]
     pd.testing.assert_frame_equal(pooled_parts, expected, check_exact=True)
 
-    task_parts = [_parts(dev, ctx)[0] for ctx in tasks]
-    pd.testing.assert_frame_equal(pd.concat(task_parts, ignore_index=True), expected, check_exact=True)
+    task_parts, task_keys = _parts(dev, tasks[0])
+    assert len(task_keys) == 8
+    pd.testing.assert_frame_equal(task_parts, expected, check_exact=True)
+    s3, bucket = dev.clients.client("s3"), dev.resources.data_bucket.name
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=f"staging/predictions/{MODEL}/").get("KeyCount", 0) == 0  # staging emptied
 
     # what the rollout gates see is the same, merged from partitions or computed at once
     merged = scoring.merge_version_stats([ctx.memo["per_version"] for ctx in tasks])

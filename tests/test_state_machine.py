@@ -610,8 +610,8 @@ def _score_output(task: StartedTask, rows: int = 500) -> dict[str, Any]:
         "run_id": run_id, "group": "score", "model": MODEL, "environment": "dev",
         "state_uri": f"s3://stagewise-dev-data-314159265358/runs/{run_id}/state.json",
         "partition": {"index": index, "count": count}, "rows_scored": rows,
-        "predictions_uri": f"s3://stagewise-dev-data-314159265358/predictions/{run_id}/part-{index:05d}.parquet",
-        "shadow_predictions_uri": None,
+        "staged_uri": f"s3://stagewise-dev-data-314159265358/staging/predictions/{MODEL}/run={run_id}/part-{index:05d}.parquet",
+        "staged_shadow_uri": None,
     }  # fmt: skip
 
 
