@@ -557,6 +557,7 @@ def publish_score_partitions(ctx: RunContext, docs: list[dict[str, Any]], merged
     summary = {
         "rows_scored": merged["rows_scored"], "serving": merged["serving"], "versions": merged["per_version"],
         "partitions": {"count": len(docs), "scored": [p["index"] for p in parts], "processes": len(docs)},
+        "id_hash": docs[0]["output"].get("id_hash"),
         **predictions_summary(ctx.data_bucket, ctx.spec.name, ctx.run_id, len(docs), any(p["staged_shadow_uri"] for p in parts)),
     }
     return publish_predictions(ctx.objects, ctx.data_bucket, ctx.spec.name, ctx.run_id, parts, _encode(merged), _encode(summary))
@@ -632,7 +633,8 @@ def _output(group: str, ctx: RunContext, result: Any, state: RunState, partition
         assert partition is not None
         summary = out.pop("steps")["score"]
         out.update(partition={"index": partition[0], "count": partition[1]}, rows_scored=summary["rows_scored"],
-                   staged_uri=summary["staged_uri"], staged_shadow_uri=summary.get("staged_shadow_uri"))
+                   staged_uri=summary["staged_uri"], staged_shadow_uri=summary.get("staged_shadow_uri"),
+                   id_hash=summary["id_hash"])
     else:
         out.update(outcome=ctx.memo.get("decision", "no_rollout"), serving=ctx.memo.get("serving"))
     out = _encode(out)

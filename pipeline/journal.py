@@ -5,7 +5,7 @@ atomically at each step, so a crash leaves the last complete version)::
 
     {"run_id": "...", "command": "run" | "score", "model": "engagement" | "path/to/spec.yaml",
      "data": "/abs/path.parquet" | "s3://...", "env": "dev", "aws": false,
-     "status": "running" | "succeeded" | "failed" | "interrupted", "step": "score",
+     "status": "running" | "succeeded" | "failed" | "interrupted" | "rejected", "step": "score",
      "exit_code": null | int, "error": null | str, "data_sha256": "...", "pid": 1234,
      "host": "laptop", "attempts": 1, "started_at": "...", "updated_at": "..."}
 
@@ -113,6 +113,9 @@ class RunJournal:
                                f"`stagewise {self.doc['command']} --resume {self.run_id}`")
         if status == "succeeded":
             raise JournalError(f"run {self.run_id} already succeeded: there is nothing to resume")
+        if status == "rejected":
+            raise JournalError(f"run {self.run_id} was rejected (exit {self.doc.get('exit_code')}: the data failed validation "
+                               "or the version its gate); resuming reaches the same verdict: fix the cause and start a new run")
         if status == "running" and self.alive():
             raise JournalError(f"run {self.run_id} is still running (pid {self.doc['pid']}); wait for it or stop it first")
 

@@ -5,7 +5,7 @@ groups into ``count`` contiguous runs of about ``rows_per_partition()`` rows (``
 rows_per_partition)`` partitions, at most one per row group). A CSV input (no row groups) is one
 partition. Scoring a partition (``score_partition``) reads only its row groups, ``BATCH_ROWS`` rows
 at a time and only the columns scoring needs (id, routing key, features, target; never PII), and
-stages one output part, ``staging/predictions/<model>/run=<run id>/part-<index>.parquet``, through
+stages one output part (the id replaced by its keyed hash, ``stagewise.platform.idhash``), ``staging/predictions/<model>/run=<run id>/part-<index>.parquet``, through
 a local file: memory is bounded by the batch, not by the input.
 
 Readers never see a partial run: parts are staged first, and only when every partition has been
@@ -51,6 +51,7 @@ from stagewise.pipeline.spec import ModelSpec
 from stagewise.pipeline.storage import ObjectStore, S3Uri
 from stagewise.platform.aws import AwsClients, AwsTarget, utc_now
 from stagewise.platform.failpoints import failpoint
+from stagewise.platform.idhash import hash_ids
 from stagewise.registry import routing
 from stagewise.registry.records import ModelRecord, VersionRecord
 
@@ -181,6 +182,8 @@ class ScoringJob:
         source_name: the input's file name (decides Parquet vs CSV with the magic bytes).
         plan: the input's partition plan.
         workdir: folder for the parts before upload.
+        id_salt: the secret salt of the id hash (``stagewise.platform.idhash``): parts carry
+            ``<id column>_hash``, never the id. Not shown by ``repr``.
         batch_rows: rows per batch.
     """
 
@@ -195,7 +198,13 @@ class ScoringJob:
     source_name: str
     plan: PartitionPlan
     workdir: str
+    id_salt: bytes = field(repr=False, default=b"")
     batch_rows: int = BATCH_ROWS
+
+    @property
+    def id_hash_column(self) -> str:
+        """The parts' row identifier: ``<id column>_hash``."""
+        return f"{self.spec.id_column}_hash"
 
     @property
     def prefix(self) -> str:
@@ -300,15 +309,15 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
                 prediction[mask] = modeling.predict(model, X[mask], spec)
                 predict_seconds += time.perf_counter() - t
                 acc.stats.setdefault(number, []).append(_version_stats(prediction[mask], labels[mask] if labels is not None else None))
-            ids = df[spec.id_column].to_numpy()
-            table = pa.table({spec.id_column: ids, "prediction": prediction, "model_version": served})
+            ids = hash_ids(df[spec.id_column].to_numpy(), job.id_salt)
+            table = pa.table({job.id_hash_column: ids, "prediction": prediction, "model_version": served})
             writer = writer or pq.ParquetWriter(out_path, table.schema)
             writer.write_table(table)
             if shadow:
                 shadow_pred = modeling.predict(load_model(job.versions[r.challenger]), X, spec)
                 acc.stats.setdefault(r.challenger, []).append(
                     {**_version_stats(shadow_pred, labels), "shadow": True})
-                st = pa.table({spec.id_column: ids, "prediction": shadow_pred,
+                st = pa.table({job.id_hash_column: ids, "prediction": shadow_pred,
                                "model_version": np.full(len(df), r.challenger, dtype="int64")})
                 shadow_writer = shadow_writer or pq.ParquetWriter(shadow_path, st.schema)
                 shadow_writer.write_table(st)
@@ -323,7 +332,7 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
             if w is not None:
                 w.close()
     if writer is None:  # an empty partition still publishes an (empty) part
-        empty = pa.table({spec.id_column: pa.array([], pa.string()), "prediction": pa.array([], pa.float64()),
+        empty = pa.table({job.id_hash_column: pa.array([], pa.string()), "prediction": pa.array([], pa.float64()),
                           "model_version": pa.array([], pa.int64())})
         pq.write_table(empty, out_path)
     objects.put_file(job.data_bucket, f"{job.prefix}/{part}", out_path, "application/vnd.apache.parquet")
@@ -578,9 +587,9 @@ def discard_staged(objects: ObjectStore, bucket: str, model: str, run_id: str) -
 
 
 def read_predictions(objects: ObjectStore, bucket: str, model: str, run_id: str, shadow: bool = False) -> pd.DataFrame:
-    """A run's published predictions as one frame, in partition order: columns ``<id column>``,
-    ``prediction`` (float64), ``model_version`` (int64); ``shadow=True`` reads the shadow
-    challenger's parts instead.
+    """A run's published predictions as one frame, in partition order: columns ``<id column>_hash``
+    (str: ``stagewise.platform.idhash.hash_ids`` of the id), ``prediction`` (float64),
+    ``model_version`` (int64); ``shadow=True`` reads the shadow challenger's parts instead.
 
     Raises:
         StorageError: the run has no manifest (it never finished scoring: nothing of it is

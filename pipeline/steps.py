@@ -43,6 +43,7 @@ from stagewise.pipeline.spec import ModelSpec
 from stagewise.pipeline.storage import ObjectStore, S3Uri, sha256_bytes, sha256_file
 from stagewise.platform.aws import AwsClients
 from stagewise.platform.failpoints import failpoint
+from stagewise.platform.idhash import read_id_salt
 from stagewise.platform.specs import EnvironmentResources
 from stagewise.registry import gates as gatelib
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
@@ -519,10 +520,12 @@ def score(ctx: RunContext) -> dict[str, Any]:
     workers = min(len(indices), os.cpu_count() or 1, ctx.settings.scoring_concurrency)
     if workers > 1:  # worker processes read their row groups from a file
         source = source or _local_source(ctx)
+    salt = read_id_salt(ctx.clients, ctx.resources)
     job = scoring.ScoringJob(
         target=ctx.clients.target, data_bucket=ctx.data_bucket, spec=spec, run_id=ctx.run_id, record=record,
         versions=versions, baselines={n: load_baseline(ctx, versions[n]) for n in numbers},
         source=str(source or ctx.data_source), source_name=ctx.memo["data_name"], plan=plan, workdir=str(ctx.workdir / "score"),
+        id_salt=salt.key,
     )
     ctx.progress(0, len(indices), f"scoring {plan.rows:,} rows in {plan.count} partition(s)"
                  + (f", {r.weight:g}% to v{r.challenger}" if r else ""))
@@ -546,6 +549,7 @@ def score(ctx: RunContext) -> dict[str, Any]:
         "versions": per_version,
         "partitions": {"count": plan.count, "scored": indices, "processes": max(1, workers)},
         "predict_seconds": round(merged["predict_seconds"], 3),
+        "id_hash": {"column": job.id_hash_column, **salt.describe()},
     }
     if given is not None:  # a Map task stages its part; the report group publishes them all
         return summary | {"staged_uri": results[0]["staged_uri"], "staged_shadow_uri": results[0]["staged_shadow_uri"]}

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from stagewise.platform import policies
+from stagewise.platform import idhash, policies
 
 
 @dataclass
@@ -35,7 +35,8 @@ class AccessArgs:
 class Access(pulumi.ComponentResource):
     """The deployer role (PowerUserAccess plus IAM on ``stagewise-*`` roles; the stack's
     ``aws:assumeRoles`` points at it) and the promoter role (artifacts and registry only), both
-    trusting the tooling account; and the SSM String parameters. Outputs the role ARNs."""
+    trusting the tooling account; the SSM String parameters, and the SecureString salt of the id
+    hash (``stagewise.platform.idhash``). Outputs the role ARNs (never the salt)."""
 
     def __init__(self, name: str, args: AccessArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagewise:platform:Access", name, None, opts)
@@ -61,6 +62,14 @@ class Access(pulumi.ComponentResource):
             aws.ssm.Parameter(f"{name}-param-{key}", name=f"{args.ssm_prefix}/{key}", type="String", value=value, opts=child)
             for key, value in args.parameters.items()
         ]
+        # the id hash's secret salt: random at creation, a Pulumi secret (encrypted in the state, never
+        # an output), and left as it is by later deploys (a new salt would break joins with old outputs)
+        self.id_salt = aws.ssm.Parameter(
+            f"{name}-id-salt", name=f"{args.ssm_prefix}/{idhash.ID_SALT}", type="SecureString",
+            value=pulumi.Output.secret(idhash.new_salt()),
+            description="Stagewise: secret salt of the keyed id hash (never rotate: joins break)",
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"], additional_secret_outputs=["value"]),
+        )
         self.deployer_arn = self.deployer.arn
         self.promoter_arn = self.promoter.arn
         self.register_outputs({"deployer_role_arn": self.deployer_arn, "promoter_role_arn": self.promoter_arn,

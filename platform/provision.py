@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from stagewise.platform.aws import AwsClients
+from stagewise.platform.idhash import ensure_id_salt, salt_parameter
 from stagewise.platform.policies import tail_queue_policy, tls_only_bucket_policy
 from stagewise.platform.specs import BucketSpec, EnvironmentResources, TableSpec, TopicSpec
 
@@ -27,8 +28,9 @@ class ProvisionAction:
 
 
 def ensure_environment(clients: AwsClients, resources: EnvironmentResources) -> list[ProvisionAction]:
-    """Create (or confirm) the environment's buckets, registry table, alert topic, and the queue
-    ``stagewise alerts tail`` reads (subscribed before the first run publishes anything).
+    """Create (or confirm) the environment's buckets, registry table, alert topic, the queue
+    ``stagewise alerts tail`` reads (subscribed before the first run publishes anything), and the
+    secret salt of the id hash (``stagewise.platform.idhash``).
 
     Raises:
         botocore.exceptions.ClientError: an AWS call failed for a reason other than "already exists".
@@ -38,6 +40,7 @@ def ensure_environment(clients: AwsClients, resources: EnvironmentResources) -> 
     actions.append(ensure_topic(clients, resources.alert_topic))
     queue = ensure_tail_queue(clients, resources)
     actions.append(ProvisionAction("sqs queue", tail_queue_name(resources), "created" if queue.subscribed_now else "exists"))
+    actions.append(ProvisionAction("ssm parameter", salt_parameter(resources), ensure_id_salt(clients, resources)))
     return actions
 
 

@@ -41,6 +41,7 @@ from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.pipeline.spec import load_spec
 from stagewise.pipeline.scoring import _version_stats
 from stagewise.pipeline.steps import GateRejected, RunContext
+from stagewise.platform.idhash import hash_ids, read_id_salt
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import NotFound
 from stagewise.registry.service import Registry
@@ -283,8 +284,10 @@ def test_score_then_report_finish_the_run(dev, finished, trained, inputs):
     assert s3.list_objects_v2(Bucket=bucket, Prefix=f"staging/predictions/{MODEL}/run={RUN}/").get("KeyCount", 0) == 0
     raw = s3.get_object(Bucket=bucket, Key=manifest["parts"][0]["key"])["Body"].read()
     pred = pd.read_parquet(io.BytesIO(raw))
-    assert len(pred) == ROWS and list(pred.columns) == ["customer_id", "prediction", "model_version"]
-    assert set(pred["customer_id"]) == set(inputs["frame"]["customer_id"])
+    assert len(pred) == ROWS and list(pred.columns) == ["customer_id_hash", "prediction", "model_version"]
+    salt = read_id_salt(dev.clients, dev.resources)
+    assert set(pred["customer_id_hash"]) == set(hash_ids(inputs["frame"]["customer_id"], salt.key))
+    assert manifest["summary"]["id_hash"] == {"column": "customer_id_hash", **salt.describe()}
     assert version in set(pred["model_version"])
 
     kind, out = report.sent[-1]

@@ -47,6 +47,7 @@ from stagewise.pipeline.steps import RunContext
 from stagewise.pipeline.storage import StorageError
 from stagewise.platform.embedded import EmbeddedAWS
 from stagewise.platform.failpoints import FAILPOINTS_ENV
+from stagewise.platform.idhash import hash_ids, read_id_salt
 from stagewise.registry import routing
 
 ROWS, GROUP = 3_000, 1_000
@@ -216,6 +217,7 @@ def reference(faults) -> dict[str, Any]:
     snap["expected"] = {v["version"]: modeling.predict(load_artifact(objects, _version(faults, model, v["version"]), {}), X, spec)
                         for v in snap["versions"]}
     snap["ids"] = frame["customer_id"].to_numpy()
+    snap["hashed_ids"] = hash_ids(snap["ids"], read_id_salt(faults.conn.clients, faults.conn.resources).key)
     check_predictions(snap, snap)
     # v2 served 50 % of this run, passed its online gates and completed its rollout: champion
     assert snap["manifest"]["weights"] == {"1": 50.0, "2": 50.0} and snap["model"]["champion_history"] == [1, 2]
@@ -231,7 +233,7 @@ def check_predictions(snapshot: dict[str, Any], reference: dict[str, Any]) -> No
     exactly as that version's artifact predicts it."""
     pred = snapshot["predictions"]
     model, rollout_id = snapshot["routing"]
-    assert pred["customer_id"].tolist() == reference["ids"].tolist()
+    assert pred["customer_id_hash"].tolist() == reference["hashed_ids"].tolist()
     to_v2 = routing.to_challenger(model, rollout_id, 50.0, reference["ids"])
     assert pred["model_version"].tolist() == np.where(to_v2, 2, 1).tolist()
     expected = np.where(to_v2, reference["expected"][2], reference["expected"][1])
@@ -241,7 +243,7 @@ def check_predictions(snapshot: dict[str, Any], reference: dict[str, Any]) -> No
 def assert_same(snapshot: dict[str, Any], reference: dict[str, Any]) -> None:
     check_predictions(snapshot, reference)
     assert snapshot["staged_leftovers"] == 0
-    skip = {"predictions", "routing", "expected", "ids"}
+    skip = {"predictions", "routing", "expected", "ids", "hashed_ids"}
     assert {k: v for k, v in snapshot.items() if k not in skip} == {k: v for k, v in reference.items() if k not in skip}
 
 

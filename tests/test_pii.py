@@ -1,6 +1,7 @@
 """PII (``name``, ``email``) never leaves the input (issue 8): after a full `stagewise run`, every
 object the run wrote to S3 (except the archived input under ``raw/``), the CLI's output and the
-CloudWatch metrics are searched for the input's names and e-mails.
+CloudWatch metrics are searched for the input's names and e-mails. The customer id leaves only as
+its keyed hash, whose salt is an SSM SecureString found in no output.
 
 Parquet objects are read (their pages are compressed, so bytes cannot be grepped) and checked for
 PII columns and PII values; every other object is searched as text.
@@ -35,7 +36,7 @@ def run(dev, tmp_path_factory):
     result = runner.invoke(app, ["run", "--env", "dev", "--project-dir", str(REPO), "--model", str(spec),
                                  "--data", str(data)])
     assert result.exit_code == 0, result.output
-    return {"output": result.output, "pii": set(df["name"]) | set(df["email"])}
+    return {"output": result.output, "pii": set(df["name"]) | set(df["email"]), "ids": df["customer_id"]}
 
 
 def _run_objects(dev, raw: bool = False) -> dict[str, bytes]:
@@ -79,3 +80,24 @@ def test_no_pii_in_the_output_or_the_metrics(dev, run):
     dims = json.dumps([m["Dimensions"] for m in metrics if any(d["Value"] == MODEL for d in m["Dimensions"])])
     assert MODEL in dims  # the run's metrics are there
     assert not any(p in dims for p in run["pii"])
+
+
+def test_ids_leave_only_as_their_keyed_hash_and_the_salt_nowhere(dev, run):
+    import hashlib
+
+    from stagewise.platform.idhash import hash_ids, read_id_salt, salt_parameter
+
+    ssm = dev.clients.client("ssm")
+    param = ssm.get_parameter(Name=salt_parameter(dev.resources))["Parameter"]
+    assert param["Type"] == "SecureString"
+    salt = read_id_salt(dev.clients, dev.resources)
+    objects = _run_objects(dev)
+    (key,) = [uri for uri in objects if uri.endswith("/part-00000.parquet") and "/predictions/" in uri]
+    pred = pd.read_parquet(io.BytesIO(objects[key]))
+    ids = run["ids"].astype(str)
+    assert "customer_id" not in pred.columns and not set(pred["customer_id_hash"]) & set(ids)
+    assert pred["customer_id_hash"].tolist() == hash_ids(run["ids"], salt.key).tolist()  # who holds the salt joins back
+    unkeyed = {hashlib.blake2b(i.encode(), digest_size=16).hexdigest() for i in ids} | {hashlib.sha256(i.encode()).hexdigest() for i in ids}
+    assert not set(pred["customer_id_hash"]) & unkeyed  # not recomputable without it
+    secret = salt.key.hex()
+    assert not any(secret.encode() in body for body in objects.values()) and secret not in run["output"]

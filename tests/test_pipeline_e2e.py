@@ -22,6 +22,7 @@ from conftest import REPO
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.pipeline.storage import S3Uri, sha256_file
+from stagewise.platform.idhash import hash_ids, read_id_salt
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import NotFound
 from stagewise.registry.service import Registry
@@ -101,8 +102,10 @@ def test_every_customer_is_scored_and_no_pii_leaves(good_run, dev, dataset):
     pred = pd.read_parquet(io.BytesIO(raw))
     source = pd.read_parquet(dataset)
     assert len(pred) == ROWS == score["rows_scored"]
-    assert list(pred.columns) == ["customer_id", "prediction", "model_version"]
-    assert set(pred["customer_id"]) == set(source["customer_id"])
+    assert list(pred.columns) == ["customer_id_hash", "prediction", "model_version"]  # the id only as its keyed hash
+    salt = read_id_salt(dev.clients, dev.resources).key
+    assert set(pred["customer_id_hash"]) == set(hash_ids(source["customer_id"], salt))  # joins back with the salt
+    assert not set(pred["customer_id_hash"]) & set(source["customer_id"])
     assert pred["prediction"].between(0, 1).all()
     assert (pred["model_version"] == score["serving"]["champion"]).all()
     text = raw.decode("latin-1")

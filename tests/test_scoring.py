@@ -27,6 +27,7 @@ from stagewise.pipeline.definition import TRAINING
 from stagewise.pipeline.generator import generate_customers
 from stagewise.pipeline.runner import new_run_id, run_pipeline
 from stagewise.pipeline.spec import load_spec
+from stagewise.platform.idhash import hash_ids, read_id_salt
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "engagement-partitions"
@@ -114,11 +115,12 @@ def test_predictions_are_identical_whatever_the_partitioning(dev, spec, rollout,
     expected, keys = _parts(dev, whole_ctx)
     assert len(keys) == 1 and len(expected) == ROWS
     source = pd.read_parquet(rollout, columns=["customer_id"])
-    assert expected["customer_id"].tolist() == source["customer_id"].tolist()  # input order kept
+    salt = read_id_salt(dev.clients, dev.resources).key
+    assert expected["customer_id_hash"].tolist() == hash_ids(source["customer_id"], salt).tolist()  # input order kept
     assert set(expected["model_version"]) == {1, 2}
     share = (expected["model_version"] == 2).mean()
     assert 0.27 < share < 0.33  # the challenger serves its 30%
-    assert list(expected.columns) == ["customer_id", "prediction", "model_version"]  # no PII, no features
+    assert list(expected.columns) == ["customer_id_hash", "prediction", "model_version"]  # no PII, no features, no raw id
 
     pooled_parts, pool_keys = _parts(dev, pool_ctx)
     assert [k.rsplit("/", 1)[1] for k in pool_keys] == [f"part-{i:05d}.parquet" for i in range(4)]

@@ -247,6 +247,18 @@ def test_outputs_hold_no_secret(stack):
     assert outputs["state_machine_arn"].endswith(f"stagewise-{stack[0]}-pipeline")
 
 
+def test_id_salt_is_a_secure_string_and_no_output(stack):
+    env, _, mocks, outputs = stack
+    (salt,) = [r for r in mocks.of_type("aws:ssm/parameter:Parameter") if r.inputs["name"] == f"/stagewise/{env}/id-salt"]
+    from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
+
+    envelope = salt.inputs["value"]  # a Pulumi secret: encrypted in the stack's state
+    assert salt.inputs["type"] == "SecureString" and envelope[_special_sig_key] == _special_secret_sig
+    assert len(envelope["value"]) == 64 and envelope["value"] not in json.dumps(outputs, default=str)
+    others = [r for r in mocks.of_type("aws:ssm/parameter:Parameter") if r is not salt]
+    assert others and all(r.inputs["type"] == "String" for r in others)  # names and ARNs only
+
+
 def test_iam_policies_pass_parliament(stack):
     """Every identity policy the stack writes passes parliament with no finding above LOW."""
     import warnings
