@@ -2,6 +2,7 @@
 
     stagewise run             run the whole pipeline (starts the embedded AWS if needed)
     stagewise score           score with the current rollout, without training
+    stagewise explain         why a customer got their prediction (version, SHAP contributions)
     stagewise promote         copy a champion to the next account (dev -> test -> prod)
     stagewise agent ...       register LLM-agent versions
     stagewise alerts ...      alert e-mails: subscribe, list, tail (embedded AWS)
@@ -25,7 +26,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn
 from rich.table import Table
 
 from stagewise.platform.cli import (
-    AWS_OPT, EXIT_BAD_INPUT, EXIT_CONFLICT, JSON_OPT, emit_json, err, fail, handles_errors, local_app, out,
+    AWS_OPT, ENV_OPT, EXIT_BAD_INPUT, EXIT_CONFLICT, JSON_OPT, emit_json, err, fail, handles_errors, local_app, out,
 )
 from stagewise.monitoring.alerts_cli import alerts_app
 from stagewise.monitoring.cli import dashboard_command
@@ -263,6 +264,58 @@ def _resumed_arguments(journal: Any, data: Optional[Path], model: Optional[str],
     if aws != d["aws"] and aws:
         fail(f"run {journal.run_id} ran on the embedded AWS; it cannot be resumed on AWS", EXIT_BAD_INPUT, as_json)
     return Path(d["data"]), d["model"], d["env"], bool(d["aws"])
+
+
+@app.command("explain")
+@handles_errors
+def explain(
+    model: str = typer.Argument(..., help="Model: built-in spec name or path to a spec YAML, e.g. engagement."),
+    customer_id: str = typer.Argument(..., help="The customer's id as in the input (e.g. cus_0123456789)."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="Explain this run's prediction (default: the newest published run)."),
+    top: int = typer.Option(10, "--top", min=1, help="Show the N largest contributions (--json has them all)."),
+    env: str = ENV_OPT, aws: bool = AWS_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
+) -> None:
+    """Why a customer got their prediction: the version that made it, and each feature's SHAP contribution.
+
+    Reads the newest published run (or --run), finds the customer by the keyed hash of their id,
+    reads their features from the run's input, and asks XGBoost for the TreeSHAP contributions of
+    that version's model; beside each, where the customer's value sits in the version's training
+    data. The contributions plus the bias add up to the model's raw output; the prediction is that
+    output clipped to the target's range. Exit 4 if the model has no published run or the customer
+    is not in it, 5 if the embedded AWS is not running.
+    """
+    from stagewise.pipeline import explain as ex
+    from stagewise.pipeline.spec import load_spec
+    from stagewise.pipeline.storage import ObjectStore
+    from stagewise.platform.embedded import stagewise_home
+    from stagewise.platform.environment import connect
+    from stagewise.platform.idhash import read_id_salt
+    from stagewise.registry.dynamodb import DynamoDBRegistryStore
+    from stagewise.registry.service import Registry
+
+    spec = load_spec(model)
+    conn = connect(env, aws=aws, project_dir=project_dir)
+    registry = Registry(DynamoDBRegistryStore(conn.clients.client("dynamodb"), conn.resources.registry_table.name))
+    try:
+        result = ex.explain(ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name, spec,
+                            lambda n: registry.get_version(spec.name, n), read_id_salt(conn.clients, conn.resources).key,
+                            customer_id, stagewise_home() / "cache", run_id)
+    except ex.ExplainError as e:
+        fail(str(e), EXIT_BAD_INPUT, as_json, hint="check the id against the input file (ids as written there); --run RUN_ID explains another run")
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    out.print(f"[bold]{spec.name}[/] customer {customer_id} · run {result.run_id} · version [bold]v{result.version}[/] · "
+              f"prediction [bold]{result.prediction:.4f}[/] (raw {result.raw:.4f} = bias {result.bias:.4f} + contributions)")
+    table = Table(title=f"Top {min(top, len(result.contributions))} of {len(result.contributions)} contributions (TreeSHAP)")
+    for col in ("feature", "value", "contribution", "in training data"):
+        table.add_column(col, justify="right" if col == "contribution" else "left")
+    for c in result.contributions[:top]:
+        where = (f"percentile {c.percentile:g}" if c.percentile is not None
+                 else f"{c.training_share:.1%} of rows" if c.training_share is not None else "-")
+        color = "green" if c.contribution > 0 else "red"
+        table.add_row(c.feature, "-" if c.value is None else str(c.value), f"[{color}]{c.contribution:+.4f}[/]", where)
+    out.print(table)
 
 
 @app.command("promote")

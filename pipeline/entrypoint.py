@@ -85,7 +85,7 @@ from stagewise.pipeline.scoring import (  # noqa: F401 - re-exported: the task's
     rows_per_partition,
 )
 from stagewise.pipeline.steps import (
-    GateRejected, RunContext, ValidationFailed, challenger_observations, predictions_summary, read_table,
+    GateRejected, RunContext, ValidationFailed, challenger_observations, input_reference, predictions_summary, read_table,
 )
 from stagewise.pipeline.storage import S3Uri, sha256_file
 from stagewise.platform.aws import utc_now
@@ -560,7 +560,8 @@ def publish_score_partitions(ctx: RunContext, docs: list[dict[str, Any]], merged
         "id_hash": docs[0]["output"].get("id_hash"),
         **predictions_summary(ctx.data_bucket, ctx.spec.name, ctx.run_id, len(docs), any(p["staged_shadow_uri"] for p in parts)),
     }
-    return publish_predictions(ctx.objects, ctx.data_bucket, ctx.spec.name, ctx.run_id, parts, _encode(merged), _encode(summary))
+    return publish_predictions(ctx.objects, ctx.data_bucket, ctx.spec.name, ctx.run_id, parts, _encode(merged), _encode(summary),
+                               data=input_reference(ctx))
 
 
 def _run_steps(group: str, ctx: RunContext, log: _Log, current: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

@@ -147,7 +147,7 @@ def plan_source(source: Path | bytes, name: str, per_partition: int | None = Non
 
     per = per_partition or rows_per_partition()
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
-    if _is_parquet(source, name):
+    if is_parquet(source, name):
         meta = pq.ParquetFile(handle).metadata
         return plan_partitions([meta.row_group(i).num_rows for i in range(meta.num_row_groups)], per)
     from stagewise.pipeline.steps import read_table
@@ -156,7 +156,8 @@ def plan_source(source: Path | bytes, name: str, per_partition: int | None = Non
     return plan_partitions([len(read_table(data, name))], per)
 
 
-def _is_parquet(source: Path | bytes, name: str) -> bool:
+def is_parquet(source: Path | bytes, name: str) -> bool:
+    """True if ``source`` (a file or its bytes) is Parquet: by its name, else by its magic bytes."""
     if name.endswith((".parquet", ".pq")):
         return True
     if isinstance(source, bytes):
@@ -245,7 +246,7 @@ def batches(job: ScoringJob, index: int, frame: pd.DataFrame | None = None,
 
 
 def _read_batches(job: ScoringJob, index: int, start: int, end: int) -> Iterator[pd.DataFrame]:
-    if not _is_parquet(Path(job.source), job.source_name):
+    if not is_parquet(Path(job.source), job.source_name):
         from stagewise.pipeline.steps import read_table
 
         df = read_table(Path(job.source).read_bytes(), job.source_name)
@@ -530,7 +531,7 @@ def read_manifest(objects: ObjectStore, bucket: str, model: str, run_id: str) ->
 
 
 def publish_predictions(objects: ObjectStore, bucket: str, model: str, run_id: str, parts: list[dict[str, Any]],
-                        memo: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+                        memo: dict[str, Any], summary: dict[str, Any], data: dict[str, Any] | None = None) -> dict[str, Any]:
     """Publish a run's staged prediction parts: copy each to its final key, then write the manifest
     (last), then delete the staged copies. Idempotent: a run that has a manifest is not published
     again (its manifest is returned); one that died half-way copies the same bytes again.
@@ -542,10 +543,13 @@ def publish_predictions(objects: ObjectStore, bucket: str, model: str, run_id: s
             ``observations``, ``rollout_id``, ``serving``, ``drift_counts``), kept in the manifest so a
             re-run of the run reports the scoring it published, routed as it was then.
         summary: the score step's summary, kept likewise.
+        data: the scored input: ``uri``, ``sha256``, ``name`` (what ``stagewise explain`` reads a
+            customer's features from).
 
     Returns:
         The manifest: ``model``, ``run_id``, ``published_at`` (ISO 8601 UTC), ``rows`` (int),
-        ``parts`` and ``shadow_parts`` (``{"key", "rows"}`` in partition order), ``memo``, ``summary``.
+        ``parts`` and ``shadow_parts`` (``{"key", "rows"}`` in partition order), ``memo``, ``summary``,
+        ``data``.
 
     Raises:
         botocore.exceptions.ClientError: a copy or write failed (nothing is visible to readers
@@ -569,6 +573,7 @@ def publish_predictions(objects: ObjectStore, bucket: str, model: str, run_id: s
     manifest = {
         "schema": 1, "model": model, "run_id": run_id, "published_at": utc_now().isoformat(),
         "rows": sum(p["rows"] for p in published["parts"]), **published, "memo": memo, "summary": summary,
+        "data": data,
     }
     if not objects.put_new(bucket, f"{final}/{MANIFEST}", json.dumps(manifest).encode(), "application/json"):
         return read_manifest(objects, bucket, model, run_id) or manifest  # another attempt published first

@@ -555,8 +555,14 @@ def score(ctx: RunContext) -> dict[str, Any]:
         return summary | {"staged_uri": results[0]["staged_uri"], "staged_shadow_uri": results[0]["staged_shadow_uri"]}
     summary |= predictions_summary(ctx.data_bucket, spec.name, ctx.run_id, plan.count, bool(merged["staged_shadow_parts"]))
     scoring.publish_predictions(ctx.objects, ctx.data_bucket, spec.name, ctx.run_id, results,
-                                handover.encode({k: ctx.memo[k] for k in handover.SCORE_KEYS}), handover.encode(summary))
+                                handover.encode({k: ctx.memo[k] for k in handover.SCORE_KEYS}), handover.encode(summary),
+                                data=input_reference(ctx))
     return summary
+
+
+def input_reference(ctx: RunContext) -> dict[str, Any]:
+    """The run's input as a manifest records it: ``uri`` (``s3://``), ``sha256``, ``name``."""
+    return {"uri": ctx.memo["data_uri"], "sha256": ctx.memo["data_sha256"], "name": ctx.memo["data_name"]}
 
 
 def predictions_summary(bucket: str, model: str, run_id: str, parts: int, shadow: bool) -> dict[str, Any]:

@@ -1,0 +1,211 @@
+"""Explain one published prediction: which version made it, and each feature's contribution.
+
+``explain`` finds the customer's row in a run's published predictions (by the keyed hash of the id,
+``stagewise.platform.idhash``), reads the customer's features from the run's input (the manifest
+names it; streamed to a local cache, sha256 verified), and asks XGBoost for the SHAP contributions
+of that version's model (``Booster.predict(pred_contribs=True)``: Lundberg et al., "Consistent
+Individualized Feature Attribution for Tree Ensembles", 2018 — TreeSHAP, exact for trees). The
+contributions plus the bias add up to the model's raw output; the served prediction is that output
+clipped to the target's declared range (``modeling.predict``). Beside each contribution: where the
+customer's value sits in the version's training data (percentile of the baseline sample for a
+numeric feature, the category's training share for a categorical one).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stagewise.pipeline import modeling, scoring
+from stagewise.pipeline.spec import ModelSpec
+from stagewise.pipeline.storage import ObjectStore, S3Uri
+from stagewise.platform.idhash import hash_ids
+from stagewise.registry.records import VersionRecord
+
+
+class ExplainError(LookupError):
+    """Nothing to explain: no published run, or the customer is not in it (the message says which)."""
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One feature's share of a prediction.
+
+    Attributes:
+        feature: the feature's name.
+        value: the customer's value (None when missing).
+        contribution: the SHAP value, in target units (for engagement: share of days active).
+        percentile: numeric features: percent of the version's training sample at or below the value.
+        training_share: categorical features: share of training rows in the customer's category.
+    """
+
+    feature: str
+    value: Any
+    contribution: float
+    percentile: float | None = None
+    training_share: float | None = None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a customer got a prediction.
+
+    Attributes:
+        model, run_id, customer_id: what was explained.
+        version: the version that served the customer in that run.
+        prediction: the published prediction (float).
+        raw: the model's raw output, ``bias + sum(contributions)``; ``prediction`` is ``raw`` clipped
+            to the target's range.
+        bias: the expected output over the training data (SHAP's base value).
+        contributions: every feature, largest absolute contribution first.
+    """
+
+    model: str
+    run_id: str
+    customer_id: str
+    version: int
+    prediction: float
+    raw: float
+    bias: float
+    contributions: list[Contribution] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def published_runs(objects: ObjectStore, bucket: str, model: str) -> list[str]:
+    """Run ids of ``model`` with published predictions, newest first (run ids sort by time)."""
+    prefix = f"predictions/{model}/run="
+    runs = []
+    for page in objects.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        runs += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+    return sorted(runs, reverse=True)
+
+
+def latest_manifest(objects: ObjectStore, bucket: str, model: str, run_id: str | None = None) -> dict[str, Any]:
+    """The manifest of ``run_id`` or of the newest run that published (one that died before its
+    manifest is skipped).
+
+    Raises:
+        ExplainError: the run (or the model) has no published predictions.
+    """
+    for candidate in [run_id] if run_id else published_runs(objects, bucket, model):
+        manifest = scoring.read_manifest(objects, bucket, model, candidate)
+        if manifest is not None:
+            return manifest
+    raise ExplainError(f"run {run_id} of {model!r} has no published predictions" if run_id else
+                       f"model {model!r} has no published predictions yet: score with `stagewise run` first")
+
+
+def find_prediction(objects: ObjectStore, bucket: str, manifest: dict[str, Any], id_hash: str, column: str) -> tuple[int, float]:
+    """``(version, prediction)`` of the row whose ``column`` is ``id_hash``, reading each part
+    with a row filter.
+
+    Raises:
+        ExplainError: no row has that hash.
+    """
+    import io
+
+    import pyarrow.parquet as pq
+
+    for part in manifest["parts"]:
+        table = pq.read_table(io.BytesIO(objects.get_bytes(bucket, part["key"])), filters=[(column, "==", id_hash)])
+        if table.num_rows:
+            row = table.to_pylist()[0]
+            return int(row["model_version"]), float(row["prediction"])
+    raise ExplainError(f"customer not in run {manifest['run_id']} of {manifest['model']!r}")
+
+
+def customer_row(objects: ObjectStore, manifest: dict[str, Any], spec: ModelSpec, customer_id: str, cache: Path) -> pd.DataFrame:
+    """The customer's row of the run's input (one row, the input's columns).
+
+    Raises:
+        ExplainError: the manifest names no input, or the input has no such customer.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = manifest.get("data")
+    if not data:
+        raise ExplainError(f"run {manifest['run_id']} was published before manifests named their input; explain a newer run")
+    path = scoring.local_input(objects, data["uri"], data["sha256"], data["name"], cache)
+    if scoring.is_parquet(path, data["name"]):
+        kind = pq.read_schema(path).field(spec.id_column).type
+        key: Any = int(customer_id) if pa.types.is_integer(kind) else customer_id
+        frame = pq.read_table(path, filters=[(spec.id_column, "==", key)]).to_pandas()
+    else:
+        frame = pd.read_csv(path, dtype={spec.id_column: str})
+        frame = frame[frame[spec.id_column] == customer_id]
+    if frame.empty:
+        raise ExplainError(f"customer {customer_id!r} is not in the input of run {manifest['run_id']} ({data['uri']})")
+    return frame.head(1).reset_index(drop=True)
+
+
+def contributions(model: Any, row: pd.DataFrame, spec: ModelSpec) -> tuple[np.ndarray, float, float]:
+    """``(per-feature SHAP values in spec order, bias, raw output)`` of one row (XGBoost TreeSHAP)."""
+    import xgboost as xgb
+
+    X = modeling.feature_matrix(row, spec)
+    booster = model.get_booster()
+    dm = xgb.DMatrix(X, enable_categorical=True)
+    contrib = booster.predict(dm, pred_contribs=True)[0].astype("float64")
+    raw = float(booster.predict(dm, output_margin=True)[0])
+    return contrib[:-1], float(contrib[-1]), raw
+
+
+def position(baseline: dict[str, Any] | None, feature: str, value: Any) -> dict[str, float | None]:
+    """Where ``value`` sits in the version's training data (``percentile`` or ``training_share``)."""
+    stats = (baseline or {}).get("features", {}).get(feature)
+    if not stats or value is None or (isinstance(value, float) and math.isnan(value)):
+        return {}
+    if stats.get("type") == "categorical":
+        return {"training_share": float(stats["shares"].get(str(value), 0.0))}
+    sample = np.asarray(stats.get("sample") or [], dtype="float64")
+    if sample.size == 0:
+        return {}
+    return {"percentile": round(100.0 * np.searchsorted(sample, float(value), side="right") / sample.size, 1)}
+
+
+def explain(objects: ObjectStore, bucket: str, spec: ModelSpec, version_of: Any, salt: bytes, customer_id: str,
+            cache: Path, run_id: str | None = None) -> Explanation:
+    """Explain the prediction ``spec``'s model published for ``customer_id`` in ``run_id`` (default:
+    the newest published run).
+
+    Args:
+        version_of: ``version_of(number) -> VersionRecord`` (the registry's ``get_version``).
+        salt: the id hash's salt (``stagewise.platform.idhash.read_id_salt``).
+        cache: folder for the downloaded input.
+
+    Raises:
+        ExplainError: no published run, or the customer is not in it.
+        StorageError: the input or an artifact differs from its recorded sha256.
+    """
+    import json
+
+    manifest = latest_manifest(objects, bucket, spec.name, run_id)
+    column = (manifest.get("summary", {}).get("id_hash") or {}).get("column", f"{spec.id_column}_hash")
+    try:
+        number, published = find_prediction(objects, bucket, manifest, str(hash_ids([customer_id], salt)[0]), column)
+    except ExplainError as e:
+        raise ExplainError(f"customer {customer_id!r}: {e}") from e
+    version: VersionRecord = version_of(number)
+    model = scoring.load_artifact(objects, version, {})
+    row = customer_row(objects, manifest, spec, customer_id, cache)
+    values, bias, raw = contributions(model, row, spec)
+    baseline = None
+    if version.baseline_uri:
+        uri = S3Uri.parse(version.baseline_uri)
+        baseline = json.loads(objects.get_bytes(uri.bucket, uri.key))
+    items = []
+    for f, c in zip(spec.features, values):
+        v = row.at[0, f.name]
+        v = None if v is None or (isinstance(v, float) and math.isnan(v)) else (v.item() if hasattr(v, "item") else v)
+        items.append(Contribution(f.name, v, float(c), **position(baseline, f.name, v)))
+    items.sort(key=lambda c: -abs(c.contribution))
+    return Explanation(spec.name, manifest["run_id"], customer_id, number, published, raw, bias, items)
