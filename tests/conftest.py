@@ -15,6 +15,19 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def engagement_spec(folder: Path, name: str, plan: str | None = None) -> Path:
+    """The engagement spec under another model name (each test module has its own registry record),
+    optionally with a rollout plan (``"{dev: [50, 100]}"``), written to ``folder/<name>.yaml``."""
+    text = (REPO / "pipeline" / "specs" / "engagement.yaml").read_text()
+    assert "\nname: engagement\n" in text and "  plan: {}\n" in text
+    text = text.replace("\nname: engagement\n", f"\nname: {name}\n", 1)
+    if plan is not None:
+        text = text.replace("  plan: {}\n", f"  plan: {plan}\n", 1)
+    path = Path(folder) / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO
+from conftest import REPO, engagement_spec
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
@@ -31,10 +31,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def spec_path(tmp_path_factory) -> Path:
-    text = (REPO / "pipeline" / "specs" / "engagement.yaml").read_text()
-    path = tmp_path_factory.mktemp("spec") / f"{MODEL}.yaml"
-    path.write_text(text.replace("\nname: engagement\n", f"\nname: {MODEL}\n", 1))
-    return path
+    return engagement_spec(tmp_path_factory.mktemp("spec"), MODEL)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from conftest import REPO
+from conftest import REPO, engagement_spec
 from stagewise.monitoring import metrics as m
 from stagewise.monitoring.cli import dashboard_command
 from stagewise.monitoring.dashboard import dashboard_body
@@ -58,11 +58,7 @@ def _step(doc: dict, name: str) -> dict:
 @pytest.fixture(scope="module")
 def spec_path(tmp_path_factory) -> Path:
     """The engagement spec under this module's own model name."""
-    text = (REPO / "pipeline" / "specs" / "engagement.yaml").read_text()
-    assert "\nname: engagement\n" in text
-    path = tmp_path_factory.mktemp("spec") / f"{MODEL}.yaml"
-    path.write_text(text.replace("\nname: engagement\n", f"\nname: {MODEL}\n", 1))
-    return path
+    return engagement_spec(tmp_path_factory.mktemp("spec"), MODEL)
 
 
 @pytest.fixture(scope="module")

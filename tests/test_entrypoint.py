@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import REPO, engagement_spec
 from stagewise.pipeline import entrypoint as ep
 from stagewise.pipeline.definition import Step
 from stagewise.pipeline.generator import generate_customers, write_dataset
@@ -122,9 +122,7 @@ def _state(dev, run_id: str) -> dict | None:
 @pytest.fixture(scope="module")
 def spec_path(tmp_path_factory) -> Path:
     """The engagement spec under this module's own model name."""
-    text = (REPO / "pipeline" / "specs" / "engagement.yaml").read_text()
-    path = tmp_path_factory.mktemp("spec") / f"{MODEL}.yaml"
-    path.write_text(text.replace("\nname: engagement\n", f"\nname: {MODEL}\n", 1))
+    path = engagement_spec(tmp_path_factory.mktemp("spec"), MODEL)
     assert load_spec(path).name == MODEL
     return path
 

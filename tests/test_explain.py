@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO
+from conftest import REPO, engagement_spec
 from stagewise.pipeline import scoring
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, write_dataset
@@ -24,9 +24,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def run(dev, tmp_path_factory):
     folder = tmp_path_factory.mktemp("explain")
-    spec = folder / f"{MODEL}.yaml"
-    spec.write_text((REPO / "pipeline" / "specs" / "engagement.yaml").read_text()
-                    .replace("\nname: engagement\n", f"\nname: {MODEL}\n", 1))
+    spec = engagement_spec(folder, MODEL)
     df = generate_customers(3_000, seed=31)
     data = folder / "customers.parquet"
     write_dataset(df, data)
@@ -72,7 +70,6 @@ def test_contributions_plus_bias_are_the_prediction(dev, run):
 def test_unknown_customer_or_model_without_runs_exit_4(run):
     result = _explain(run, "cus_does_not_exist")
     assert result.exit_code == 4 and "cus_does_not_exist" in json.loads(result.stdout)["error"]
-    unscored = run["spec"].with_name("engagement-unscored.yaml")
-    unscored.write_text(run["spec"].read_text().replace(f"\nname: {MODEL}\n", "\nname: engagement-unscored\n", 1))
+    unscored = engagement_spec(run["spec"].parent, "engagement-unscored")
     other = runner.invoke(app, ["explain", str(unscored), "cus_x", "--project-dir", str(REPO), "--json"])
     assert other.exit_code == 4 and "has no published predictions yet" in json.loads(other.stdout)["error"]

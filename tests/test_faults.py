@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, _free_port
+from conftest import REPO, _free_port, engagement_spec
 from stagewise.pipeline import modeling, scoring
 from stagewise.pipeline.definition import TRAINING
 from stagewise.pipeline.generator import generate_customers
@@ -85,11 +85,7 @@ class Faults:
         return self.home / "runs"
 
     def spec(self, model: str) -> Path:
-        text = (REPO / "pipeline" / "specs" / "engagement.yaml").read_text()
-        text = text.replace("\nname: engagement\n", f"\nname: {model}\n", 1).replace("  plan: {}\n", "  plan: {dev: [50, 100]}\n", 1)
-        path = self.folder / f"{model}.yaml"
-        path.write_text(text)
-        return path
+        return engagement_spec(self.folder, model, plan="{dev: [50, 100]}")
 
     def setup_model(self, model: str) -> Path:
         """v1, trained in-process on ``a.parquet``: the champion the faulted run starts from."""

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO
+from conftest import REPO, engagement_spec
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, write_dataset
 
@@ -27,9 +27,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def run(dev, tmp_path_factory):
     folder = tmp_path_factory.mktemp("pii")
-    spec = folder / f"{MODEL}.yaml"
-    spec.write_text((REPO / "pipeline" / "specs" / "engagement.yaml").read_text()
-                    .replace("\nname: engagement\n", f"\nname: {MODEL}\n", 1))
+    spec = engagement_spec(folder, MODEL)
     df = generate_customers(3_000, seed=91)
     data = folder / "customers.parquet"
     write_dataset(df, data)

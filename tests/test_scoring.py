@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import engagement_spec
 from stagewise.pipeline import scoring, steps
 from stagewise.pipeline.definition import TRAINING
 from stagewise.pipeline.generator import generate_customers
@@ -29,18 +30,13 @@ from stagewise.pipeline.runner import new_run_id, run_pipeline
 from stagewise.pipeline.spec import load_spec
 from stagewise.platform.idhash import hash_ids, read_id_salt
 
-REPO = Path(__file__).resolve().parent.parent
 MODEL = "engagement-partitions"
 ROWS, GROUP = 24_000, 3_000
 
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
-    text = (REPO / "pipeline" / "specs" / "engagement.yaml").read_text()
-    text = text.replace("\nname: engagement\n", f"\nname: {MODEL}\n", 1).replace("  plan: {}\n", "  plan: {dev: [30, 100]}\n", 1)
-    path = tmp_path_factory.mktemp("spec") / f"{MODEL}.yaml"
-    path.write_text(text)
-    return load_spec(path)
+    return load_spec(engagement_spec(tmp_path_factory.mktemp("spec"), MODEL, plan="{dev: [30, 100]}"))
 
 
 def _write(df: pd.DataFrame, path: Path) -> Path:
