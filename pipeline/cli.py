@@ -3,6 +3,7 @@
     stagewise run             run the whole pipeline (starts the embedded AWS if needed)
     stagewise score           score with the current rollout, without training
     stagewise explain         why a customer got their prediction (version, SHAP contributions)
+    stagewise query           SQL over the results catalog (DuckDB; Athena on AWS)
     stagewise promote         copy a champion to the next account (dev -> test -> prod)
     stagewise agent ...       register LLM-agent versions
     stagewise alerts ...      alert e-mails: subscribe, list, tail (embedded AWS)
@@ -264,6 +265,44 @@ def _resumed_arguments(journal: Any, data: Optional[Path], model: Optional[str],
     if aws != d["aws"] and aws:
         fail(f"run {journal.run_id} ran on the embedded AWS; it cannot be resumed on AWS", EXIT_BAD_INPUT, as_json)
     return Path(d["data"]), d["model"], d["env"], bool(d["aws"])
+
+
+@app.command("query")
+@handles_errors
+def query(
+    sql: str = typer.Argument(..., help='SQL over the results catalog, e.g. "SELECT * FROM at_risk LIMIT 5".'),
+    max_rows: int = typer.Option(50, "--max-rows", min=1, help="Rows to print (--json prints them all)."),
+    env: str = ENV_OPT, aws: bool = AWS_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
+) -> None:
+    """Query the results catalog with SQL (DuckDB, over the same Parquet files Athena reads on AWS).
+
+    Tables: <model>_results (e.g. engagement_results: customer_id_hash, run_id, prediction, the
+    features, the label; partitions run_date, model_version). Views: high_value, at_risk,
+    model_performance (pipeline/sql/*.sql). New results objects are copied to
+    $STAGEWISE_HOME/cache/<env> first. Exit 4 if the SQL fails (the message names the tables there are).
+    """
+    from stagewise.pipeline import catalog
+    from stagewise.pipeline.storage import ObjectStore
+    from stagewise.platform.embedded import stagewise_home
+    from stagewise.platform.environment import connect
+
+    conn = connect(env, aws=aws, project_dir=project_dir)
+    with err.status("syncing the results catalog"):
+        models = catalog.sync(ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name,
+                              stagewise_home() / "cache" / env)
+    try:
+        columns, rows = catalog.query(catalog.connect(models), sql, None if as_json else max_rows + 1)
+    except catalog.QueryError as e:
+        fail(str(e), EXIT_BAD_INPUT, as_json, hint="views: " + ", ".join(catalog.views()))
+    if as_json:
+        emit_json({"columns": columns, "rows": [dict(zip(columns, r)) for r in rows]})
+        return
+    table = Table(*columns)
+    for r in rows[:max_rows]:
+        table.add_row(*("-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in r))
+    out.print(table)
+    if len(rows) > max_rows:
+        err.print("[dim]more rows not shown: --max-rows N, or --json for all[/]")
 
 
 @app.command("explain")

@@ -544,15 +544,18 @@ def _restore(group: str, ctx: RunContext, state: RunState) -> None:
         for key, value in merged.items():
             ctx.memo[key] = _decode(key, value)
         ctx.durations["score"] = max(d["durations"].get("score", 0.0) for d in docs)  # the Map's wall time
-        publish_score_partitions(ctx, docs, merged)
+        publish_score_partitions(ctx, docs, merged, started_at=doc.get("created_at"))
 
 
-def publish_score_partitions(ctx: RunContext, docs: list[dict[str, Any]], merged: dict[str, Any]) -> dict[str, Any]:
+def publish_score_partitions(ctx: RunContext, docs: list[dict[str, Any]], merged: dict[str, Any],
+                             started_at: str | None = None) -> dict[str, Any]:
     """Publish what the Map's partitions staged (``scoring.publish_predictions``): the first thing
     the report group does, once every partition has finished. Idempotent (a published run is
-    left as it is). Returns the manifest."""
+    left as it is). ``started_at``: the run's ``state.json`` ``created_at`` (the results' date
+    partition when the run id does not carry the time). Returns the manifest."""
     parts = [{"index": d["output"]["partition"]["index"], "rows_scored": d["output"]["rows_scored"],
-              "staged_uri": d["output"]["staged_uri"], "staged_shadow_uri": d["output"].get("staged_shadow_uri")}
+              "staged_uri": d["output"]["staged_uri"], "staged_shadow_uri": d["output"].get("staged_shadow_uri"),
+              "staged_results": d["output"].get("staged_results") or {}}
              for d in docs]
     summary = {
         "rows_scored": merged["rows_scored"], "serving": merged["serving"], "versions": merged["per_version"],
@@ -561,7 +564,7 @@ def publish_score_partitions(ctx: RunContext, docs: list[dict[str, Any]], merged
         **predictions_summary(ctx.data_bucket, ctx.spec.name, ctx.run_id, len(docs), any(p["staged_shadow_uri"] for p in parts)),
     }
     return publish_predictions(ctx.objects, ctx.data_bucket, ctx.spec.name, ctx.run_id, parts, _encode(merged), _encode(summary),
-                               data=input_reference(ctx))
+                               data=input_reference(ctx), started_at=started_at)
 
 
 def _run_steps(group: str, ctx: RunContext, log: _Log, current: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -635,7 +638,7 @@ def _output(group: str, ctx: RunContext, result: Any, state: RunState, partition
         summary = out.pop("steps")["score"]
         out.update(partition={"index": partition[0], "count": partition[1]}, rows_scored=summary["rows_scored"],
                    staged_uri=summary["staged_uri"], staged_shadow_uri=summary.get("staged_shadow_uri"),
-                   id_hash=summary["id_hash"])
+                   id_hash=summary["id_hash"], staged_results=summary["staged_results"])
     else:
         out.update(outcome=ctx.memo.get("decision", "no_rollout"), serving=ctx.memo.get("serving"))
     out = _encode(out)

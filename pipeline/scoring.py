@@ -277,7 +277,9 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
         XGBoost's predict, serving versions), ``per_version`` (version ->
         ``rows``, ``mean_prediction``, ``labeled``, ``r2``, ``rmse``, ``mae``, label sums),
         ``drift_counts`` (version -> ``drift.collect`` counts), ``staged_uri`` and
-        ``staged_shadow_uri`` (the staged parts; ``publish_predictions`` publishes them).
+        ``staged_shadow_uri`` (the staged parts; ``publish_predictions`` publishes them), and
+        ``staged_results`` (version -> the staged rows of the results catalog,
+        ``stagewise.pipeline.catalog``: id hash, run id, prediction, features, target).
 
     Raises:
         PartitionError: ``index`` is outside the plan.
@@ -295,6 +297,8 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
     out_path = Path(job.workdir) / part
     shadow_path = Path(job.workdir) / f"shadow-{part}"
     writer = shadow_writer = None
+    results: dict[int, Any] = {}  # version -> ParquetWriter of its rows of the results catalog
+    result_columns = [c for c in (*spec.feature_names, spec.target.name)]
     acc = _Accumulator()
     predict_seconds = 0.0
     start, end = job.plan.bounds(index)
@@ -314,6 +318,15 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
             table = pa.table({job.id_hash_column: ids, "prediction": prediction, "model_version": served})
             writer = writer or pq.ParquetWriter(out_path, table.schema)
             writer.write_table(table)
+            rows = pa.Table.from_pandas(df[[c for c in result_columns if c in df.columns]], preserve_index=False)
+            rows = rows.add_column(0, job.id_hash_column, pa.array(ids, pa.string()))
+            rows = rows.add_column(1, "run_id", pa.array([job.run_id] * len(df), pa.string()))
+            rows = rows.add_column(2, "prediction", pa.array(prediction, pa.float64()))
+            for number in np.unique(served).tolist():
+                sub = rows.filter(pa.array(served == number))
+                if number not in results:
+                    results[number] = pq.ParquetWriter(Path(job.workdir) / f"results-v{number}-{part}", sub.schema)
+                results[number].write_table(sub)
             if shadow:
                 shadow_pred = modeling.predict(load_model(job.versions[r.challenger]), X, spec)
                 acc.stats.setdefault(r.challenger, []).append(
@@ -329,7 +342,7 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
             if progress:
                 progress(acc.rows, end - start, f"partition {index + 1}/{job.plan.count}: {acc.rows:,} of {end - start:,} rows")
     finally:
-        for w in (writer, shadow_writer):
+        for w in (writer, shadow_writer, *results.values()):
             if w is not None:
                 w.close()
     if writer is None:  # an empty partition still publishes an (empty) part
@@ -341,6 +354,13 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
     if shadow and shadow_writer is not None:
         objects.put_file(job.data_bucket, f"{job.prefix}/shadow/{part}", shadow_path, "application/vnd.apache.parquet")
         shadow_uri = f"s3://{job.data_bucket}/{job.prefix}/shadow/{part}"
+    staged_results = {}
+    for number in sorted(results):
+        path = Path(job.workdir) / f"results-v{number}-{part}"
+        key = f"{job.prefix}/results/model_version={number}/{part}"
+        objects.put_file(job.data_bucket, key, path, "application/vnd.apache.parquet")
+        staged_results[str(number)] = f"s3://{job.data_bucket}/{key}"
+        path.unlink()
     for p in (out_path, shadow_path):
         p.unlink(missing_ok=True)
     failpoint("score.partition-staged")
@@ -352,6 +372,7 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
         "drift_counts": {v: driftlib.merge(parts, seed=index) for v, parts in acc.drift.items()},
         "staged_uri": f"s3://{job.data_bucket}/{job.prefix}/{part}",
         "staged_shadow_uri": shadow_uri,
+        "staged_results": staged_results,
     }
 
 
@@ -531,25 +552,29 @@ def read_manifest(objects: ObjectStore, bucket: str, model: str, run_id: str) ->
 
 
 def publish_predictions(objects: ObjectStore, bucket: str, model: str, run_id: str, parts: list[dict[str, Any]],
-                        memo: dict[str, Any], summary: dict[str, Any], data: dict[str, Any] | None = None) -> dict[str, Any]:
+                        memo: dict[str, Any], summary: dict[str, Any], data: dict[str, Any] | None = None,
+                        started_at: str | None = None) -> dict[str, Any]:
     """Publish a run's staged prediction parts: copy each to its final key, then write the manifest
     (last), then delete the staged copies. Idempotent: a run that has a manifest is not published
     again (its manifest is returned); one that died half-way copies the same bytes again.
 
     Args:
         parts: one entry per partition, in index order: ``index``, ``rows_scored``, ``staged_uri``,
-            ``staged_shadow_uri`` (None without a shadow challenger), as ``score_partition`` returns.
+            ``staged_shadow_uri`` (None without a shadow challenger), ``staged_results``, as
+            ``score_partition`` returns.
         memo: the score step's hand-over (JSON-ready: ``rows_scored``, ``per_version``, ``weights``,
             ``observations``, ``rollout_id``, ``serving``, ``drift_counts``), kept in the manifest so a
             re-run of the run reports the scoring it published, routed as it was then.
         summary: the score step's summary, kept likewise.
         data: the scored input: ``uri``, ``sha256``, ``name`` (what ``stagewise explain`` reads a
             customer's features from).
+        started_at: when the run started (ISO 8601), for the results' date partition when the run
+            id does not carry its time (``catalog.run_date``).
 
     Returns:
         The manifest: ``model``, ``run_id``, ``published_at`` (ISO 8601 UTC), ``rows`` (int),
-        ``parts`` and ``shadow_parts`` (``{"key", "rows"}`` in partition order), ``memo``, ``summary``,
-        ``data``.
+        ``parts`` and ``shadow_parts`` (``{"key", "rows"}`` in partition order), ``results``
+        (``{"key", "version"}``: the run's rows of the results catalog), ``memo``, ``summary``, ``data``.
 
     Raises:
         botocore.exceptions.ClientError: a copy or write failed (nothing is visible to readers
@@ -559,9 +584,16 @@ def publish_predictions(objects: ObjectStore, bucket: str, model: str, run_id: s
     if existing is not None:
         discard_staged(objects, bucket, model, run_id)  # an earlier attempt may have died before it did
         return existing
+    from stagewise.pipeline.catalog import results_key
+
     final = published_prefix(model, run_id)
-    published: dict[str, list[dict[str, Any]]] = {"parts": [], "shadow_parts": []}
+    published: dict[str, list[dict[str, Any]]] = {"parts": [], "shadow_parts": [], "results": []}
     for part in sorted(parts, key=lambda p: p["index"]):
+        for number, uri in sorted((part.get("staged_results") or {}).items(), key=lambda kv: int(kv[0])):
+            src = S3Uri.parse(uri)
+            key = results_key(model, run_id, int(number), Path(src.key).name, started_at)
+            objects.s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src.bucket, "Key": src.key})
+            published["results"].append({"key": key, "version": int(number)})
         for field_name, kind, folder in (("staged_uri", "parts", ""), ("staged_shadow_uri", "shadow_parts", "shadow/")):
             if not part.get(field_name):
                 continue

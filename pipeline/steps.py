@@ -552,7 +552,7 @@ def score(ctx: RunContext) -> dict[str, Any]:
         "id_hash": {"column": job.id_hash_column, **salt.describe()},
     }
     if given is not None:  # a Map task stages its part; the report group publishes them all
-        return summary | {"staged_uri": results[0]["staged_uri"], "staged_shadow_uri": results[0]["staged_shadow_uri"]}
+        return summary | {k: results[0][k] for k in ("staged_uri", "staged_shadow_uri", "staged_results")}
     summary |= predictions_summary(ctx.data_bucket, spec.name, ctx.run_id, plan.count, bool(merged["staged_shadow_parts"]))
     scoring.publish_predictions(ctx.objects, ctx.data_bucket, spec.name, ctx.run_id, results,
                                 handover.encode({k: ctx.memo[k] for k in handover.SCORE_KEYS}), handover.encode(summary),

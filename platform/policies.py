@@ -74,7 +74,7 @@ TASK_S3_ACCESS = {
     # task definition -> (data bucket prefixes read, data prefixes written, artifact prefixes read, written)
     "validate": (["raw/", "incoming/", "runs/"], ["raw/", "validation/", "runs/"], [], []),
     "train": (["raw/", "runs/"], ["runs/"], ["models/"], ["models/"]),
-    "score": (["raw/", "runs/", "staging/", "predictions/"], ["staging/", "predictions/", "runs/"], ["models/", "agents/"], []),
+    "score": (["raw/", "runs/", "staging/", "predictions/"], ["staging/", "predictions/", "results/", "runs/"], ["models/", "agents/"], []),
 }
 TASK_S3_DELETES = {"score": ["staging/"]}
 """Data prefixes a task may delete in: the score group removes the parts it staged once published."""

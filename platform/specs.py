@@ -193,6 +193,8 @@ def environment_resources(settings: EnvironmentSettings) -> EnvironmentResources
                 LifecycleRule("predictions-expiry", "predictions/", expire_days=180),
                 # parts of runs that died before publishing (published runs delete their own)
                 LifecycleRule("staging-expiry", "staging/", expire_days=1),
+                LifecycleRule("results-expiry", "results/", expire_days=180),
+                LifecycleRule("athena-results-expiry", "athena-results/", expire_days=30),
             ),
         ),
         artifact_bucket=BucketSpec(

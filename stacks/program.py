@@ -16,8 +16,10 @@ from stagewise.platform.monitoring import Monitoring, MonitoringArgs
 from stagewise.platform.network import Network, NetworkArgs
 from stagewise.platform.orchestration import Pipeline, PipelineArgs
 from stagewise.platform.registry_table import Registry, RegistryArgs
+from stagewise.platform.results_catalog import ResultsCatalog, ResultsCatalogArgs
 from stagewise.platform.specs import environment_resources
 from stagewise.platform.storage import Storage, StorageArgs
+from stagewise.pipeline.spec import builtin_spec_names, load_spec
 from stagewise.stacks.settings import EnvironmentSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +90,12 @@ def deploy(settings: EnvironmentSettings, image_tag: str | None = None) -> dict[
         ),
         opts=opts,
     )
+    results = ResultsCatalog(
+        f"stagewise-{env}-results",
+        ResultsCatalogArgs(environment=env, data_bucket=res.data_bucket.name,
+                           specs=[load_spec(n) for n in builtin_spec_names()]),
+        opts=opts,
+    )
     return {
         "environment": env,
         "account_id": settings.account_id,
@@ -102,4 +110,6 @@ def deploy(settings: EnvironmentSettings, image_tag: str | None = None) -> dict[
         "image": compute.image_ref,
         "deployer_role_arn": access.deployer_arn,
         "promoter_role_arn": access.promoter_arn,
+        "glue_database": results.database.name,
+        "athena_workgroup": results.workgroup.name,
     }

@@ -279,6 +279,8 @@ def test_score_then_report_finish_the_run(dev, finished, trained, inputs):
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"predictions/{MODEL}/run={RUN}/_manifest.json")["Body"].read())
     assert [p["key"] for p in manifest["parts"]] == [f"predictions/{MODEL}/run={RUN}/part-00000.parquet"]
     assert manifest["rows"] == ROWS and manifest["memo"]["rows_scored"] == ROWS
+    created = _state(dev, RUN)["created_at"][:10]  # the execution name carries no date: the run's start does
+    assert manifest["results"] and all(f"/run_date={created}/model_version=" in r["key"] for r in manifest["results"])
     assert s3.list_objects_v2(Bucket=bucket, Prefix=f"staging/predictions/{MODEL}/run={RUN}/").get("KeyCount", 0) == 0
     raw = s3.get_object(Bucket=bucket, Key=manifest["parts"][0]["key"])["Body"].read()
     pred = pd.read_parquet(io.BytesIO(raw))

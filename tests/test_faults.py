@@ -178,6 +178,7 @@ class Faults:
             "routing": (model, manifest["memo"]["serving"]["rollout_id"]),
             "manifest": {"rows": manifest["rows"], "parts": [p["key"].rsplit("/", 1)[1] for p in manifest["parts"]],
                          "weights": manifest["memo"]["weights"],
+                         "results": sorted(r["version"] for r in manifest["results"]),
                          "serving": {k: v for k, v in manifest["memo"]["serving"].items() if k != "rollout_id"}},
             "staged_leftovers": staged,
             "evaluation": evaluation,

@@ -286,3 +286,30 @@ def test_iam_policies_pass_parliament(stack):
         assert not above_low, (name, above_low)
         # the LOW ones are the documented Resource "*" statements of actions without resource-level permissions
         assert {f.issue for f in findings} <= {"RESOURCE_STAR"}, (name, [(f.issue, f.detail) for f in findings])
+
+
+def test_results_catalog_projects_partitions_over_the_runtime_layout(stack):
+    """Glue tables over results/<model>/run_date=.../model_version=.../ with partition projection,
+    the columns the runtime writes, and each repo view as an Athena named query."""
+    from stagewise.pipeline import catalog
+    from stagewise.pipeline.spec import load_spec
+
+    env, settings, mocks, outputs = stack
+    (db,) = mocks.of_type("aws:glue/catalogDatabase:CatalogDatabase")
+    (table,) = mocks.of_type("aws:glue/catalogTable:CatalogTable")
+    bucket = f"stagewise-{env}-data-{settings.account_id}"
+    assert outputs["glue_database"] == db.inputs["name"] == f"stagewise_{env}" and table.inputs["name"] == "engagement_results"
+    p = table.inputs["parameters"]
+    assert p["projection.enabled"] == "true" and p["projection.run_date.format"] == "yyyy-MM-dd"
+    # the template is the key the runtime publishes to
+    key = catalog.results_key("engagement", "20261122T041500Z-1a2b3c", 3, "part-00000.parquet")
+    assert p["storage.location.template"].replace("${run_date}", "2026-11-22").replace("${model_version}", "3") \
+        == f"s3://{bucket}/{key.rsplit('/', 1)[0]}/"
+    columns = [c["name"] for c in table.inputs["storageDescriptor"]["columns"]]
+    spec = load_spec("engagement")
+    assert columns == ["customer_id_hash", "run_id", "prediction", *spec.feature_names, "engagement_score"]
+    assert not {"customer_id", "name", "email"} & set(columns)
+    queries = {q.inputs["name"]: q.inputs["query"] for q in mocks.of_type("aws:athena/namedQuery:NamedQuery")}
+    assert set(queries) == {f"stagewise create view {v}" for v in ("at_risk", "high_value", "model_performance")}
+    (wg,) = mocks.of_type("aws:athena/workgroup:Workgroup")
+    assert wg.inputs["configuration"]["resultConfiguration"]["outputLocation"] == f"s3://{bucket}/athena-results/"

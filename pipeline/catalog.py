@@ -1,0 +1,136 @@
+"""The results catalog: every scoring run's rows, partitioned by run date and model version, for SQL.
+
+Each published run adds its rows (the id's keyed hash, never the id or PII; the run id; the
+prediction; the spec's features and, when present, the label) to one table per model::
+
+    s3://<data bucket>/results/<model>/run_date=YYYY-MM-DD/model_version=N/run=<run id>-part-<i>.parquet
+
+They are written with the predictions (staged, then published by the manifest: a run that died
+half-way adds nothing). Table ``<model>_results`` (``-`` becomes ``_``): columns ``<id>_hash``
+(string), ``run_id`` (string), ``prediction`` (double), the features (integer -> bigint, float ->
+double, boolean -> boolean, categorical -> string), the target (double); partition columns
+``run_date`` (string ``yyyy-MM-dd``, from the run id) and ``model_version`` (int).
+
+On AWS the stack registers each built-in model's table in the Glue Data Catalog with partition
+projection (no crawler, no ``MSCK REPAIR``), so Athena queries a run as soon as it is published; the
+views in ``pipeline/sql/*.sql`` (``high_value``, ``at_risk``, ``model_performance``) are Athena named
+queries. Locally ``stagewise query "SQL"`` copies the results objects to a cache and runs the same
+SQL with DuckDB over the same Parquet files, the same tables and the same views.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources as importlib_resources
+from pathlib import Path
+from typing import Any
+
+from stagewise.pipeline.spec import ModelSpec
+from stagewise.pipeline.storage import ObjectStore
+
+RESULTS = "results"
+GLUE_TYPES = {"integer": "bigint", "float": "double", "boolean": "boolean", "categorical": "string"}
+_RUN_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})T")
+
+
+class QueryError(ValueError):
+    """The SQL failed (the message has DuckDB's reason and what the catalog holds)."""
+
+
+def table_name(model: str) -> str:
+    """``engagement`` -> ``engagement_results`` (SQL identifiers take no ``-``)."""
+    return f"{model.replace('-', '_')}_results"
+
+
+def run_date(run_id: str, started_at: str | None = None) -> str:
+    """The run's date partition, ``YYYY-MM-DD`` (UTC): from its id when it starts with its time
+    (``20261122T041500Z-1a2b3c``, as ``runner.new_run_id`` makes), else from ``started_at`` (ISO
+    8601; a state machine execution's name can be anything, its ``state.json`` has the time).
+    Either is fixed for the run, so a re-run publishes to the same keys.
+
+    Raises:
+        ValueError: neither gives a date.
+    """
+    m = _RUN_DATE.match(run_id)
+    if m:
+        return f"{m.group(1)}-{m.group(2)}-{m.group(3)}"
+    if started_at and re.match(r"^\d{4}-\d{2}-\d{2}", started_at):
+        return started_at[:10]
+    raise ValueError(f"run id {run_id!r} does not start with its UTC time and no start time was given: "
+                     "cannot partition its results")
+
+
+def results_key(model: str, run_id: str, version: int, part: str, started_at: str | None = None) -> str:
+    """Key of one published results part (``started_at``: see ``run_date``)."""
+    return f"{RESULTS}/{model}/run_date={run_date(run_id, started_at)}/model_version={version}/run={run_id}-{part}"
+
+
+def glue_columns(spec: ModelSpec) -> list[dict[str, str]]:
+    """The table's data columns for the Glue Data Catalog (``name``, ``type``), in file order."""
+    cols = [{"name": f"{spec.id_column}_hash", "type": "string"}, {"name": "run_id", "type": "string"},
+            {"name": "prediction", "type": "double"}]
+    cols += [{"name": f.name, "type": GLUE_TYPES[f.type]} for f in spec.features]
+    return cols + [{"name": spec.target.name, "type": "double"}]
+
+
+def views() -> dict[str, str]:
+    """The catalog's SQL views: name -> SELECT statement (``pipeline/sql/<name>.sql``)."""
+    folder = importlib_resources.files("stagewise.pipeline.sql")
+    return {p.name[:-4]: p.read_text() for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".sql")}
+
+
+def sync(objects: ObjectStore, bucket: str, cache: Path) -> dict[str, Path]:
+    """Copy the results objects not yet in ``cache`` (objects are immutable: a key is written
+    once per run and part); returns model -> its local folder."""
+    models: dict[str, Path] = {}
+    for page in objects.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{RESULTS}/"):
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            if not key.endswith(".parquet"):
+                continue
+            path = cache / key
+            models.setdefault(key.split("/")[1], cache / RESULTS / key.split("/")[1])
+            if path.is_file() and path.stat().st_size == obj["Size"]:
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".part")
+            objects.s3.download_file(bucket, key, str(tmp))
+            tmp.replace(path)
+    return models
+
+
+def connect(models: dict[str, Path]) -> Any:
+    """A DuckDB connection with one ``<model>_results`` view per model folder and the catalog's
+    views (a view whose table is missing is left out)."""
+    import duckdb
+
+    db = duckdb.connect()
+    for model, folder in sorted(models.items()):
+        pattern = str(folder / "**" / "*.parquet").replace("'", "''")
+        db.execute(
+            f"CREATE VIEW {table_name(model)} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, "
+            "union_by_name = true, hive_types = {'run_date': VARCHAR, 'model_version': INTEGER})"
+        )
+    for name, sql in views().items():
+        try:
+            db.execute(f"CREATE VIEW {name} AS {sql}")
+        except duckdb.CatalogException:
+            continue  # its table has no rows yet
+    return db
+
+
+def query(db: Any, sql: str, max_rows: int | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run ``sql``; returns the column names and up to ``max_rows`` rows.
+
+    Raises:
+        QueryError: DuckDB refused the SQL (the message lists the tables and views there are).
+    """
+    import duckdb
+
+    try:
+        cursor = db.execute(sql)
+        rows = cursor.fetchmany(max_rows) if max_rows else cursor.fetchall()
+    except duckdb.Error as e:
+        names = [r[0] for r in db.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall()]
+        raise QueryError(f"{e}\n(tables and views: {', '.join(names) or 'none: no run has published results yet'})") from e
+    return [d[0] for d in cursor.description], rows
