@@ -482,6 +482,8 @@ def _report(doc: dict[str, Any], ctx: Any) -> None:
         for key in ("predictions_uri", "shadow_predictions_uri", "artifact_uri", "baseline_uri", "result_uri", "data_docs_uri", "data_docs_local"):
             if s["summary"].get(key):
                 shown[key.replace("_uri", "").replace("_", " ")] = str(s["summary"][key])
+        if (s["summary"].get("review_queue") or {}).get("uri"):
+            shown["review queue"] = s["summary"]["review_queue"]["uri"]
     for what, where in shown.items():
         outputs.add_row(what, where)
     out.print(outputs)
@@ -515,7 +517,8 @@ def _step_line(s: dict[str, Any]) -> str:
             if not sm:
                 return ""
             parts = [f"{v['rows']:,} v{k}" + (" (shadow)" if v.get("shadow") else "") for k, v in sm["versions"].items()]
-            return f"{sm['rows_scored']:,} rows: " + ", ".join(parts)
+            queue = sm.get("review_queue")
+            return f"{sm['rows_scored']:,} rows: " + ", ".join(parts) + (f"; {queue['rows']} to review" if queue else "")
         case "monitor":
             if not sm:
                 return ""

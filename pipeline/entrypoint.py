@@ -86,6 +86,7 @@ from stagewise.pipeline.scoring import (  # noqa: F401 - re-exported: the task's
 )
 from stagewise.pipeline.steps import (
     GateRejected, RunContext, ValidationFailed, challenger_observations, input_reference, predictions_summary, read_table,
+    review_queue,
 )
 from stagewise.pipeline.storage import S3Uri, sha256_file
 from stagewise.platform.aws import utc_now
@@ -563,8 +564,11 @@ def publish_score_partitions(ctx: RunContext, docs: list[dict[str, Any]], merged
         "id_hash": docs[0]["output"].get("id_hash"),
         **predictions_summary(ctx.data_bucket, ctx.spec.name, ctx.run_id, len(docs), any(p["staged_shadow_uri"] for p in parts)),
     }
+    queue = review_queue(ctx.spec, [d.get("review") or [] for d in docs])
+    if queue is not None:
+        summary["review_queue"] = {"rows": len(queue), "reasons": queue["reason"].value_counts().to_dict()}
     return publish_predictions(ctx.objects, ctx.data_bucket, ctx.spec.name, ctx.run_id, parts, _encode(merged), _encode(summary),
-                               data=input_reference(ctx), started_at=started_at)
+                               data=input_reference(ctx), started_at=started_at, review_queue=queue)
 
 
 def _run_steps(group: str, ctx: RunContext, log: _Log, current: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -657,6 +661,7 @@ def _record(group: str, ctx: RunContext, state: RunState, output: dict[str, Any]
         memo = {k: _encode(ctx.memo[k]) for k in HANDOVER["score"] if k in ctx.memo}
         state.save_partition(*partition, {
             "finished_at": now, "memo": memo, "durations": durations, "output": output,
+            "review": _encode(ctx.memo.get("review_candidates") or []),
             "steps": _encode({s.name: s.summary for s in result.steps}),
         })
         return

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from stagewise.monitoring import drift as driftlib
-from stagewise.pipeline import modeling
+from stagewise.pipeline import modeling, review
 from stagewise.pipeline.spec import ModelSpec
 from stagewise.pipeline.storage import ObjectStore, S3Uri
 from stagewise.platform.aws import AwsClients, AwsTarget, utc_now
@@ -279,7 +279,8 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
         ``drift_counts`` (version -> ``drift.collect`` counts), ``staged_uri`` and
         ``staged_shadow_uri`` (the staged parts; ``publish_predictions`` publishes them), and
         ``staged_results`` (version -> the staged rows of the results catalog,
-        ``stagewise.pipeline.catalog``: id hash, run id, prediction, features, target).
+        ``stagewise.pipeline.catalog``: id hash, run id, prediction, features, target), ``review``
+        (this partition's review candidates, records of ``review.COLUMNS``).
 
     Raises:
         PartitionError: ``index`` is outside the plan.
@@ -299,6 +300,8 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
     writer = shadow_writer = None
     results: dict[int, Any] = {}  # version -> ParquetWriter of its rows of the results catalog
     result_columns = [c for c in (*spec.feature_names, spec.target.name)]
+    numeric = [f.name for f in spec.features if f.type in ("integer", "float")]
+    queue: list[pd.DataFrame] = []  # this partition's review candidates so far
     acc = _Accumulator()
     predict_seconds = 0.0
     start, end = job.plan.bounds(index)
@@ -327,6 +330,7 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
                 if number not in results:
                     results[number] = pq.ParquetWriter(Path(job.workdir) / f"results-v{number}-{part}", sub.schema)
                 results[number].write_table(sub)
+            other = other_version = None
             if shadow:
                 shadow_pred = modeling.predict(load_model(job.versions[r.challenger]), X, spec)
                 acc.stats.setdefault(r.challenger, []).append(
@@ -335,6 +339,17 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
                                "model_version": np.full(len(df), r.challenger, dtype="int64")})
                 shadow_writer = shadow_writer or pq.ParquetWriter(shadow_path, st.schema)
                 shadow_writer.write_table(st)
+                other, other_version = shadow_pred, np.full(len(df), r.challenger)
+            elif r is not None and spec.review.size:  # each row as the version that did not serve it sees it
+                other_version = np.where(served == r.challenger, record.champion, r.challenger)
+                other = np.empty(len(df), dtype="float64")
+                for number in np.unique(other_version).tolist():
+                    mask = other_version == number
+                    other[mask] = modeling.predict(load_model(job.versions[number]), X[mask], spec)
+            if spec.review.size:
+                queue = [review.merge(queue + [review.candidates(
+                    ids, job.id_hash_column, df, prediction, served, other, other_version, job.baselines, numeric,
+                    spec.review.size)], spec.review.size)]
             for number, baseline in job.baselines.items():
                 if baseline is not None:
                     acc.drift.setdefault(str(number), []).append(driftlib.collect(df, baseline, seed=index))
@@ -373,6 +388,7 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
         "staged_uri": f"s3://{job.data_bucket}/{job.prefix}/{part}",
         "staged_shadow_uri": shadow_uri,
         "staged_results": staged_results,
+        "review": review.merge(queue, spec.review.size).to_dict("records") if queue else [],
     }
 
 
@@ -553,7 +569,7 @@ def read_manifest(objects: ObjectStore, bucket: str, model: str, run_id: str) ->
 
 def publish_predictions(objects: ObjectStore, bucket: str, model: str, run_id: str, parts: list[dict[str, Any]],
                         memo: dict[str, Any], summary: dict[str, Any], data: dict[str, Any] | None = None,
-                        started_at: str | None = None) -> dict[str, Any]:
+                        started_at: str | None = None, review_queue: pd.DataFrame | None = None) -> dict[str, Any]:
     """Publish a run's staged prediction parts: copy each to its final key, then write the manifest
     (last), then delete the staged copies. Idempotent: a run that has a manifest is not published
     again (its manifest is returned); one that died half-way copies the same bytes again.
@@ -570,11 +586,14 @@ def publish_predictions(objects: ObjectStore, bucket: str, model: str, run_id: s
             customer's features from).
         started_at: when the run started (ISO 8601), for the results' date partition when the run
             id does not carry its time (``catalog.run_date``).
+        review_queue: the run's review queue (``review.merge`` of every partition's candidates),
+            written to ``review_queue.parquet`` beside the parts.
 
     Returns:
         The manifest: ``model``, ``run_id``, ``published_at`` (ISO 8601 UTC), ``rows`` (int),
         ``parts`` and ``shadow_parts`` (``{"key", "rows"}`` in partition order), ``results``
-        (``{"key", "version"}``: the run's rows of the results catalog), ``memo``, ``summary``, ``data``.
+        (``{"key", "version"}``: the run's rows of the results catalog), ``review_queue``
+        (``{"key", "rows"}``, when given), ``memo``, ``summary``, ``data``.
 
     Raises:
         botocore.exceptions.ClientError: a copy or write failed (nothing is visible to readers
@@ -602,6 +621,10 @@ def publish_predictions(objects: ObjectStore, bucket: str, model: str, run_id: s
             objects.s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src.bucket, "Key": src.key})
             published[kind].append({"key": key, "rows": int(part["rows_scored"])})
             failpoint("score.part-published")
+    if review_queue is not None:
+        key = f"{final}/review_queue.parquet"
+        objects.put_bytes(bucket, key, review_queue.to_parquet(index=False), "application/vnd.apache.parquet")
+        published["review_queue"] = {"key": key, "rows": len(review_queue)}  # type: ignore[assignment]
     manifest = {
         "schema": 1, "model": model, "run_id": run_id, "published_at": utc_now().isoformat(),
         "rows": sum(p["rows"] for p in published["parts"]), **published, "memo": memo, "summary": summary,

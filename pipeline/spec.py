@@ -173,6 +173,13 @@ class DriftSpec(_Strict):
     on_rollout: Literal["hold", "rollback"] = "hold"
 
 
+class ReviewSpec(_Strict):
+    """The review queue after scoring (``stagewise.pipeline.review``): the ``size`` rows most worth
+    a human look, published beside the predictions; 0 turns it off."""
+
+    size: Annotated[int, Field(ge=0, le=100_000)] = 400
+
+
 class ModelSpec(_Strict):
     """A whole model spec, as loaded from YAML. See ``pipeline/specs/engagement.yaml``."""
 
@@ -189,6 +196,7 @@ class ModelSpec(_Strict):
     gates: tuple[GateSpec, ...] = ()
     rollout: RolloutSpec = RolloutSpec()
     drift: DriftSpec = DriftSpec()
+    review: ReviewSpec = ReviewSpec()
     reference: Annotated[str | None, Field(pattern=r"^[\w.]+:\w+$")] = None
     """Optional ``module:function`` giving the true E[target | features] of synthetic data; when
     set, runs report the best achievable holdout metrics beside the model's (``generator`` data)."""

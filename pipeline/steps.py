@@ -552,12 +552,26 @@ def score(ctx: RunContext) -> dict[str, Any]:
         "id_hash": {"column": job.id_hash_column, **salt.describe()},
     }
     if given is not None:  # a Map task stages its part; the report group publishes them all
+        ctx.memo["review_candidates"] = results[0]["review"]  # the report group merges every partition's
         return summary | {k: results[0][k] for k in ("staged_uri", "staged_shadow_uri", "staged_results")}
     summary |= predictions_summary(ctx.data_bucket, spec.name, ctx.run_id, plan.count, bool(merged["staged_shadow_parts"]))
+    queue = review_queue(spec, [r["review"] for r in results])
+    if queue is not None:
+        summary["review_queue"] = {"rows": len(queue), "uri": summary["manifest_uri"].rsplit("/", 1)[0] + "/review_queue.parquet",
+                                   "reasons": queue["reason"].value_counts().to_dict()}
     scoring.publish_predictions(ctx.objects, ctx.data_bucket, spec.name, ctx.run_id, results,
                                 handover.encode({k: ctx.memo[k] for k in handover.SCORE_KEYS}), handover.encode(summary),
-                                data=input_reference(ctx))
+                                data=input_reference(ctx), review_queue=queue)
     return summary
+
+
+def review_queue(spec: ModelSpec, candidates: list[list[dict[str, Any]]]) -> pd.DataFrame | None:
+    """The run's review queue from each partition's candidates (None when the spec turns it off)."""
+    from stagewise.pipeline import review
+
+    if not spec.review.size:
+        return None
+    return review.merge([pd.DataFrame.from_records(c) for c in candidates if c], spec.review.size)
 
 
 def input_reference(ctx: RunContext) -> dict[str, Any]:

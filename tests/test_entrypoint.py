@@ -281,6 +281,9 @@ def test_score_then_report_finish_the_run(dev, finished, trained, inputs):
     assert manifest["rows"] == ROWS and manifest["memo"]["rows_scored"] == ROWS
     created = _state(dev, RUN)["created_at"][:10]  # the execution name carries no date: the run's start does
     assert manifest["results"] and all(f"/run_date={created}/model_version=" in r["key"] for r in manifest["results"])
+    queue = pd.read_parquet(io.BytesIO(s3.get_object(Bucket=bucket, Key=manifest["review_queue"]["key"])["Body"].read()))
+    assert manifest["review_queue"]["rows"] == len(queue) == min(400, ROWS)  # merged from the partitions' documents
+    assert queue["priority"].is_monotonic_decreasing and queue["reason"].notna().all()
     assert s3.list_objects_v2(Bucket=bucket, Prefix=f"staging/predictions/{MODEL}/run={RUN}/").get("KeyCount", 0) == 0
     raw = s3.get_object(Bucket=bucket, Key=manifest["parts"][0]["key"])["Body"].read()
     pred = pd.read_parquet(io.BytesIO(raw))

@@ -1,0 +1,116 @@
+"""The review queue: after scoring, the rows most worth a human look, each with its reason.
+
+Three reasons, each measured in standard deviations so they can be ranked together:
+
+* ``disagreement`` (only while a challenger is rolling out): |champion - challenger| over the
+  served version's training-prediction standard deviation: the row where the two versions disagree
+  most is where the rollout changes most for a customer.
+* ``extreme``: |prediction - mean| over the standard deviation of the served version's predictions
+  on its holdout (the baseline's ``predictions``): predictions far in the tails.
+* ``uncertain``: the row's features lie outside what the served version saw in training (the
+  baseline's min and max per numeric feature); the score is the largest distance outside, in
+  training standard deviations. A tree model extrapolates flat there, so its prediction is least
+  supported by data.
+
+Each row's priority is its largest score; the queue is the ``size`` (default 400) rows of highest
+priority over the whole input. Partitions keep their own top ``size`` (``candidates``) and
+``merge`` takes the top ``size`` of those, so the queue is exact whatever the partitioning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_SIZE = 400
+COLUMNS = ["priority", "reason", "detail", "prediction", "model_version", "other_prediction", "other_version"]
+"""The queue's columns after the id hash column, in order."""
+
+
+def _std(stats: dict[str, Any] | None) -> float:
+    s = float((stats or {}).get("std") or 0.0)
+    return s if s > 0 else 1.0
+
+
+def candidates(ids: np.ndarray, id_column: str, df: pd.DataFrame, prediction: np.ndarray, served: np.ndarray,
+               other: np.ndarray | None, other_version: np.ndarray | None, baselines: dict[int, dict[str, Any] | None],
+               numeric_features: list[str], size: int = DEFAULT_SIZE) -> pd.DataFrame:
+    """The ``size`` rows of one batch with the highest review priority.
+
+    Args:
+        ids: the rows' id hashes.
+        df: the batch (its numeric feature columns are read).
+        prediction, served: each row's served prediction and version.
+        other, other_version: the other version's prediction and number (None without a challenger).
+        baselines: version -> baseline statistics (``modeling.baseline_statistics``) or None.
+        numeric_features: features checked for extrapolation.
+
+    Returns:
+        DataFrame with ``id_column`` then ``COLUMNS``; at most ``size`` rows, highest priority first.
+    """
+    n = len(prediction)
+    if n == 0:
+        return pd.DataFrame(columns=[id_column, *COLUMNS])
+    served = np.asarray(served)
+    pred_mean, pred_std = np.zeros(n), np.ones(n)
+    outside = np.zeros(n)
+    worst = np.full(n, -1)  # index into `checked` of the feature furthest outside
+    checked: list[tuple[str, dict[str, Any]]] = []
+    for number in np.unique(served).tolist():
+        mask = served == number
+        base = baselines.get(number) or {}
+        stats = base.get("predictions") or {}
+        pred_mean[mask] = float(stats.get("mean", np.mean(prediction[mask])))
+        pred_std[mask] = _std(stats)
+        for name in numeric_features:
+            st = (base.get("features") or {}).get(name)
+            if not st or name not in df.columns or st.get("min") is None:
+                continue
+            values = df[name].to_numpy(dtype="float64", na_value=np.nan)
+            dist = np.where(values > st["max"], values - st["max"], np.where(values < st["min"], st["min"] - values, 0.0)) / _std(st)
+            dist = np.where(np.isfinite(dist) & mask, dist, 0.0)
+            better = dist > outside
+            outside = np.where(better, dist, outside)
+            worst = np.where(better, len(checked), worst)
+            checked.append((name, st))
+    scores = {"extreme": np.abs(prediction - pred_mean) / pred_std, "uncertain": outside}
+    if other is not None:
+        scores["disagreement"] = np.abs(prediction - other) / pred_std
+    names = list(scores)
+    matrix = np.vstack([scores[k] for k in names])
+    best, priority = matrix.argmax(axis=0), matrix.max(axis=0)
+    keep = np.argsort(-priority, kind="stable")[:size]
+
+    def detail(i: int) -> str:  # only for the rows kept
+        reason = names[best[i]]
+        if reason == "disagreement":
+            return f"v{served[i]} says {prediction[i]:.4g}, v{other_version[i]} says {other[i]:.4g}"
+        if reason == "uncertain" and worst[i] >= 0:
+            name, st = checked[worst[i]]
+            return f"{name}={df[name].iloc[i]:.4g} outside training [{st['min']:.4g}, {st['max']:.4g}]"
+        return f"prediction {prediction[i]:.4g} is {scores['extreme'][i]:.1f} sd from the training mean {pred_mean[i]:.4g}"
+
+    return pd.DataFrame({
+        id_column: np.asarray(ids, dtype=object)[keep],
+        "priority": priority[keep],
+        "reason": np.asarray(names, dtype=object)[best[keep]],
+        "detail": [detail(int(i)) for i in keep],
+        "prediction": prediction[keep],
+        "model_version": served[keep].astype("int64"),
+        "other_prediction": other[keep] if other is not None else np.full(len(keep), np.nan),
+        "other_version": (np.asarray(other_version, dtype="float64")[keep] if other_version is not None
+                          else np.full(len(keep), np.nan)),
+    })
+
+
+def merge(parts: list[pd.DataFrame], size: int = DEFAULT_SIZE) -> pd.DataFrame:
+    """The top ``size`` rows of several batches' or partitions' candidates (priority, then the id
+    hash to break ties the same way whatever the partitioning)."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=COLUMNS)
+    both = pd.concat(parts, ignore_index=True)
+    key = both.columns[0]
+    return both.sort_values(["priority", key], ascending=[False, True], kind="stable").head(size).reset_index(drop=True)
