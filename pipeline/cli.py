@@ -345,7 +345,8 @@ def explain(
         emit_json(result.to_dict())
         return
     out.print(f"[bold]{spec.name}[/] customer {customer_id} · run {result.run_id} · version [bold]v{result.version}[/] · "
-              f"prediction [bold]{result.prediction:.4f}[/] (raw {result.raw:.4f} = bias {result.bias:.4f} + contributions)")
+              f"prediction [bold]{result.prediction:.4f}[/] (raw {result.raw:.4f}{' log-odds' if spec.task == 'classification' else ''}"
+              f" = bias {result.bias:.4f} + contributions)")
     table = Table(title=f"Top {min(top, len(result.contributions))} of {len(result.contributions)} contributions (TreeSHAP)")
     for col in ("feature", "value", "contribution", "in training data"):
         table.add_column(col, justify="right" if col == "contribution" else "left")

@@ -6,7 +6,8 @@ names it; streamed to a local cache, sha256 verified), and asks XGBoost for the 
 of that version's model (``Booster.predict(pred_contribs=True)``: Lundberg et al., "Consistent
 Individualized Feature Attribution for Tree Ensembles", 2018 — TreeSHAP, exact for trees). The
 contributions plus the bias add up to the model's raw output; the served prediction is that output
-clipped to the target's declared range (``modeling.predict``). Beside each contribution: where the
+clipped to the target's declared range (``modeling.predict``), or for a classifier the logistic
+function of it (raw output and contributions are then log-odds). Beside each contribution: where the
 customer's value sits in the version's training data (percentile of the baseline sample for a
 numeric feature, the category's training share for a categorical one).
 """
@@ -60,7 +61,7 @@ class Explanation:
         version: the version that served the customer in that run.
         prediction: the published prediction (float).
         raw: the model's raw output, ``bias + sum(contributions)``; ``prediction`` is ``raw`` clipped
-            to the target's range.
+            to the target's range (regression) or ``1 / (1 + exp(-raw))`` (classification: log-odds).
         bias: the expected output over the training data (SHAP's base value).
         contributions: every feature, largest absolute contribution first.
     """

@@ -70,6 +70,25 @@ By the law of total variance the best possible R^2 (a model that knows g) is
 of g itself on a frame. Mean engagement is ~0.46 with a U-shaped distribution (~11% zeros, ~7%
 ones), as in real DAU/MAU data.
 
+Second label. ``churned_30d`` (int 0/1, the ``churn`` model's target) says whether the customer
+leaves in the next 30 days. It depends on behaviour only, through a logistic model plus Bernoulli
+noise (its own RNG stream, so adding it changed no other column)::
+
+    u(x) = -2.2
+           + 3.0 * sigma((days_since_last_login - 14) / 3)         lapsed for two weeks or more
+           - 1.6 * tanh(sessions_per_week / 8)                      habit protects
+           - 1.4 * days_active_last_30 / 30
+           + 0.9 * tanh(support_tickets_90d / 3)                    friction
+           + tier_churn[subscription_tier]                          free 0, plus -0.4, premium -0.8
+           + 1.2 * exp(-account_age_days / 60)                      new accounts leave more
+           - 0.8 * push_open_rate
+           + 0.5 * [payment_methods_saved == 0]
+
+    P(churned_30d = 1 | x) = sigma(1.5 * u(x))   (``expected_churn``);  churned_30d ~ Bernoulli(P)
+
+Measured on 20,000 rows (seed 7): 17.9% churn; the PR-AUC of the true probability is 0.86 and an
+XGBoost classifier trained on 16,000 rows reaches 0.855 on the other 4,000.
+
 Calibration, measured (XGBoost 3.2 with the spec's hyperparameters, categoricals as
 ``pd.Categorical`` with the spec's categories, ``enable_categorical=True``, 80/20 split with
 ``random_state=42``; seeds 7 / 11 / 2024)::
@@ -105,7 +124,9 @@ __all__ = [
     "HORIZON_DAYS",
     "KAPPA",
     "SPEC_NAME",
+    "CHURN_LABEL",
     "best_achievable_r2",
+    "expected_churn",
     "expected_engagement",
     "generate_customers",
     "theoretical_best_r2",
@@ -117,6 +138,9 @@ DEFAULT_SEED = 7
 
 SPEC_NAME = "engagement"
 """The built-in model spec this generator produces data for."""
+
+CHURN_LABEL = "churned_30d"
+"""The second label (the ``churn`` model's target): 1 if the customer leaves in the next 30 days."""
 
 HORIZON_DAYS = 30
 """Length of the target window: ``engagement_score`` is active days out of this many."""
@@ -757,6 +781,32 @@ def expected_engagement(df: pd.DataFrame) -> np.ndarray:
     return _sigmoid(_linear_predictor(_target_inputs(df)))
 
 
+_TIER_CHURN = {"free": 0.0, "plus": -0.4, "premium": -0.8}
+
+
+def expected_churn(df: pd.DataFrame) -> np.ndarray:
+    """``P(churned_30d = 1 | features) = sigmoid(1.5 * u(x))`` (module docstring), float64 in (0, 1).
+
+    Reads only feature columns, so it works on any frame with them (a holdout split, a batch).
+
+    Raises:
+        KeyError: a needed feature column is missing.
+        ValueError: ``subscription_tier`` holds a value outside free/plus/premium.
+    """
+    def num(name: str) -> np.ndarray:
+        return pd.to_numeric(df[name]).to_numpy(dtype=np.float64, na_value=0.0)
+
+    tier = df["subscription_tier"].astype(str).map(_TIER_CHURN)
+    if tier.isna().any():
+        raise ValueError(f"subscription_tier holds values outside {sorted(_TIER_CHURN)}")
+    u = (-2.2 + 3.0 * _sigmoid((num("days_since_last_login") - 14.0) / 3.0)
+         - 1.6 * np.tanh(num("sessions_per_week") / 8.0) - 1.4 * num("days_active_last_30") / 30.0
+         + 0.9 * np.tanh(num("support_tickets_90d") / 3.0) + tier.to_numpy(dtype=np.float64)
+         + 1.2 * np.exp(-num("account_age_days") / 60.0) - 0.8 * num("push_open_rate")
+         + 0.5 * (num("payment_methods_saved") == 0))
+    return _sigmoid(1.5 * u)
+
+
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:
     y = np.asarray(y, dtype=np.float64)
     ss_res = float(np.sum((y - pred) ** 2))
@@ -844,8 +894,8 @@ def generate_customers(n_rows: int = 100_000, seed: int = DEFAULT_SEED) -> pd.Da
         e-mails unique, on example.com/.org/.net), the 33 features (integer -> int64,
         float -> float64, boolean -> bool, categorical -> str holding only the spec's
         categories; ``app_rating`` and ``avg_job_completion_rating`` hold NaN where the spec
-        allows nulls) and ``engagement_score`` (float64 in [0, 1], multiples of 1/30). Default
-        RangeIndex.
+        allows nulls), ``engagement_score`` (float64 in [0, 1], multiples of 1/30) and
+        ``churned_30d`` (int64 0/1, the churn model's label). Default RangeIndex.
 
     Raises:
         TypeError: ``n_rows`` or ``seed`` is not an integer.
@@ -928,6 +978,8 @@ def generate_customers(n_rows: int = 100_000, seed: int = DEFAULT_SEED) -> pd.Da
     df = pd.DataFrame(columns, copy=False)
     if list(df.columns) != spec.columns:  # pragma: no cover - guards spec / generator drift
         raise RuntimeError(f"generator columns {list(df.columns)} differ from spec {spec.columns}")
+    rng_churn = np.random.default_rng([seed, 0xC4A27])  # its own stream: no other column changes
+    df[CHURN_LABEL] = (rng_churn.random(n_rows) < expected_churn(df)).astype(np.int64)
     return df
 
 

@@ -12,7 +12,10 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+from sklearn.metrics import (
+    average_precision_score, brier_score_loss, log_loss, mean_absolute_error, mean_squared_error, precision_recall_curve,
+    r2_score, roc_auc_score,
+)
 
 from stagewise.pipeline.spec import GateSpec, ModelSpec
 from stagewise.registry import gates as gatelib
@@ -87,10 +90,16 @@ class _Progress(xgb.callback.TrainingCallback):
         return False
 
 
+def model_class(task: str) -> type:
+    """``xgb.XGBClassifier`` for ``classification``, else ``xgb.XGBRegressor``."""
+    return xgb.XGBClassifier if task == "classification" else xgb.XGBRegressor
+
+
 def train_model(
     X: pd.DataFrame, y: np.ndarray, spec: ModelSpec, progress: Callable[[int, int], None] | None = None, n_jobs: int | None = None
-) -> xgb.XGBRegressor:
-    """Fit an XGBoost regressor with the spec's hyperparameters (``tree_method`` defaults to ``hist``).
+) -> xgb.XGBModel:
+    """Fit an XGBoost regressor (or, for a classification spec, a binary classifier on 0/1 labels)
+    with the spec's hyperparameters (``tree_method`` defaults to ``hist``).
 
     Args:
         X: ``feature_matrix`` output, shape (n, n_features).
@@ -101,28 +110,74 @@ def train_model(
     params = {"tree_method": "hist", **spec.xgboost}
     total = int(params.get("n_estimators", 100))
     callbacks = [_Progress(progress, total)] if progress else None
-    model = xgb.XGBRegressor(**params, enable_categorical=True, n_jobs=n_jobs, callbacks=callbacks)
-    model.fit(X, y)
+    model = model_class(spec.task)(**params, enable_categorical=True, n_jobs=n_jobs, callbacks=callbacks)
+    model.fit(X, y.astype("int64") if spec.task == "classification" else y)
     model.set_params(callbacks=None)
     return model
 
 
-def predict(model: xgb.XGBRegressor, X: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
-    """Predictions as float64, clipped to the target's declared range (e.g. [0, 1])."""
+def predict(model: xgb.XGBModel, X: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
+    """Predictions as float64: a regressor's clipped to the target's declared range (e.g. [0, 1]);
+    a classifier's probability of the positive class (label 1)."""
+    if spec.task == "classification":
+        return model.predict_proba(X)[:, 1].astype("float64")
     pred = model.predict(X).astype("float64")
     lo = spec.target.min if spec.target.min is not None else -np.inf
     hi = spec.target.max if spec.target.max is not None else np.inf
     return np.clip(pred, lo, hi)
 
 
-def holdout_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """``{"r2", "rmse", "mae", "samples"}`` from scikit-learn's metric functions."""
+def holdout_metrics(y_true: np.ndarray, y_pred: np.ndarray, task: str = "regression",
+                    threshold: float | None = None) -> dict[str, float]:
+    """Holdout metrics from scikit-learn's metric functions, with ``samples``.
+
+    Regression: ``r2``, ``rmse``, ``mae``. Classification (``y_pred`` the probability of label 1):
+    ``pr_auc`` (average precision), ``roc_auc``, ``logloss``, ``brier``; with a ``threshold``
+    also ``precision`` and ``recall`` of ``y_pred >= threshold``. (AUCs are NaN-free: a holdout
+    with one class only gives 0.0 PR-AUC and 0.5 ROC-AUC.)
+    """
+    if task == "classification":
+        y = np.asarray(y_true).astype("int64")
+        both = len(np.unique(y)) == 2
+        out = {
+            "pr_auc": float(average_precision_score(y, y_pred)) if both else 0.0,
+            "roc_auc": float(roc_auc_score(y, y_pred)) if both else 0.5,
+            "logloss": float(log_loss(y, np.clip(y_pred, 1e-15, 1 - 1e-15), labels=[0, 1])),
+            "brier": float(brier_score_loss(y, y_pred)),
+        }
+        if threshold is not None:
+            out.update(confusion_rates(*confusion(y, y_pred, threshold)))
+        return out | {"samples": float(len(y))}
     return {
         "r2": float(r2_score(y_true, y_pred)),
         "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
         "mae": float(mean_absolute_error(y_true, y_pred)),
         "samples": float(len(y_true)),
     }
+
+
+def confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
+    """``(tp, fp, fn, tn)`` of the decision ``p >= threshold`` against 0/1 labels ``y``."""
+    yes, pos = np.asarray(p) >= threshold, np.asarray(y).astype(bool)
+    return int((yes & pos).sum()), int((yes & ~pos).sum()), int((~yes & pos).sum()), int((~yes & ~pos).sum())
+
+
+def confusion_rates(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+    """``precision`` = tp / (tp + fp) and ``recall`` = tp / (tp + fn) (0.0 when undefined)."""
+    return {"precision": tp / (tp + fp) if tp + fp else 0.0, "recall": tp / (tp + fn) if tp + fn else 0.0}
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray, min_recall: float) -> float:
+    """The decision threshold with the best precision among those whose recall is at least
+    ``min_recall`` (scikit-learn's ``precision_recall_curve`` over the holdout; ties go to the
+    higher threshold). When no threshold reaches the recall, the lowest one (flag everything that
+    has any probability)."""
+    precision, recall, thresholds = precision_recall_curve(np.asarray(y).astype("int64"), p)
+    ok = recall[:-1] >= min_recall
+    if not ok.any():
+        return float(thresholds.min())
+    best = np.flatnonzero(ok & (precision[:-1] == precision[:-1][ok].max()))
+    return float(thresholds[best.max()])
 
 
 def registry_gates(gates: tuple[GateSpec, ...]) -> tuple[Gate, ...]:
@@ -181,7 +236,7 @@ def _numeric_stats(values: np.ndarray, rng: np.random.Generator) -> dict[str, An
     }
 
 
-def feature_importance(model: xgb.XGBRegressor) -> dict[str, float]:
+def feature_importance(model: xgb.XGBModel) -> dict[str, float]:
     """Total gain per feature, normalised to sum to 1, sorted high to low."""
     gain = model.get_booster().get_score(importance_type="total_gain")
     total = sum(gain.values()) or 1.0

@@ -316,7 +316,8 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
                 t = time.perf_counter()
                 prediction[mask] = modeling.predict(model, X[mask], spec)
                 predict_seconds += time.perf_counter() - t
-                acc.stats.setdefault(number, []).append(_version_stats(prediction[mask], labels[mask] if labels is not None else None))
+                acc.stats.setdefault(number, []).append(_version_stats(
+                    prediction[mask], labels[mask] if labels is not None else None, decision_threshold(job.versions[number], spec)))
             ids = hash_ids(df[spec.id_column].to_numpy(), job.id_salt)
             table = pa.table({job.id_hash_column: ids, "prediction": prediction, "model_version": served})
             writer = writer or pq.ParquetWriter(out_path, table.schema)
@@ -334,7 +335,7 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
             if shadow:
                 shadow_pred = modeling.predict(load_model(job.versions[r.challenger]), X, spec)
                 acc.stats.setdefault(r.challenger, []).append(
-                    {**_version_stats(shadow_pred, labels), "shadow": True})
+                    {**_version_stats(shadow_pred, labels, decision_threshold(job.versions[r.challenger], spec)), "shadow": True})
                 st = pa.table({job.id_hash_column: ids, "prediction": shadow_pred,
                                "model_version": np.full(len(df), r.challenger, dtype="int64")})
                 shadow_writer = shadow_writer or pq.ParquetWriter(shadow_path, st.schema)
@@ -392,12 +393,19 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
     }
 
 
-def _version_stats(pred: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+def _version_stats(pred: np.ndarray, labels: np.ndarray | None, threshold: float | None = None) -> dict[str, Any]:
     """Per-version scoring statistics of one batch; ``label_sum`` and ``label_sum_sq`` (over
     labelled rows) let batches' and partitions' R² be merged exactly
-    (R² = 1 - SSE / (Σy² - (Σy)²/n))."""
+    (R² = 1 - SSE / (Σy² - (Σy)²/n)). With a classifier's ``threshold``: the confusion counts
+    at it (``tp``, ``fp``, ``fn``, ``tn``) and the log-loss and Brier sums instead, all additive."""
     stats: dict[str, Any] = {"rows": int(len(pred)), "mean_prediction": float(pred.mean()) if len(pred) else None, "labeled": 0}
-    if labels is not None and len(pred) >= 2:
+    if labels is not None and threshold is not None:
+        ok = np.isfinite(labels)
+        y, p = labels[ok].astype("int64"), np.clip(pred[ok], 1e-15, 1 - 1e-15)
+        stats.update(labeled=int(ok.sum()), **dict(zip(("tp", "fp", "fn", "tn"), modeling.confusion(y, p, threshold))),
+                     logloss_sum=float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).sum()),
+                     brier_sum=float(np.square(p - y).sum()))
+    elif labels is not None and len(pred) >= 2:
         ok = np.isfinite(labels)
         if ok.sum() >= 2:
             stats.update(modeling.holdout_metrics(labels[ok], pred[ok]))
@@ -405,6 +413,14 @@ def _version_stats(pred: np.ndarray, labels: np.ndarray | None) -> dict[str, Any
             stats["label_sum"] = float(labels[ok].sum())
             stats["label_sum_sq"] = float(np.square(labels[ok]).sum())
     return stats
+
+
+def decision_threshold(version: VersionRecord, spec: ModelSpec) -> float | None:
+    """A classifier version's decision threshold (its ``threshold`` metric, chosen at evaluation;
+    0.5 for a version registered without one); None for a regressor."""
+    if spec.task != "classification":
+        return None
+    return float(version.metrics.get("threshold", 0.5))
 
 
 def merge_version_stats(parts: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -427,7 +443,12 @@ def merge_version_stats(parts: list[dict[str, dict[str, Any]]]) -> dict[str, dic
             "mean_prediction": sum(m * r for m, r in means) / sum(r for _, r in means) if means else None,
             "labeled": n,
         }
-        if n:
+        if n and all("tp" in s for s in labeled):  # a classifier: counts and sums add up exactly
+            counts = {k: sum(s[k] for s in labeled) for k in ("tp", "fp", "fn", "tn")}
+            out.update(counts, **modeling.confusion_rates(*counts.values()),
+                       logloss=sum(s["logloss_sum"] for s in labeled) / n, brier=sum(s["brier_sum"] for s in labeled) / n,
+                       logloss_sum=sum(s["logloss_sum"] for s in labeled), brier_sum=sum(s["brier_sum"] for s in labeled))
+        elif n:
             sse = sum(s["rmse"] ** 2 * s["labeled"] for s in labeled)
             out["mae"] = sum(s["mae"] * s["labeled"] for s in labeled) / n
             out["rmse"] = math.sqrt(sse / n)
@@ -482,7 +503,7 @@ def load_artifact(objects: ObjectStore, version: VersionRecord, cache: dict[str,
 
     if version.artifact_sha256 not in cache:
         uri = S3Uri.parse(version.artifact_uri)
-        model = xgb.XGBRegressor()
+        model = xgb.XGBClassifier() if version.lineage.get("task") == "classification" else xgb.XGBRegressor()
         model.load_model(bytearray(objects.get_bytes(uri.bucket, uri.key, expect_sha256=version.artifact_sha256)))
         cache[version.artifact_sha256] = model
     return cache[version.artifact_sha256]

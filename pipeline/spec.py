@@ -173,6 +173,14 @@ class DriftSpec(_Strict):
     on_rollout: Literal["hold", "rollback"] = "hold"
 
 
+class DecisionSpec(_Strict):
+    """How a classifier's probability becomes a decision: the threshold is chosen on the holdout
+    split as the one with the best precision among those with recall >= ``min_recall`` (stored
+    with the version as the metric ``threshold``)."""
+
+    min_recall: Annotated[float, Field(gt=0, le=1)] = 0.7
+
+
 class ReviewSpec(_Strict):
     """The review queue after scoring (``stagewise.pipeline.review``): the ``size`` rows most worth
     a human look, published beside the predictions; 0 turns it off."""
@@ -185,7 +193,10 @@ class ModelSpec(_Strict):
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")]
     description: str = ""
-    task: Literal["regression"]
+    task: Literal["regression", "classification"]
+    """``regression`` (XGBoost regressor; R², RMSE, MAE) or ``classification`` (binary: XGBoost
+    classifier on a 0/1 target; PR-AUC, ROC-AUC, log loss, Brier score, and precision and recall
+    at the decision threshold)."""
     id_column: str
     pii_columns: tuple[str, ...] = ()
     target: TargetSpec
@@ -197,6 +208,10 @@ class ModelSpec(_Strict):
     rollout: RolloutSpec = RolloutSpec()
     drift: DriftSpec = DriftSpec()
     review: ReviewSpec = ReviewSpec()
+    decision: DecisionSpec = DecisionSpec()
+    ignored_columns: tuple[str, ...] = ()
+    """Columns an input may carry that this model never reads (e.g. another model's label in a
+    shared customer table): dropped before validation, never trained on, never published."""
     reference: Annotated[str | None, Field(pattern=r"^[\w.]+:\w+$")] = None
     """Optional ``module:function`` giving the true E[target | features] of synthetic data; when
     set, runs report the best achievable holdout metrics beside the model's (``generator`` data)."""
@@ -211,7 +226,18 @@ class ModelSpec(_Strict):
         clash = sorted(reserved & set(names))
         if clash:
             raise ValueError(f"id, target and PII columns cannot be features: {clash}")
+        used = sorted(set(self.ignored_columns) & (reserved | set(names)))
+        if used:
+            raise ValueError(f"ignored_columns cannot be the id, the target, PII or features: {used}")
+        if self.task == "classification" and (self.target.min, self.target.max) != (0, 1):
+            raise ValueError("a classification target is 0/1: declare target min: 0 and max: 1")
         return self
+
+    @property
+    def primary_metric(self) -> str:
+        """The holdout metric a new version is compared with the champion on: ``r2`` (regression)
+        or ``pr_auc`` (classification)."""
+        return "r2" if self.task == "regression" else "pr_auc"
 
     @property
     def feature_names(self) -> list[str]:

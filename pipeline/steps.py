@@ -207,7 +207,8 @@ def validate(ctx: RunContext) -> dict[str, Any]:
         ) from e
     ctx.progress(0, 1, f"validating {len(df):,} rows against {ctx.spec.name!r} suite")
     docs_dir = ctx.workdir / "data-docs"
-    report = validate_frame(df, ctx.spec, docs_dir, run_name=ctx.run_id)
+    ignored = [c for c in ctx.spec.ignored_columns if c in df.columns]  # e.g. another model's label
+    report = validate_frame(df.drop(columns=ignored) if ignored else df, ctx.spec, docs_dir, run_name=ctx.run_id)
     result_key = f"{prefix}/result.json"
     ctx.objects.put_bytes(ctx.data_bucket, result_key, json.dumps(report.result, default=str).encode(), "application/json")
     failpoint("validate.result-written")
@@ -285,8 +286,11 @@ def train(ctx: RunContext) -> dict[str, Any]:
 def evaluate(ctx: RunContext) -> dict[str, Any]:
     """Holdout R², RMSE, MAE; the spec's offline gates; the champion on the same holdout.
 
-    The new version must not lose to the champion by more than ``rollout.champion_tolerance``
-    R² on the same holdout rows (gate ``r2_vs_champion``, value = new R² - champion R²). The
+    A classifier's decision threshold is chosen here (``modeling.choose_threshold``: best precision
+    at recall >= ``decision.min_recall``) and kept as the metric ``threshold``; its precision and
+    recall are at that threshold. The new version must not lose to the champion by more than
+    ``rollout.champion_tolerance`` of the spec's primary metric (R², or PR-AUC for a classifier) on
+    the same holdout rows (gate ``r2_vs_champion`` / ``pr_auc_vs_champion``, value = new - champion). The
     comparison is skipped when the champion was trained on other features, or is this very
     model (an earlier attempt of the run registered it).
 
@@ -295,7 +299,11 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     registered with them.
     """
     spec = ctx.spec
-    metrics = modeling.holdout_metrics(ctx.memo["holdout_true"], ctx.memo["holdout_pred"])
+    y, p = ctx.memo["holdout_true"], ctx.memo["holdout_pred"]
+    threshold = modeling.choose_threshold(y, p, spec.decision.min_recall) if spec.task == "classification" else None
+    metrics = modeling.holdout_metrics(y, p, spec.task, threshold)
+    if threshold is not None:
+        metrics["threshold"] = threshold  # stored with the version: scoring decides with it
     samples = int(metrics.pop("samples"))
     gates = modeling.evaluate_gates(spec.gates, metrics, samples)
     holdout = ctx.memo["frame"].iloc[ctx.memo["hold_idx"]]
@@ -305,15 +313,16 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
             and champion.artifact_sha256 != ctx.memo["artifact_sha256"]):
         champ_model = load_version_model(ctx, champion)
         champ_pred = modeling.predict(champ_model, ctx.memo["features"].iloc[ctx.memo["hold_idx"]], spec)
-        champion_metrics = modeling.holdout_metrics(ctx.memo["holdout_true"], champ_pred)
+        champion_metrics = modeling.holdout_metrics(ctx.memo["holdout_true"], champ_pred, spec.task)
         champion_metrics.pop("samples")
-        compare = Gate(metric="r2_vs_champion", comparator=">=", threshold=-spec.rollout.champion_tolerance)
-        gates += gatelib.evaluate([compare], {"r2_vs_champion": (metrics["r2"] - champion_metrics["r2"], samples)})
+        primary = spec.primary_metric
+        compare = Gate(metric=f"{primary}_vs_champion", comparator=">=", threshold=-spec.rollout.champion_tolerance)
+        gates += gatelib.evaluate([compare], {compare.metric: (metrics[primary] - champion_metrics[primary], samples)})
     best = None
     if spec.reference:
         module, func = spec.reference.split(":")
         reference = getattr(importlib.import_module(module), func)
-        best = modeling.holdout_metrics(ctx.memo["holdout_true"], np.asarray(reference(holdout), dtype="float64"))
+        best = modeling.holdout_metrics(ctx.memo["holdout_true"], np.asarray(reference(holdout), dtype="float64"), spec.task)
         best.pop("samples")
     ctx.objects.put_new(
         ctx.artifact_bucket, f"{ctx.memo['artifact_prefix']}/metrics.json",
@@ -410,6 +419,7 @@ def register(ctx: RunContext) -> dict[str, Any]:
         "validation_success": True,
         "data_docs_uri": ctx.memo["validation"]["data_docs_uri"],
         "spec_digest": spec.digest(),
+        "task": spec.task,
         "features": spec.feature_names,
         "hyperparameters": dict(spec.xgboost),
         "package_version": pkg,
@@ -605,19 +615,27 @@ def _local_source(ctx: RunContext) -> Path:
 
 def challenger_observations(per_version: dict[Any, dict[str, Any]], serving: dict[str, Any]) -> dict[str, tuple[float | None, int]]:
     """What the rollout gates see for the challenger, as ``metric -> (value, samples)``: its
-    realised ``r2``, ``rmse``, ``mae`` on labelled rows, and ``r2_delta_vs_champion`` (its R² minus
-    the champion's in the same run). Empty when no challenger scored. Keys of ``per_version`` may
-    be ints or strings (JSON)."""
+    realised ``SCORED_KEYS`` metrics on labelled rows (``r2``, ``rmse``, ``mae``; or ``precision``,
+    ``recall``, ``logloss``, ``brier``), and ``<r2|precision|recall>_delta_vs_champion`` (its value
+    minus the champion's in the same run). Empty when no challenger scored. Keys of
+    ``per_version`` may be ints or strings (JSON)."""
     stats = {str(k): v for k, v in per_version.items()}
     ch, champ = serving.get("challenger"), serving.get("champion")
     if ch is None or str(ch) not in stats:
         return {}
     c = stats[str(ch)]
-    obs: dict[str, tuple[float | None, int]] = {k: (c.get(k), c["labeled"]) for k in ("r2", "rmse", "mae")}
+    keys = [k for k in SCORED_KEYS if k in c]
+    obs: dict[str, tuple[float | None, int]] = {k: (c.get(k), c["labeled"]) for k in keys}
     base = stats.get(str(champ), {})
-    if c.get("r2") is not None and base.get("r2") is not None:
-        obs["r2_delta_vs_champion"] = (c["r2"] - base["r2"], min(c["labeled"], base["labeled"]))
+    for k in ("r2", "precision", "recall"):
+        if c.get(k) is not None and base.get(k) is not None:
+            obs[f"{k}_delta_vs_champion"] = (c[k] - base[k], min(c["labeled"], base["labeled"]))
     return obs
+
+
+SCORED_KEYS = ("r2", "rmse", "mae", "precision", "recall", "logloss", "brier")
+"""Metrics measured on scored rows that carry the label (regression: R², RMSE, MAE; classification:
+precision and recall at the version's threshold, log loss, Brier score): the online gates' inputs."""
 
 
 # -------------------------------------------------------------------------------------- monitor

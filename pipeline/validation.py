@@ -252,6 +252,8 @@ def build_suite(spec: ModelSpec) -> "gx.ExpectationSuite":
                 column=t.name, min_value=t.min, max_value=t.max, meta=_meta("range")
             )
         )
+    if spec.task == "classification":  # a binary label: 0 or 1, nothing in between
+        exps.append(E.ExpectColumnValuesToBeInSet(column=t.name, value_set=[0, 1], meta=_meta("categories")))
     exps.append(
         E.ExpectColumnValuesToBeInTypeList(
             column=t.name,

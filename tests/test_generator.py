@@ -43,9 +43,10 @@ def df() -> pd.DataFrame:
 
 
 def test_columns_are_exactly_the_spec_columns_in_order(df, spec):
-    assert list(df.columns) == spec.columns
+    assert list(df.columns) == [*spec.columns, "churned_30d"]  # the churn model's label last
     assert list(df.columns[:3]) == ["customer_id", "name", "email"]
-    assert df.columns[-1] == "engagement_score"
+    assert list(df.columns[-2:]) == ["engagement_score", "churned_30d"]
+    assert set(df["churned_30d"]) == {0, 1} and 0.1 < df["churned_30d"].mean() < 0.3
     assert len(df) == N_ROWS
     assert isinstance(df.index, pd.RangeIndex)
 
@@ -163,7 +164,7 @@ def test_default_seed_is_used_by_default():
 
 def test_a_single_row_works(spec):
     one = generate_customers(1)
-    assert list(one.columns) == spec.columns and len(one) == 1
+    assert list(one.columns) == [*spec.columns, "churned_30d"] and len(one) == 1
 
 
 @pytest.mark.parametrize("n_rows", [0, -1])

@@ -46,5 +46,5 @@ def test_invalid_spec_is_refused_with_the_field_named(tmp_path, mutate, message)
 
 
 def test_unknown_spec_name_lists_the_built_in_ones():
-    with pytest.raises(SpecError, match=r"no model spec called 'churn'.*engagement"):
-        load_spec("churn")
+    with pytest.raises(SpecError, match=r"no model spec called .retention.*churn.*engagement"):
+        load_spec("retention")

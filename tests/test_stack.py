@@ -296,7 +296,9 @@ def test_results_catalog_projects_partitions_over_the_runtime_layout(stack):
 
     env, settings, mocks, outputs = stack
     (db,) = mocks.of_type("aws:glue/catalogDatabase:CatalogDatabase")
-    (table,) = mocks.of_type("aws:glue/catalogTable:CatalogTable")
+    tables = {t.inputs["name"]: t for t in mocks.of_type("aws:glue/catalogTable:CatalogTable")}
+    assert set(tables) == {"engagement_results", "churn_results"}  # one per built-in model
+    table = tables["engagement_results"]
     bucket = f"stagewise-{env}-data-{settings.account_id}"
     assert outputs["glue_database"] == db.inputs["name"] == f"stagewise_{env}" and table.inputs["name"] == "engagement_results"
     p = table.inputs["parameters"]
