@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn
 from rich.table import Table
 
 from stagewise.platform.cli import (
-    AWS_OPT, ENV_OPT, EXIT_BAD_INPUT, EXIT_CONFLICT, JSON_OPT, emit_json, err, fail, handles_errors, local_app, out,
+    AWS_OPT, ENV_OPT, EXIT_AWS, EXIT_BAD_INPUT, EXIT_CONFLICT, JSON_OPT, emit_json, err, fail, handles_errors, local_app, out,
 )
 from stagewise.monitoring.alerts_cli import alerts_app
 from stagewise.monitoring.cli import dashboard_command
@@ -356,6 +356,61 @@ def explain(
         color = "green" if c.contribution > 0 else "red"
         table.add_row(c.feature, "-" if c.value is None else str(c.value), f"[{color}]{c.contribution:+.4f}[/]", where)
     out.print(table)
+
+
+@agent_app.command("ask")
+@handles_errors
+def agent_ask(
+    name: str = typer.Argument(..., help="The agent, e.g. engagement-analyst."),
+    question: str = typer.Argument(..., help="What to ask, in plain words."),
+    env: str = ENV_OPT, aws: bool = AWS_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
+) -> None:
+    """Ask an analyst agent (its champion version): Bedrock's Converse API with the agent's prompt,
+    model and tools (query_results, feature_statistics, explain_prediction).
+
+    Needs --aws: the embedded AWS has no Bedrock runtime (exit 5); locally use the tools directly,
+    `stagewise query` and `stagewise explain`.
+    """
+    from stagewise.pipeline import analyst
+    from stagewise.pipeline.storage import ObjectStore, S3Uri
+    from stagewise.platform.embedded import stagewise_home
+    from stagewise.platform.environment import connect
+    from stagewise.platform.idhash import read_id_salt
+    from stagewise.registry.dynamodb import DynamoDBRegistryStore
+    from stagewise.registry.service import Registry
+
+    conn = connect(env, aws=aws, project_dir=project_dir)
+    registry = Registry(DynamoDBRegistryStore(conn.clients.client("dynamodb"), conn.resources.registry_table.name))
+    version = registry.champion(name)
+    if version is None or version.agent is None:
+        fail(f"{name!r} has no champion agent version", EXIT_BAD_INPUT, as_json,
+             hint="register one: stagewise agent register NAME --prompt FILE --model-id ID --tool query_results ...")
+    if conn.embedded:
+        fail("the embedded AWS has no Bedrock runtime, so the agent cannot call its model here", EXIT_AWS, as_json,
+             hint="ask with --aws (Bedrock in the stack's account), or run its tools yourself: `stagewise query`, `stagewise explain`")
+    objects = ObjectStore(conn.clients.client("s3"))
+    uri = S3Uri.parse(version.agent.prompt_uri)
+    prompt = objects.get_bytes(uri.bucket, uri.key, expect_sha256=version.agent.prompt_sha256).decode()
+    tools = analyst.AnalystTools(
+        objects, conn.resources.data_bucket.name, registry.get_version, lambda m: _champion_or_none(registry, m),
+        read_id_salt(conn.clients, conn.resources).key, stagewise_home() / "cache" / env)
+    answer = analyst.converse(conn.clients.client("bedrock-runtime"), version.agent, prompt, question, tools)
+    if as_json:
+        emit_json({"agent": name, "version": version.version, "answer": answer.text, "tool_calls": answer.tool_calls,
+                   "turns": answer.turns, "usage": answer.usage})
+    else:
+        out.print(answer.text)
+        err.print(f"[dim]{name} v{version.version} · {answer.turns} turn(s) · tools: "
+                  f"{', '.join(c['tool'] for c in answer.tool_calls) or 'none'}[/]")
+
+
+def _champion_or_none(registry: Any, model: str) -> Any:
+    from stagewise.registry.errors import NotFound
+
+    try:
+        return registry.champion(model)
+    except NotFound:
+        return None
 
 
 @app.command("promote")
