@@ -89,12 +89,14 @@ class AnalystTools:
     cache: Path
     spec_of: Callable[[str], Any] = load_spec
     calls: list[dict[str, Any]] = field(default_factory=list)
+    _db: Any = field(default=None, repr=False)
 
     def query_results(self, sql: str) -> dict[str, Any]:
         from stagewise.pipeline import catalog
 
-        models = catalog.sync(self.objects, self.bucket, self.cache)
-        columns, rows = catalog.query(catalog.connect(models), sql, MAX_ROWS)
+        if self._db is None:  # one sync and one DuckDB catalog per conversation, not per query
+            self._db = catalog.connect(catalog.sync(self.objects, self.bucket, self.cache))
+        columns, rows = catalog.query(self._db, sql, MAX_ROWS)
         return {"columns": columns, "rows": [dict(zip(columns, r)) for r in rows]}
 
     def feature_statistics(self, model: str, feature: str) -> dict[str, Any]:

@@ -329,12 +329,10 @@ def explain(
     from stagewise.platform.embedded import stagewise_home
     from stagewise.platform.environment import connect
     from stagewise.platform.idhash import read_id_salt
-    from stagewise.registry.dynamodb import DynamoDBRegistryStore
-    from stagewise.registry.service import Registry
 
     spec = load_spec(model)
     conn = connect(env, aws=aws, project_dir=project_dir)
-    registry = Registry(DynamoDBRegistryStore(conn.clients.client("dynamodb"), conn.resources.registry_table.name))
+    registry = conn.registry
     try:
         result = ex.explain(ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name, spec,
                             lambda n: registry.get_version(spec.name, n), read_id_salt(conn.clients, conn.resources).key,
@@ -376,11 +374,9 @@ def agent_ask(
     from stagewise.platform.embedded import stagewise_home
     from stagewise.platform.environment import connect
     from stagewise.platform.idhash import read_id_salt
-    from stagewise.registry.dynamodb import DynamoDBRegistryStore
-    from stagewise.registry.service import Registry
 
     conn = connect(env, aws=aws, project_dir=project_dir)
-    registry = Registry(DynamoDBRegistryStore(conn.clients.client("dynamodb"), conn.resources.registry_table.name))
+    registry = conn.registry
     version = registry.champion(name)
     if version is None or version.agent is None:
         fail(f"{name!r} has no champion agent version", EXIT_BAD_INPUT, as_json,
@@ -392,7 +388,7 @@ def agent_ask(
     uri = S3Uri.parse(version.agent.prompt_uri)
     prompt = objects.get_bytes(uri.bucket, uri.key, expect_sha256=version.agent.prompt_sha256).decode()
     tools = analyst.AnalystTools(
-        objects, conn.resources.data_bucket.name, registry.get_version, lambda m: _champion_or_none(registry, m),
+        objects, conn.resources.data_bucket.name, registry.get_version, registry.champion,
         read_id_salt(conn.clients, conn.resources).key, stagewise_home() / "cache" / env)
     answer = analyst.converse(conn.clients.client("bedrock-runtime"), version.agent, prompt, question, tools)
     if as_json:
@@ -402,15 +398,6 @@ def agent_ask(
         out.print(answer.text)
         err.print(f"[dim]{name} v{version.version} · {answer.turns} turn(s) · tools: "
                   f"{', '.join(c['tool'] for c in answer.tool_calls) or 'none'}[/]")
-
-
-def _champion_or_none(registry: Any, model: str) -> Any:
-    from stagewise.registry.errors import NotFound
-
-    try:
-        return registry.champion(model)
-    except NotFound:
-        return None
 
 
 @app.command("promote")

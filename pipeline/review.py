@@ -58,22 +58,23 @@ def candidates(ids: np.ndarray, id_column: str, df: pd.DataFrame, prediction: np
     outside = np.zeros(n)
     worst = np.full(n, -1)  # index into `checked` of the feature furthest outside
     checked: list[tuple[str, dict[str, Any]]] = []
+    columns = {name: df[name].to_numpy(dtype="float64", na_value=np.nan) for name in numeric_features if name in df.columns}
     for number in np.unique(served).tolist():
-        mask = served == number
+        rows = np.flatnonzero(served == number)
         base = baselines.get(number) or {}
         stats = base.get("predictions") or {}
-        pred_mean[mask] = float(stats.get("mean", np.mean(prediction[mask])))
-        pred_std[mask] = _std(stats)
-        for name in numeric_features:
+        pred_mean[rows] = float(stats.get("mean", np.mean(prediction[rows])))
+        pred_std[rows] = _std(stats)
+        for name, values in columns.items():
             st = (base.get("features") or {}).get(name)
-            if not st or name not in df.columns or st.get("min") is None:
+            if not st or st.get("min") is None:
                 continue
-            values = df[name].to_numpy(dtype="float64", na_value=np.nan)
-            dist = np.where(values > st["max"], values - st["max"], np.where(values < st["min"], st["min"] - values, 0.0)) / _std(st)
-            dist = np.where(np.isfinite(dist) & mask, dist, 0.0)
-            better = dist > outside
-            outside = np.where(better, dist, outside)
-            worst = np.where(better, len(checked), worst)
+            v = values[rows]
+            dist = np.where(v > st["max"], v - st["max"], np.where(v < st["min"], st["min"] - v, 0.0)) / _std(st)
+            dist = np.where(np.isfinite(dist), dist, 0.0)
+            better = dist > outside[rows]
+            outside[rows] = np.where(better, dist, outside[rows])
+            worst[rows] = np.where(better, len(checked), worst[rows])
             checked.append((name, st))
     scores = {"extreme": np.abs(prediction - pred_mean) / pred_std, "uncertain": outside}
     if other is not None:

@@ -299,7 +299,7 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
     shadow_path = Path(job.workdir) / f"shadow-{part}"
     writer = shadow_writer = None
     results: dict[int, Any] = {}  # version -> ParquetWriter of its rows of the results catalog
-    result_columns = [c for c in (*spec.feature_names, spec.target.name)]
+    result_columns = [*spec.feature_names, spec.target.name]
     numeric = [f.name for f in spec.features if f.type in ("integer", "float")]
     queue: list[pd.DataFrame] = []  # this partition's review candidates so far
     acc = _Accumulator()

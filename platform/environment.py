@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stagewise.platform.aws import AwsClients, AwsTarget
 from stagewise.platform.embedded import EmbeddedAWS
@@ -29,6 +30,14 @@ class Environment:
     def embedded(self) -> bool:
         """True when talking to the embedded AWS."""
         return self.clients.target.embedded
+
+    @property
+    def registry(self) -> Any:
+        """The environment's registry (``stagewise.registry.service.Registry`` on its table)."""
+        from stagewise.registry.dynamodb import DynamoDBRegistryStore
+        from stagewise.registry.service import Registry
+
+        return Registry(DynamoDBRegistryStore(self.clients.client("dynamodb"), self.resources.registry_table.name))
 
 
 def connect(

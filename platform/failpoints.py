@@ -26,6 +26,7 @@ Failpoints in the code (each is documented where it is called):
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 
@@ -39,6 +40,7 @@ class FailpointError(ValueError):
     """``$STAGEWISE_FAILPOINTS`` is malformed (the message names the entry)."""
 
 
+@functools.lru_cache(maxsize=8)
 def parse(text: str) -> dict[str, tuple[signal.Signals, int]]:
     """``"a=kill,b=term@2"`` -> ``{"a": (SIGKILL, 1), "b": (SIGTERM, 2)}``.
 

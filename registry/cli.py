@@ -19,7 +19,6 @@ from rich.table import Table
 from stagewise.platform.cli import AWS_OPT, ENV_OPT, EXIT_BAD_INPUT, JSON_OPT, emit_json, fail, handles_errors, out
 from stagewise.platform.environment import Environment, connect
 from stagewise.registry import routing
-from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.gates import parse_gate
 from stagewise.registry.records import AgentConfig, Gate, ModelRecord, VersionRecord
 from stagewise.registry.service import Registry, RolloutPlan
@@ -39,7 +38,7 @@ def _connect(env: str, aws: bool, provision: bool = True) -> tuple[Environment, 
     """The environment and its registry; commands that write provision the embedded AWS first
     (so the table and buckets exist), reads do not."""
     conn = connect(env, aws=aws, provision=provision)
-    return conn, Registry(DynamoDBRegistryStore(conn.clients.client("dynamodb"), conn.resources.registry_table.name))
+    return conn, conn.registry
 
 
 def _registry(env: str, aws: bool) -> Registry:

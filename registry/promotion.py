@@ -29,7 +29,6 @@ from botocore.exceptions import ClientError
 
 from stagewise.pipeline.storage import ObjectStore, S3Uri, sha256_bytes
 from stagewise.platform.environment import Environment
-from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import InvalidTransition, RegistryError
 from stagewise.registry.service import Registry, RolloutPlan
 
@@ -78,7 +77,7 @@ class Promotion:
 
 
 def _registry(env: Environment) -> Registry:
-    return Registry(DynamoDBRegistryStore(env.clients.client("dynamodb"), env.resources.registry_table.name))
+    return env.registry
 
 
 def promotion_token(source: Environment, model: str, version: int, artifact_sha256: str) -> str:

@@ -28,6 +28,23 @@ def engagement_spec(folder: Path, name: str, plan: str | None = None) -> Path:
     return path
 
 
+def run_engagement_copy(folder: Path, name: str, seed: int, *args: str, rows: int = 3_000):
+    """`stagewise run` (the CLI, in-process) of the engagement spec under model ``name`` on
+    ``rows`` generated customers; asserts exit 0. Returns ``(spec path, the input frame, result)``."""
+    from typer.testing import CliRunner
+
+    from stagewise.pipeline.cli import app
+    from stagewise.pipeline.generator import generate_customers, write_dataset
+
+    spec = engagement_spec(folder, name)
+    df = generate_customers(rows, seed=seed)
+    data = Path(folder) / "customers.parquet"
+    write_dataset(df, data)
+    result = CliRunner().invoke(app, ["run", "--project-dir", str(REPO), "--model", str(spec), "--data", str(data), *args])
+    assert result.exit_code == 0, result.output[-3000:]
+    return spec, df, result
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

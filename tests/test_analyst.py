@@ -17,16 +17,13 @@ import pytest
 from botocore.stub import ANY, Stubber
 from typer.testing import CliRunner
 
-from conftest import REPO, engagement_spec
+from conftest import REPO, run_engagement_copy
 from stagewise.pipeline import analyst
 from stagewise.pipeline.cli import app
-from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.pipeline.spec import load_spec
 from stagewise.pipeline.storage import ObjectStore
 from stagewise.platform.idhash import read_id_salt
-from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.records import AgentConfig
-from stagewise.registry.service import Registry
 
 MODEL = "engagement-analyst-data"
 AGENT = "engagement-analyst"
@@ -38,13 +35,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def world(dev, tmp_path_factory):
     folder = tmp_path_factory.mktemp("analyst")
-    spec_path = engagement_spec(folder, MODEL)
-    df = generate_customers(3_000, seed=81)
-    write_dataset(df, folder / "customers.parquet")
-    run = runner.invoke(app, ["run", "--model", str(spec_path), "--data", str(folder / "customers.parquet"),
-                              "--project-dir", str(REPO), "--json"])
-    assert run.exit_code == 0, run.output[-2000:]
-    registry = Registry(DynamoDBRegistryStore(dev.clients.client("dynamodb"), dev.resources.registry_table.name))
+    spec_path, df, _ = run_engagement_copy(folder, MODEL, 81, "--json")
+    registry = dev.registry
     tools = analyst.AnalystTools(
         ObjectStore(dev.clients.client("s3")), dev.resources.data_bucket.name, registry.get_version, registry.champion,
         read_id_salt(dev.clients, dev.resources).key, folder / "cache",
@@ -78,8 +70,7 @@ def test_the_agent_is_registered_with_its_prompt_model_and_tools(dev):
                                  "--tool", "query_results", "--tool", "feature_statistics", "--tool", "explain_prediction",
                                  "--json"])
     assert result.exit_code == 0, result.output
-    registry = Registry(DynamoDBRegistryStore(dev.clients.client("dynamodb"), dev.resources.registry_table.name))
-    champion = registry.champion(AGENT)
+    champion = dev.registry.champion(AGENT)
     assert champion.agent.model_id == MODEL_ID
     assert champion.agent.tools == ("query_results", "feature_statistics", "explain_prediction")
     ask = runner.invoke(app, ["agent", "ask", AGENT, "Who is at risk?", "--project-dir", str(REPO), "--json"])

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO, engagement_spec
+from conftest import REPO, engagement_spec, run_engagement_copy
 from stagewise.pipeline import scoring
 from stagewise.pipeline.cli import app
-from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.pipeline.storage import ObjectStore
 from stagewise.platform.idhash import hash_ids, read_id_salt
 
@@ -23,13 +22,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def run(dev, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("explain")
-    spec = engagement_spec(folder, MODEL)
-    df = generate_customers(3_000, seed=31)
-    data = folder / "customers.parquet"
-    write_dataset(df, data)
-    result = runner.invoke(app, ["run", "--project-dir", str(REPO), "--model", str(spec), "--data", str(data), "--json"])
-    assert result.exit_code == 0, result.output
+    spec, df, result = run_engagement_copy(tmp_path_factory.mktemp("explain"), MODEL, 31, "--json")
     objects = ObjectStore(dev.clients.client("s3"))
     doc = json.loads(result.stdout)
     published = scoring.read_predictions(objects, dev.resources.data_bucket.name, MODEL, doc["run_id"])

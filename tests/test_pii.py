@@ -14,26 +14,15 @@ import json
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from conftest import REPO, engagement_spec
-from stagewise.pipeline.cli import app
-from stagewise.pipeline.generator import generate_customers, write_dataset
+from conftest import run_engagement_copy
 
 MODEL = "engagement-pii"
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def run(dev, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pii")
-    spec = engagement_spec(folder, MODEL)
-    df = generate_customers(3_000, seed=91)
-    data = folder / "customers.parquet"
-    write_dataset(df, data)
-    result = runner.invoke(app, ["run", "--env", "dev", "--project-dir", str(REPO), "--model", str(spec),
-                                 "--data", str(data)])
-    assert result.exit_code == 0, result.output
+    _, df, result = run_engagement_copy(tmp_path_factory.mktemp("pii"), MODEL, 91)
     return {"output": result.output, "pii": set(df["name"]) | set(df["email"]), "ids": df["customer_id"]}
 
 
