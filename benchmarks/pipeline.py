@@ -120,7 +120,7 @@ def bench_size(rows: int, rss: PeakRSS, home: Path) -> dict:
     """Run the pipeline and XGBoost alone on ``rows`` customers; per-step seconds and peak RSS."""
     import numpy as np
 
-    from stagewise.pipeline import modeling
+    from stagewise.pipeline import modeling, splitting
     from stagewise.pipeline.definition import PIPELINE
     from stagewise.pipeline.generator import generate_customers, write_dataset
     from stagewise.pipeline.runner import run_pipeline
@@ -152,7 +152,7 @@ def bench_size(rows: int, rss: PeakRSS, home: Path) -> dict:
     df = ctx.memo["frame"]
     X = modeling.feature_matrix(df, spec)
     y = df[spec.target.name].to_numpy(dtype="float64")
-    train_idx, _ = modeling.split_holdout(len(df), spec)
+    train_idx = np.flatnonzero(~splitting.holdout_mask(splitting.define(spec, df), df))
     rss.reset()
     t = time.perf_counter()
     model = modeling.train_model(X.iloc[train_idx], y[train_idx], spec)

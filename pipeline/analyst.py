@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from stagewise.pipeline.spec import load_spec
+from stagewise.pipeline.spec import builtin_spec_names, load_spec
 from stagewise.pipeline.storage import ObjectStore, S3Uri
 from stagewise.registry.records import AgentConfig
 
@@ -78,7 +78,9 @@ class AnalystTools:
         champion_of: ``champion_of(model) -> VersionRecord | None``.
         salt: the id hash's salt.
         cache: local folder for results and inputs.
-        spec_of: model name -> its spec (default ``load_spec``: the built-in specs).
+        spec_of: version record -> the spec it was trained with (default: the built-in spec of
+            its model's name; the CLI passes ``spec_store.version_spec``).
+        specs: model name -> spec, for the catalog's views (default: the built-in specs).
     """
 
     objects: ObjectStore
@@ -87,7 +89,8 @@ class AnalystTools:
     champion_of: Callable[[str], Any]
     salt: bytes
     cache: Path
-    spec_of: Callable[[str], Any] = load_spec
+    spec_of: Callable[[Any], Any] = lambda version: load_spec(version.model)
+    specs: Callable[[], dict[str, Any]] = lambda: {name: load_spec(name) for name in builtin_spec_names()}
     calls: list[dict[str, Any]] = field(default_factory=list)
     _db: Any = field(default=None, repr=False)
 
@@ -95,7 +98,7 @@ class AnalystTools:
         from stagewise.pipeline import catalog
 
         if self._db is None:  # one sync and one DuckDB catalog per conversation, not per query
-            self._db = catalog.connect(catalog.sync(self.objects, self.bucket, self.cache))
+            self._db = catalog.connect(catalog.sync(self.objects, self.bucket, self.cache), catalog.views(self.specs()))
         columns, rows = catalog.query(self._db, sql, MAX_ROWS)
         return {"columns": columns, "rows": [dict(zip(columns, r)) for r in rows]}
 
@@ -113,8 +116,7 @@ class AnalystTools:
     def explain_prediction(self, model: str, customer_id: str) -> dict[str, Any]:
         from stagewise.pipeline import explain
 
-        spec = self.spec_of(model)
-        result = explain.explain(self.objects, self.bucket, spec, lambda n: self.version_of(model, n), self.salt,
+        result = explain.explain(self.objects, self.bucket, model, self.spec_of, lambda n: self.version_of(model, n), self.salt,
                                  customer_id, self.cache).to_dict()
         return {**result, "contributions": result["contributions"][:10]}
 

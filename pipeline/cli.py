@@ -2,7 +2,8 @@
 
     stagewise run             run the whole pipeline (starts the embedded AWS if needed)
     stagewise score           score with the current rollout, without training
-    stagewise explain         why a customer got their prediction (version, SHAP contributions)
+    stagewise explain         why a row (a customer) got its prediction (version, SHAP contributions)
+    stagewise review          a run's review queue: the rows most worth a human look
     stagewise query           SQL over the results catalog (DuckDB; Athena on AWS)
     stagewise promote         copy a champion to the next account (dev -> test -> prod)
     stagewise agent ...       register LLM-agent versions
@@ -276,75 +277,140 @@ def query(
 ) -> None:
     """Query the results catalog with SQL (DuckDB, over the same Parquet files Athena reads on AWS).
 
-    Tables: <model>_results (e.g. engagement_results: customer_id_hash, run_id, prediction, the
-    features, the label; partitions run_date, model_version). Views: high_value, at_risk,
-    model_performance (pipeline/sql/*.sql). New results objects are copied to
-    $STAGEWISE_HOME/cache/<env> first. Exit 4 if the SQL fails (the message names the tables there are).
+    Tables: <model>_results, one per model with published results (e.g. engagement_results:
+    customer_id_hash, run_id, prediction, in_training, the features, the label; partitions
+    run_date, model_version). Views: those the models' specs declare (`views:` in the spec; the
+    engagement spec's high_value, at_risk, model_performance). New results objects are copied to
+    $STAGEWISE_HOME/cache/<env> first. The table is cut to the terminal's width (--json has every
+    column and row). Exit 4 if the SQL fails (the message names the tables and views there are).
     """
-    from stagewise.pipeline import catalog
+    from stagewise.pipeline import catalog, spec_store
     from stagewise.pipeline.storage import ObjectStore
     from stagewise.platform.embedded import stagewise_home
     from stagewise.platform.environment import connect
 
     conn = connect(env, aws=aws, project_dir=project_dir)
+    objects = ObjectStore(conn.clients.client("s3"))
     with err.status("syncing the results catalog"):
-        models = catalog.sync(ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name,
-                              stagewise_home() / "cache" / env)
+        models = catalog.sync(objects, conn.resources.data_bucket.name, stagewise_home() / "cache" / env)
+        views = catalog.views(spec_store.catalog_specs(conn.registry, objects))
+    db = catalog.connect(models, views)
     try:
-        columns, rows = catalog.query(catalog.connect(models), sql, None if as_json else max_rows + 1)
+        columns, rows = catalog.query(db, sql, None if as_json else max_rows + 1)
     except catalog.QueryError as e:
-        fail(str(e), EXIT_BAD_INPUT, as_json, hint="views: " + ", ".join(catalog.views()))
+        fail(str(e), EXIT_BAD_INPUT, as_json, hint="tables and views: " + (", ".join(db.names()) or "none yet"))
     if as_json:
         emit_json({"columns": columns, "rows": [dict(zip(columns, r)) for r in rows]})
         return
-    table = Table(*columns)
-    for r in rows[:max_rows]:
-        table.add_row(*("-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in r))
-    out.print(table)
+    print_rows(columns, rows[:max_rows])
     if len(rows) > max_rows:
         err.print("[dim]more rows not shown: --max-rows N, or --json for all[/]")
+
+
+def print_rows(columns: list[str], rows: list[tuple[Any, ...]], max_cell: int = 24) -> None:
+    """Print query rows as a table that fits the terminal: numbers to 4 decimals, long text cut
+    with an ellipsis at ``max_cell`` characters (a 32-character id hash shows its first 12), and
+    columns that do not fit the width left out with a note naming them (``--json`` has all)."""
+    def cell(v: Any, name: str) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        text = str(v)
+        if name.endswith("_hash") and len(text) > 12:
+            return text[:12] + "…"
+        return text if len(text) <= max_cell else text[: max_cell - 1] + "…"
+
+    cells = [[cell(v, c) for v, c in zip(r, columns)] for r in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    budget, shown = out.width - 4, []
+    for i, w in enumerate(widths):
+        if shown and sum(widths[j] + 3 for j in shown) + w + 3 > budget:
+            break
+        shown.append(i)
+    table = Table()
+    for i in shown:
+        table.add_column(columns[i], no_wrap=True, overflow="ellipsis")
+    for r in cells:
+        table.add_row(*(r[i] for i in shown))
+    out.print(table)
+    hidden = [columns[i] for i in range(len(columns)) if i not in shown]
+    if hidden:
+        err.print(f"[dim]{len(hidden)} more column(s) not shown ({', '.join(hidden[:8])}{', …' if len(hidden) > 8 else ''}): "
+                  "SELECT fewer columns, or --json for all[/]")
+
+
+MODEL_ARG = typer.Argument(..., help="A registered model's name (e.g. engagement), or the path of its spec file.")
+
+
+def _spec_lookup(conn: Any, model: str) -> tuple[str, Any, Callable[[Any], Any]]:
+    """For a command given a model's name or its spec file: the model's name, its spec (the
+    file's; else the champion's, from the registry) and ``spec_of(version) -> spec`` (each
+    version's own spec, from the registry).
+
+    Raises:
+        SpecError: the name is neither registered, built in nor a file.
+    """
+    from stagewise.pipeline import spec_store
+    from stagewise.pipeline.spec import load_spec
+    from stagewise.pipeline.storage import ObjectStore
+
+    if spec_store.is_spec_path(model):
+        spec = load_spec(model)
+        return spec.name, spec, lambda version: spec
+    objects = ObjectStore(conn.clients.client("s3"))
+    current = spec_store.resolve_spec(model, conn.registry, objects)  # raises for an unknown name
+    return model, current, lambda version: spec_store.version_spec(objects, version) or current
 
 
 @app.command("explain")
 @handles_errors
 def explain(
-    model: str = typer.Argument(..., help="Model: built-in spec name or path to a spec YAML, e.g. engagement."),
-    customer_id: str = typer.Argument(..., help="The customer's id as in the input (e.g. cus_0123456789)."),
+    model: str = MODEL_ARG,
+    entity_id: str = typer.Argument(..., metavar="ID", help="The row's id as in the input, e.g. a customer_id (cus_0123456789)."),
     run_id: Optional[str] = typer.Option(None, "--run", help="Explain this run's prediction (default: the newest published run)."),
     top: int = typer.Option(10, "--top", min=1, help="Show the N largest contributions (--json has them all)."),
     env: str = ENV_OPT, aws: bool = AWS_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
 ) -> None:
-    """Why a customer got their prediction: the version that made it, and each feature's SHAP contribution.
+    """Why one row (a customer, a house: the spec's entity) got its prediction: the version that
+    made it, and each feature's SHAP contribution.
 
-    Reads the newest published run (or --run), finds the customer by the keyed hash of their id,
-    reads their features from the run's input, and asks XGBoost for the TreeSHAP contributions of
-    that version's model; beside each, where the customer's value sits in the version's training
-    data. The contributions plus the bias add up to the model's raw output; the prediction is that
-    output clipped to the target's range. Exit 4 if the model has no published run or the customer
-    is not in it, 5 if the embedded AWS is not running.
+    Reads the newest published run (or --run), finds the row by the keyed hash of its id, reads its
+    features from the run's input, and asks XGBoost for the TreeSHAP contributions of that
+    version's model (with the spec that version was trained with); beside each, where the value
+    sits in the version's training data. The contributions plus the bias add up to the model's
+    raw output; the prediction is that output clipped to the target's range (a classifier: its
+    probability, and the decision at the version's threshold). Exit 4 if the model is unknown, has
+    no published run or the id is not in it; 5 if the embedded AWS is not running.
     """
     from stagewise.pipeline import explain as ex
-    from stagewise.pipeline.spec import load_spec
     from stagewise.pipeline.storage import ObjectStore
     from stagewise.platform.embedded import stagewise_home
     from stagewise.platform.environment import connect
     from stagewise.platform.idhash import read_id_salt
 
-    spec = load_spec(model)
     conn = connect(env, aws=aws, project_dir=project_dir)
+    name, _, spec_of = _spec_lookup(conn, model)
     registry = conn.registry
     try:
-        result = ex.explain(ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name, spec,
-                            lambda n: registry.get_version(spec.name, n), read_id_salt(conn.clients, conn.resources).key,
-                            customer_id, stagewise_home() / "cache", run_id)
+        result = ex.explain(ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name, name, spec_of,
+                            lambda n: registry.get_version(name, n), read_id_salt(conn.clients, conn.resources).key,
+                            entity_id, stagewise_home() / "cache", run_id)
     except ex.ExplainError as e:
         fail(str(e), EXIT_BAD_INPUT, as_json, hint="check the id against the input file (ids as written there); --run RUN_ID explains another run")
     if as_json:
         emit_json(result.to_dict())
         return
-    out.print(f"[bold]{spec.name}[/] customer {customer_id} · run {result.run_id} · version [bold]v{result.version}[/] · "
-              f"prediction [bold]{result.prediction:.4f}[/] (raw {result.raw:.4f}{' log-odds' if spec.task == 'classification' else ''}"
+    log_odds = result.threshold is not None
+    out.print(f"[bold]{name}[/] {result.entity} {entity_id} · run {result.run_id} · version [bold]v{result.version}[/]")
+    out.print(f"prediction [bold]{result.prediction:.4f}[/] (raw {result.raw:.4f}{' log-odds' if log_odds else ''}"
               f" = bias {result.bias:.4f} + contributions)")
+    if log_odds:
+        out.print(f"decision [bold]{'yes' if result.decision else 'no'}[/] (threshold {result.threshold:.4f}: "
+                  f"{result.prediction:.4f} {'>=' if result.decision else '<'} {result.threshold:.4f})")
+    if result.in_training:
+        out.print(f"[dim]v{result.version} trained on this {result.entity} (its split's training side): "
+                  "this prediction is not evidence of how it does on unseen rows[/]")
     table = Table(title=f"Top {min(top, len(result.contributions))} of {len(result.contributions)} contributions (TreeSHAP)")
     for col in ("feature", "value", "contribution", "in training data"):
         table.add_column(col, justify="right" if col == "contribution" else "left")
@@ -354,6 +420,64 @@ def explain(
         color = "green" if c.contribution > 0 else "red"
         table.add_row(c.feature, "-" if c.value is None else str(c.value), f"[{color}]{c.contribution:+.4f}[/]", where)
     out.print(table)
+
+
+@app.command("review")
+@handles_errors
+def review(
+    model: str = MODEL_ARG,
+    run_id: Optional[str] = typer.Option(None, "--run", help="This run's queue (default: the newest published run)."),
+    top: int = typer.Option(20, "--top", min=1, help="Show the N rows of highest priority (--json has the whole queue)."),
+    env: str = ENV_OPT, aws: bool = AWS_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
+) -> None:
+    """The review queue of a run: the rows most worth a human look, highest priority first, each
+    with its reason (disagreement between champion and challenger, an extreme prediction, features
+    outside the training range) and a detail; priorities are in standard deviations.
+
+    Rows are identified by the keyed hash of their id (join back with the salt). Exit 4 if the
+    model is unknown, has no published run, or the run has no queue (review.size: 0).
+    """
+    import io
+
+    import pandas as pd
+
+    from stagewise.pipeline import explain as ex
+    from stagewise.pipeline.storage import ObjectStore
+    from stagewise.platform.environment import connect
+
+    conn = connect(env, aws=aws, project_dir=project_dir)
+    name, spec, _ = _spec_lookup(conn, model)
+    objects, bucket = ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name
+    try:
+        manifest = ex.latest_manifest(objects, bucket, name, run_id)
+    except ex.ExplainError as e:
+        fail(str(e), EXIT_BAD_INPUT, as_json, hint="score the model first: stagewise run / stagewise score")
+    ref = manifest.get("review_queue")
+    if not ref:
+        fail(f"run {manifest['run_id']} of {name!r} has no review queue", EXIT_BAD_INPUT, as_json,
+             hint="the spec's review.size is 0, or the run was published before review queues existed")
+    queue = pd.read_parquet(io.BytesIO(objects.get_bytes(bucket, ref["key"])))
+    if as_json:
+        emit_json({"model": name, "run_id": manifest["run_id"], "rows": len(queue),
+                   "reasons": queue["reason"].value_counts().to_dict() if len(queue) else {},
+                   "queue": json_records(queue)})
+        return
+    reasons = ", ".join(f"{k} {v}" for k, v in queue["reason"].value_counts().items()) if len(queue) else "empty"
+    out.print(f"[bold]{name}[/] run {manifest['run_id']}: {len(queue):,} {spec.entity}(s) to review ({reasons})")
+    table = Table("#", queue.columns[0] if len(queue.columns) else "id", "reason", "priority (sd)", "prediction", "version", "detail")
+    for i, r in enumerate(queue.head(top).itertuples(index=False), start=1):
+        table.add_row(str(i), str(r[0])[:12] + "…", r.reason, f"{r.priority:.2f}", f"{r.prediction:.4f}", f"v{r.model_version}",
+                      r.detail)
+    out.print(table)
+    if len(queue) > top:
+        err.print(f"[dim]{len(queue) - top} more not shown: --top N, or --json for all[/]")
+
+
+def json_records(frame: Any) -> list[dict[str, Any]]:
+    """A DataFrame's rows as JSON-ready records (NaN becomes null)."""
+    import json as _json
+
+    return _json.loads(frame.to_json(orient="records"))
 
 
 @agent_app.command("ask")
@@ -369,7 +493,8 @@ def agent_ask(
     Needs --aws: the embedded AWS has no Bedrock runtime (exit 5); locally use the tools directly,
     `stagewise query` and `stagewise explain`.
     """
-    from stagewise.pipeline import analyst
+    from stagewise.pipeline import analyst, spec_store
+    from stagewise.pipeline.spec import load_spec
     from stagewise.pipeline.storage import ObjectStore, S3Uri
     from stagewise.platform.embedded import stagewise_home
     from stagewise.platform.environment import connect
@@ -389,7 +514,9 @@ def agent_ask(
     prompt = objects.get_bytes(uri.bucket, uri.key, expect_sha256=version.agent.prompt_sha256).decode()
     tools = analyst.AnalystTools(
         objects, conn.resources.data_bucket.name, registry.get_version, registry.champion,
-        read_id_salt(conn.clients, conn.resources).key, stagewise_home() / "cache" / env)
+        read_id_salt(conn.clients, conn.resources).key, stagewise_home() / "cache" / env,
+        spec_of=lambda v: spec_store.version_spec(objects, v) or load_spec(v.model),
+        specs=lambda: spec_store.catalog_specs(registry, objects))
     answer = analyst.converse(conn.clients.client("bedrock-runtime"), version.agent, prompt, question, tools)
     if as_json:
         emit_json({"agent": name, "version": version.version, "answer": answer.text, "tool_calls": answer.tool_calls,
@@ -490,23 +617,39 @@ def _report(doc: dict[str, Any], ctx: Any) -> None:
     out.print(steps)
     ev = next((s["summary"] for s in doc["steps"] if s["name"] == "evaluate" and s["summary"]), None)
     if ev:
-        metrics = Table(title="Holdout metrics vs gate")
-        for col in ("metric", "value", "best achievable", "gate", "outcome"):
-            metrics.add_column(col)
+        metrics = Table(title="Holdout metrics vs gates")
+        for col in ("metric", "value", "best achievable", "gate", "rows", "outcome"):
+            metrics.add_column(col, justify="right" if col == "rows" else "left")
         best = ev.get("best_achievable") or {}
         gates = {g["metric"]: g for g in ev["gates"]}
-        for k, v in ev["metrics"].items():
-            g = gates.get(k)
+        # the holdout metrics, then the gates on other values (the champion comparison)
+        rows = [(k, v, gates.get(k)) for k, v in ev["metrics"].items()]
+        rows += [(g["metric"], g["value"], g) for g in ev["gates"] if g["metric"] not in ev["metrics"]]
+        for k, v, g in rows:
             outcome = g["outcome"] if g else ""
             color = {"pass": "green", "fail": "red", "inconclusive": "yellow"}.get(outcome, "")
-            metrics.add_row(k, f"{v:.4f}", f"{best[k]:.4f}" if k in best else "-",
-                            f"{g['comparator']} {g['threshold']}" if g else "-", f"[{color}]{outcome}[/]" if outcome else "-")
+            metrics.add_row(k, "-" if v is None else f"{v:+.4f}" if k.endswith("_vs_champion") else f"{v:.4f}",
+                            f"{best[k]:.4f}" if k in best else "-", f"{g['comparator']} {g['threshold']:g}" if g else "-",
+                            f"{g['samples']:,}" if g else "-", f"[{color}]{outcome}[/]" if outcome else "-")
         out.print(metrics)
+        champ = ev.get("champion")
+        if champ and champ.get("note"):
+            out.print(f"[dim]champion comparison vs v{champ['version']}: {champ['note']}[/]")
     reg = next((s["summary"] for s in doc["steps"] if s["name"] == "register" and s["summary"]), None)
     if reg:
-        out.print(f"version: [bold]{ctx.spec.name} v{reg['version']}[/] ({reg['status']}, {reg['stage']}"
-                  f"{', already registered by an identical earlier run' if not reg['created'] else ''}) "
-                  f"sha256 {reg['artifact_sha256'][:16]}…")
+        again = ", already registered by an identical earlier run" if not reg.get("created", True) else ""
+        if reg["status"] == "rejected":
+            out.print(f"version: [bold]{ctx.spec.name} v{reg['version']}[/] [red]rejected[/]{again}; what serves is unchanged. Failed:")
+            for line in reg.get("failed_gates", []):
+                out.print(f"  [red]✗[/] {line}")
+        elif reg.get("held"):
+            out.print(f"version: [bold]{ctx.spec.name} v{reg['version']}[/] registered but [yellow]held[/] (not rolled out){again}:")
+            for line in reg["held"]:
+                out.print(f"  [yellow]?[/] {line}")
+            out.print(f"  roll it out by hand after a look: stagewise registry promote {ctx.spec.name} {reg['version']} --env {ctx.settings.environment}")
+        else:
+            out.print(f"version: [bold]{ctx.spec.name} v{reg['version']}[/] ({reg['status']}, {reg['stage']}{again}) "
+                      f"sha256 {reg['artifact_sha256'][:16]}…")
     roll = next((s["summary"] for s in doc["steps"] if s["name"] == "rollout" and s["summary"]), None)
     if roll:
         sv = roll["serving"]
@@ -555,7 +698,11 @@ def _step_line(s: dict[str, Any]) -> str:
         case "evaluate":
             return "gates " + ("passed" if sm.get("gates_passed") else "failed") if sm else ""
         case "register":
-            return f"version {sm['version']} {sm['status']} as {sm['stage']}" if sm else ""
+            if not sm:
+                return ""
+            if sm["status"] == "rejected":
+                return f"version {sm['version']} rejected"
+            return f"version {sm['version']} held (not rolled out)" if sm.get("held") else f"version {sm['version']} registered as {sm['stage']}"
         case "score":
             if not sm:
                 return ""

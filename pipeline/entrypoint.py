@@ -70,6 +70,7 @@ from typing import Any, Iterator, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from stagewise.monitoring import metrics as m
+from stagewise.pipeline import modeling
 from stagewise.pipeline.asl import CAPACITY_PROVIDER_ENV
 from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, Pipeline, Step
 from stagewise.pipeline.handover import SCORE_KEYS, decode as _decode, dumps as _dumps, encode as _encode
@@ -538,7 +539,7 @@ def _restore(group: str, ctx: RunContext, state: RunState) -> None:
     if group in NEEDS_FRAME:
         uri = S3Uri.parse(ctx.memo["data_uri"])
         data = ctx.objects.get_bytes(uri.bucket, uri.key, expect_sha256=ctx.memo["data_sha256"])
-        ctx.memo["frame"] = read_table(data, ctx.memo["data_name"])
+        ctx.memo["frame"] = modeling.conform(read_table(data, ctx.memo["data_name"]), ctx.spec)  # as validate read it
     if group == "report":
         docs = state.score_partitions()
         merged = merge_score_partitions(docs)

@@ -1,15 +1,18 @@
 """Explain one published prediction: which version made it, and each feature's contribution.
 
-``explain`` finds the customer's row in a run's published predictions (by the keyed hash of the id,
-``stagewise.platform.idhash``), reads the customer's features from the run's input (the manifest
-names it; streamed to a local cache, sha256 verified), and asks XGBoost for the SHAP contributions
-of that version's model (``Booster.predict(pred_contribs=True)``: Lundberg et al., "Consistent
-Individualized Feature Attribution for Tree Ensembles", 2018 — TreeSHAP, exact for trees). The
-contributions plus the bias add up to the model's raw output; the served prediction is that output
-clipped to the target's declared range (``modeling.predict``), or for a classifier the logistic
-function of it (raw output and contributions are then log-odds). Beside each contribution: where the
-customer's value sits in the version's training data (percentile of the baseline sample for a
-numeric feature, the category's training share for a categorical one).
+``explain`` finds the row of one entity (a customer, a house: the spec's ``entity``) in a run's
+published predictions (by the keyed hash of the id, ``stagewise.platform.idhash``), reads its
+features from the run's input (the manifest names it; streamed to a local cache, sha256
+verified), and asks XGBoost for the SHAP contributions of the serving version's model
+(``Booster.predict(pred_contribs=True)``: Lundberg et al., "Consistent Individualized Feature
+Attribution for Tree Ensembles", 2018 — TreeSHAP, exact for trees). The contributions plus the
+bias add up to the model's raw output; the served prediction is that output clipped to the target's
+declared range (``modeling.predict``), or for a classifier the logistic function of it (raw output
+and contributions are then log-odds) together with the version's decision at its threshold.
+Beside each contribution: where the value sits in the version's training data (percentile of the
+baseline sample for a numeric feature, the category's training share for a categorical one).
+The spec is the one the serving version was trained with (``spec_of``), so a model trained from a
+user's own spec file is explained from its registered name alone.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stagewise.pipeline import modeling, scoring
+from stagewise.pipeline import modeling, scoring, splitting
 from stagewise.pipeline.spec import ModelSpec
 from stagewise.pipeline.storage import ObjectStore, S3Uri
 from stagewise.platform.idhash import hash_ids
@@ -30,7 +33,7 @@ from stagewise.registry.records import VersionRecord
 
 
 class ExplainError(LookupError):
-    """Nothing to explain: no published run, or the customer is not in it (the message says which)."""
+    """Nothing to explain: no published run, or the id is not in it (the message says which)."""
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,10 @@ class Contribution:
 
     Attributes:
         feature: the feature's name.
-        value: the customer's value (None when missing).
+        value: the row's value (None when missing).
         contribution: the SHAP value, in target units (for engagement: share of days active).
         percentile: numeric features: percent of the version's training sample at or below the value.
-        training_share: categorical features: share of training rows in the customer's category.
+        training_share: categorical features: share of training rows in the row's category.
     """
 
     feature: str
@@ -54,30 +57,40 @@ class Contribution:
 
 @dataclass(frozen=True)
 class Explanation:
-    """Why a customer got a prediction.
+    """Why one entity got a prediction.
 
     Attributes:
-        model, run_id, customer_id: what was explained.
-        version: the version that served the customer in that run.
+        model, run_id: what was explained.
+        entity, id_column, id: what a row is about (``customer``), the id column and the id given.
+        version: the version that served the entity in that run.
         prediction: the published prediction (float).
         raw: the model's raw output, ``bias + sum(contributions)``; ``prediction`` is ``raw`` clipped
             to the target's range (regression) or ``1 / (1 + exp(-raw))`` (classification: log-odds).
         bias: the expected output over the training data (SHAP's base value).
+        in_training: the serving version's split put this row on its training side (its
+            prediction is not evidence of how the version does on unseen rows).
+        threshold, decision: a classifier version's decision threshold and whether the prediction
+            is at or above it (None for a regressor).
         contributions: every feature, largest absolute contribution first.
     """
 
     model: str
     run_id: str
-    customer_id: str
+    entity: str
+    id_column: str
+    id: str
     version: int
     prediction: float
     raw: float
     bias: float
+    in_training: bool
+    threshold: float | None = None
+    decision: bool | None = None
     contributions: list[Contribution] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
+        """JSON-ready form (the id also under the id column's own name, e.g. ``customer_id``)."""
+        return {**asdict(self), self.id_column: self.id}
 
 
 def published_runs(objects: ObjectStore, bucket: str, model: str) -> list[str]:
@@ -120,14 +133,15 @@ def find_prediction(objects: ObjectStore, bucket: str, manifest: dict[str, Any],
         if table.num_rows:
             row = table.to_pylist()[0]
             return int(row["model_version"]), float(row["prediction"])
-    raise ExplainError(f"customer not in run {manifest['run_id']} of {manifest['model']!r}")
+    raise ExplainError(f"not in run {manifest['run_id']} of {manifest['model']!r}")
 
 
-def customer_row(objects: ObjectStore, manifest: dict[str, Any], spec: ModelSpec, customer_id: str, cache: Path) -> pd.DataFrame:
-    """The customer's row of the run's input (one row, the input's columns).
+def input_row(objects: ObjectStore, manifest: dict[str, Any], spec: ModelSpec, entity_id: str, cache: Path) -> pd.DataFrame:
+    """The entity's row of the run's input (one row, the input's columns, read as the spec
+    declares them: ``modeling.conform``).
 
     Raises:
-        ExplainError: the manifest names no input, or the input has no such customer.
+        ExplainError: the manifest names no input, or the input has no such id.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -138,14 +152,17 @@ def customer_row(objects: ObjectStore, manifest: dict[str, Any], spec: ModelSpec
     path = scoring.local_input(objects, data["uri"], data["sha256"], data["name"], cache)
     if scoring.is_parquet(path, data["name"]):
         kind = pq.read_schema(path).field(spec.id_column).type
-        key: Any = int(customer_id) if pa.types.is_integer(kind) else customer_id
+        try:
+            key: Any = int(entity_id) if pa.types.is_integer(kind) else float(entity_id) if pa.types.is_floating(kind) else entity_id
+        except ValueError as e:
+            raise ExplainError(f"{spec.id_column} is a number in the input of run {manifest['run_id']}, not {entity_id!r}") from e
         frame = pq.read_table(path, filters=[(spec.id_column, "==", key)]).to_pandas()
     else:
         frame = pd.read_csv(path, dtype={spec.id_column: str})
-        frame = frame[frame[spec.id_column] == customer_id]
+        frame = frame[frame[spec.id_column] == entity_id]
     if frame.empty:
-        raise ExplainError(f"customer {customer_id!r} is not in the input of run {manifest['run_id']} ({data['uri']})")
-    return frame.head(1).reset_index(drop=True)
+        raise ExplainError(f"{spec.entity} {entity_id!r} is not in the input of run {manifest['run_id']} ({data['uri']})")
+    return modeling.conform(frame.head(1).reset_index(drop=True), spec)
 
 
 def contributions(model: Any, row: pd.DataFrame, spec: ModelSpec) -> tuple[np.ndarray, float, float]:
@@ -173,32 +190,36 @@ def position(baseline: dict[str, Any] | None, feature: str, value: Any) -> dict[
     return {"percentile": round(100.0 * np.searchsorted(sample, float(value), side="right") / sample.size, 1)}
 
 
-def explain(objects: ObjectStore, bucket: str, spec: ModelSpec, version_of: Any, salt: bytes, customer_id: str,
+def explain(objects: ObjectStore, bucket: str, model: str, spec_of: Any, version_of: Any, salt: bytes, entity_id: str,
             cache: Path, run_id: str | None = None) -> Explanation:
-    """Explain the prediction ``spec``'s model published for ``customer_id`` in ``run_id`` (default:
-    the newest published run).
+    """Explain the prediction ``model`` published for the row with id ``entity_id`` in ``run_id``
+    (default: the newest published run).
 
     Args:
+        spec_of: ``spec_of(version_record) -> ModelSpec``: the spec the serving version was trained
+            with (``spec_store.version_spec``, or the spec file the user gave).
         version_of: ``version_of(number) -> VersionRecord`` (the registry's ``get_version``).
         salt: the id hash's salt (``stagewise.platform.idhash.read_id_salt``).
         cache: folder for the downloaded input.
 
     Raises:
-        ExplainError: no published run, or the customer is not in it.
+        ExplainError: no published run, or the id is not in it.
         StorageError: the input or an artifact differs from its recorded sha256.
     """
     import json
 
-    manifest = latest_manifest(objects, bucket, spec.name, run_id)
-    column = (manifest.get("summary", {}).get("id_hash") or {}).get("column", f"{spec.id_column}_hash")
+    manifest = latest_manifest(objects, bucket, model, run_id)
+    id_hash = str(hash_ids([entity_id], salt)[0])
+    column = (manifest.get("summary", {}).get("id_hash") or {}).get("column")
     try:
-        number, published = find_prediction(objects, bucket, manifest, str(hash_ids([customer_id], salt)[0]), column)
+        number, published = find_prediction(objects, bucket, manifest, id_hash, column or "")
     except ExplainError as e:
-        raise ExplainError(f"customer {customer_id!r}: {e}") from e
+        raise ExplainError(f"{entity_id!r}: {e} (ids as written in the input)") from e
     version: VersionRecord = version_of(number)
-    model = scoring.load_artifact(objects, version, {})
-    row = customer_row(objects, manifest, spec, customer_id, cache)
-    values, bias, raw = contributions(model, row, spec)
+    spec: ModelSpec = spec_of(version)
+    fitted = scoring.load_artifact(objects, version, {})
+    row = input_row(objects, manifest, spec, entity_id, cache)
+    values, bias, raw = contributions(fitted, row, spec)
     baseline = None
     if version.baseline_uri:
         uri = S3Uri.parse(version.baseline_uri)
@@ -209,4 +230,7 @@ def explain(objects: ObjectStore, bucket: str, spec: ModelSpec, version_of: Any,
         v = None if v is None or (isinstance(v, float) and math.isnan(v)) else (v.item() if hasattr(v, "item") else v)
         items.append(Contribution(f.name, v, float(c), **position(baseline, f.name, v)))
     items.sort(key=lambda c: -abs(c.contribution))
-    return Explanation(spec.name, manifest["run_id"], customer_id, number, published, raw, bias, items)
+    trained = bool(splitting.in_training(splitting.SplitDefinition.from_lineage(version.lineage), row)[0])
+    threshold = scoring.decision_threshold(version, spec)
+    return Explanation(model, manifest["run_id"], spec.entity, spec.id_column, entity_id, number, published, raw, bias, trained,
+                       threshold, None if threshold is None else published >= threshold, items)

@@ -55,14 +55,61 @@ def _categorical(col: pd.Series, categories: list[str]) -> pd.Categorical:
     return pd.Categorical.from_codes(category_codes(col, categories), categories=categories)
 
 
+def category_strings(col: pd.Series) -> pd.Series:
+    """A number-coded categorical column as the canonical strings the spec's categories are kept
+    in (``stagewise.pipeline.spec.category_string``: ``1`` and ``1.0`` -> ``"1"``, ``2.5`` ->
+    ``"2.5"``); nulls stay null. Columns of any other dtype are returned as they are."""
+    if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+        return col
+    values = col.to_numpy(dtype="float64", na_value=np.nan)
+    whole = np.isfinite(values) & (values == np.round(values))
+    out = np.where(whole, np.char.mod("%d", np.where(whole, values, 0).astype("int64")).astype(object), None)
+    other = np.isfinite(values) & ~whole
+    if other.any():
+        out[other] = [repr(float(v)) for v in values[other]]
+    return pd.Series(out, index=col.index, name=col.name, dtype=object)
+
+
+def conform(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The input read the way the spec declares it, before validation and modelling:
+
+    * a categorical feature stored as numbers (a survey's occupation codes 1-6) becomes the
+      canonical strings of its spec categories (``category_strings``);
+    * an integer feature stored as floats (a CSV column with ``1.0``, a Parquet double) becomes
+      int64 when every value is a whole number and none is null; otherwise it is left for the
+      type expectation to report.
+
+    Returns ``df`` itself when nothing changes, else a shallow copy with those columns replaced.
+    """
+    changed: dict[str, pd.Series] = {}
+    for f in spec.features:
+        if f.name not in df.columns or isinstance(df[f.name], pd.DataFrame):  # missing or duplicated: validation says so
+            continue
+        col = df[f.name]
+        if f.type == "categorical" and pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            changed[f.name] = category_strings(col)
+        elif f.type == "integer" and pd.api.types.is_float_dtype(col):
+            values = col.to_numpy(dtype="float64", na_value=np.nan)
+            if len(values) and np.isfinite(values).all() and (values == np.round(values)).all() and np.abs(values).max() < 2**53:
+                changed[f.name] = pd.Series(values.astype("int64"), index=col.index, name=col.name)
+    if not changed:
+        return df
+    out = df.copy(deep=False)
+    for name, col in changed.items():
+        out[name] = col
+    return out
+
+
 def category_codes(col: pd.Series, categories: list[str]) -> np.ndarray:
     """Position of each value of ``col`` in ``categories``, -1 for nulls and values not in the
     list; shape (n,), int32. Looked up in Arrow (``pyarrow.compute.index_in``, a hash lookup in
     C++) when the column holds strings, ~15x faster than pandas' indexer on a million rows;
-    other columns (mixed Python objects, categoricals) go through ``pd.Categorical``."""
+    a number-coded column is looked up by its canonical strings (``category_strings``); other
+    columns (mixed Python objects, categoricals) go through ``pd.Categorical``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    col = category_strings(col)
     try:
         arr = pa.array(col, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed Python objects: pandas handles them
@@ -71,14 +118,6 @@ def category_codes(col: pd.Series, categories: list[str]) -> np.ndarray:
         return pd.Categorical(col, categories=categories).codes.astype("int32")
     codes = pc.index_in(arr, value_set=pa.array(categories, arr.type)).fill_null(-1)
     return codes.to_numpy(zero_copy_only=False).astype("int32")
-
-
-def split_holdout(n_rows: int, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Row positions of the train and holdout splits (a seeded permutation; holdout share from spec)."""
-    rng = np.random.default_rng(spec.split.seed)
-    order = rng.permutation(n_rows)
-    n_hold = max(1, int(round(n_rows * spec.split.holdout_fraction)))
-    return np.sort(order[n_hold:]), np.sort(order[:n_hold])
 
 
 class _Progress(xgb.callback.TrainingCallback):
@@ -105,9 +144,10 @@ def train_model(
         X: ``feature_matrix`` output, shape (n, n_features).
         y: target, shape (n,), float.
         progress: called as ``progress(done_rounds, total_rounds)`` after each boosting round.
-        n_jobs: threads (default: all cores).
+        n_jobs: threads when the spec sets no limit (``xgboost.n_jobs``; default: all cores).
     """
-    params = {"tree_method": "hist", **spec.xgboost}
+    params = {"tree_method": "hist", **{k: v for k, v in spec.xgboost.items() if k not in ("n_jobs", "nthread")}}
+    n_jobs = spec.threads or n_jobs
     total = int(params.get("n_estimators", 100))
     callbacks = [_Progress(progress, total)] if progress else None
     model = model_class(spec.task)(**params, enable_categorical=True, n_jobs=n_jobs, callbacks=callbacks)

@@ -82,7 +82,9 @@ def candidates(ids: np.ndarray, id_column: str, df: pd.DataFrame, prediction: np
     names = list(scores)
     matrix = np.vstack([scores[k] for k in names])
     best, priority = matrix.argmax(axis=0), matrix.max(axis=0)
-    keep = np.argsort(-priority, kind="stable")[:size]
+    # highest priority first, ties by id hash: the order ``merge`` uses, so a partition keeps
+    # exactly the rows the whole input's queue would (the queue is the same whatever the partitioning)
+    keep = np.lexsort((np.asarray(ids, dtype=str), -priority))[:size]
 
     def detail(i: int) -> str:  # only for the rows kept
         reason = names[best[i]]

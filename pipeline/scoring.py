@@ -25,7 +25,9 @@ Where partitions run:
 Every row's prediction depends only on that row, the model and the routing (a hash of the row's
 key), so the predictions are identical whatever the partitioning or batch size. Per-version
 statistics merge exactly (``merge_version_stats``); drift counts add up, drift samples are thinned
-(``stagewise.monitoring.drift.merge``).
+(``stagewise.monitoring.drift.merge``). A version's realised metrics (the online gates' evidence)
+leave out the rows on its training side (``stagewise.pipeline.splitting``, by the definition in its
+lineage), and each results row says whether the serving version trained on it (``in_training``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from stagewise.monitoring import drift as driftlib
-from stagewise.pipeline import modeling, review
+from stagewise.pipeline import modeling, review, splitting
 from stagewise.pipeline.spec import ModelSpec
 from stagewise.pipeline.storage import ObjectStore, S3Uri
 from stagewise.platform.aws import AwsClients, AwsTarget, utc_now
@@ -213,9 +215,15 @@ class ScoringJob:
         return staging_prefix(self.spec.name, self.run_id)
 
     def columns(self) -> list[str]:
-        """The input columns scoring reads: id, routing key, features and (if present) target."""
+        """The input columns scoring reads: id, routing key, features, (if present) target, and
+        the columns each version's split reads (to know which rows it trained on)."""
         key = self.spec.rollout.routing_key or self.spec.id_column
-        return list(dict.fromkeys([self.spec.id_column, key, *self.spec.feature_names, self.spec.target.name]))
+        splits = [d.column for d in self.splits().values() if d is not None]
+        return list(dict.fromkeys([self.spec.id_column, key, *self.spec.feature_names, self.spec.target.name, *splits]))
+
+    def splits(self) -> dict[int, splitting.SplitDefinition | None]:
+        """Version -> its recorded split definition (None: unknown, every row counts as trained on)."""
+        return {n: splitting.SplitDefinition.from_lineage(v.lineage) for n, v in self.versions.items()}
 
 
 ModelLoader = Callable[[VersionRecord], Any]
@@ -300,6 +308,7 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
     writer = shadow_writer = None
     results: dict[int, Any] = {}  # version -> ParquetWriter of its rows of the results catalog
     result_columns = [*spec.feature_names, spec.target.name]
+    splits = job.splits()
     numeric = [f.name for f in spec.features if f.type in ("integer", "float")]
     queue: list[pd.DataFrame] = []  # this partition's review candidates so far
     acc = _Accumulator()
@@ -309,23 +318,33 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
         for df, X in batches(job, index, frame, features):
             served = routing.assign(record, df[key].to_numpy())
             labels = df[spec.target.name].to_numpy(dtype="float64") if spec.target.name in df.columns else None
+            trained = splitting.memberships(splits, df)  # version -> rows it trained on: never evidence
             prediction = np.empty(len(df), dtype="float64")
+            in_training = np.empty(len(df), dtype=bool)
             for number in np.unique(served).tolist():
                 mask = served == number
                 model = load_model(job.versions[number])
                 t = time.perf_counter()
                 prediction[mask] = modeling.predict(model, X[mask], spec)
                 predict_seconds += time.perf_counter() - t
+                in_training[mask] = trained[number][mask]
                 acc.stats.setdefault(number, []).append(_version_stats(
-                    prediction[mask], labels[mask] if labels is not None else None, decision_threshold(job.versions[number], spec)))
+                    prediction[mask], labels[mask] if labels is not None else None, decision_threshold(job.versions[number], spec),
+                    trained[number][mask]))
             ids = hash_ids(df[spec.id_column].to_numpy(), job.id_salt)
             table = pa.table({job.id_hash_column: ids, "prediction": prediction, "model_version": served})
             writer = writer or pq.ParquetWriter(out_path, table.schema)
             writer.write_table(table)
-            rows = pa.Table.from_pandas(df[[c for c in result_columns if c in df.columns]], preserve_index=False)
+            rows = pa.Table.from_pandas(modeling.conform(df, spec)[[c for c in result_columns if c in df.columns]], preserve_index=False)
             rows = rows.add_column(0, job.id_hash_column, pa.array(ids, pa.string()))
             rows = rows.add_column(1, "run_id", pa.array([job.run_id] * len(df), pa.string()))
             rows = rows.add_column(2, "prediction", pa.array(prediction, pa.float64()))
+            rows = rows.add_column(3, "in_training", pa.array(in_training, pa.bool_()))
+            if spec.task == "classification":  # the served version's decision at its own threshold
+                cut = np.empty(len(df), dtype="float64")
+                for number in np.unique(served).tolist():
+                    cut[served == number] = decision_threshold(job.versions[number], spec)
+                rows = rows.add_column(4, "decision", pa.array(prediction >= cut, pa.bool_()))
             for number in np.unique(served).tolist():
                 sub = rows.filter(pa.array(served == number))
                 if number not in results:
@@ -335,7 +354,8 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
             if shadow:
                 shadow_pred = modeling.predict(load_model(job.versions[r.challenger]), X, spec)
                 acc.stats.setdefault(r.challenger, []).append(
-                    {**_version_stats(shadow_pred, labels, decision_threshold(job.versions[r.challenger], spec)), "shadow": True})
+                    {**_version_stats(shadow_pred, labels, decision_threshold(job.versions[r.challenger], spec),
+                                      trained[r.challenger]), "shadow": True})
                 st = pa.table({job.id_hash_column: ids, "prediction": shadow_pred,
                                "model_version": np.full(len(df), r.challenger, dtype="int64")})
                 shadow_writer = shadow_writer or pq.ParquetWriter(shadow_path, st.schema)
@@ -393,12 +413,21 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
     }
 
 
-def _version_stats(pred: np.ndarray, labels: np.ndarray | None, threshold: float | None = None) -> dict[str, Any]:
+def _version_stats(pred: np.ndarray, labels: np.ndarray | None, threshold: float | None = None,
+                   trained: np.ndarray | None = None) -> dict[str, Any]:
     """Per-version scoring statistics of one batch; ``label_sum`` and ``label_sum_sq`` (over
     labelled rows) let batches' and partitions' R² be merged exactly
     (R² = 1 - SSE / (Σy² - (Σy)²/n)). With a classifier's ``threshold``: the confusion counts
-    at it (``tp``, ``fp``, ``fn``, ``tn``) and the log-loss and Brier sums instead, all additive."""
-    stats: dict[str, Any] = {"rows": int(len(pred)), "mean_prediction": float(pred.mean()) if len(pred) else None, "labeled": 0}
+    at it (``tp``, ``fp``, ``fn``, ``tn``) and the log-loss and Brier sums instead, all additive.
+
+    ``trained`` (bool, per row): the rows the version trained on (``splitting.memberships``).
+    They count in ``rows`` and ``mean_prediction`` and, as ``in_training``, are left out of
+    ``labeled`` and of every metric: the online gates' evidence is only rows the version has not
+    seen (None: every row counts)."""
+    stats: dict[str, Any] = {"rows": int(len(pred)), "mean_prediction": float(pred.mean()) if len(pred) else None, "labeled": 0,
+                             "in_training": int(trained.sum()) if trained is not None else 0}
+    if labels is not None and trained is not None:
+        labels = np.where(trained, np.nan, labels)
     if labels is not None and threshold is not None:
         ok = np.isfinite(labels)
         y, p = labels[ok].astype("int64"), np.clip(pred[ok], 1e-15, 1 - 1e-15)
@@ -426,7 +455,7 @@ def decision_threshold(version: VersionRecord, spec: ModelSpec) -> float | None:
 def merge_version_stats(parts: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Per-version scoring stats of several batches or partitions combined into the stats of all rows.
 
-    ``rows`` and ``labeled`` add up; ``mean_prediction`` (by rows), ``mae`` and ``rmse`` (by
+    ``rows``, ``labeled`` and ``in_training`` add up; ``mean_prediction`` (by rows), ``mae`` and ``rmse`` (by
     labeled rows) are exact. ``r2`` is exact when every part carries ``label_sum`` and
     ``label_sum_sq`` (the labels' sum and sum of squares), else None (its gates are inconclusive).
     Keys are version numbers as strings.
@@ -442,6 +471,7 @@ def merge_version_stats(parts: list[dict[str, dict[str, Any]]]) -> dict[str, dic
             "rows": rows,
             "mean_prediction": sum(m * r for m, r in means) / sum(r for _, r in means) if means else None,
             "labeled": n,
+            "in_training": sum(s.get("in_training", 0) for s in stats),
         }
         if n and all("tp" in s for s in labeled):  # a classifier: counts and sums add up exactly
             counts = {k: sum(s[k] for s in labeled) for k in ("tp", "fp", "fn", "tn")}

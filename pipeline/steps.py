@@ -17,6 +17,7 @@ S3 layout (bucket names from ``stagewise.platform.specs``)::
                      predictions/<model>/run=<run id>/part-00000.parquet, _manifest.json  (published)
     artifact bucket  models/<model>/<artifact sha256>/model.ubj        XGBoost model (UBJSON)
                      models/<model>/<artifact sha256>/metrics.json, feature_importance.json, baseline.json
+                     models/<model>/specs/<spec sha256>.json                 the spec a version was trained with
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import pandas as pd
 from stagewise.monitoring import drift as driftlib
 from stagewise.monitoring import metrics as m
 from stagewise.monitoring.alerts import Alert, publish_alert
-from stagewise.pipeline import handover, modeling
+from stagewise.pipeline import handover, modeling, spec_store, splitting
 from stagewise.pipeline.spec import ModelSpec
 from stagewise.pipeline.storage import ObjectStore, S3Uri, sha256_bytes, sha256_file
 from stagewise.platform.aws import AwsClients
@@ -208,7 +209,8 @@ def validate(ctx: RunContext) -> dict[str, Any]:
     ctx.progress(0, 1, f"validating {len(df):,} rows against {ctx.spec.name!r} suite")
     docs_dir = ctx.workdir / "data-docs"
     ignored = [c for c in ctx.spec.ignored_columns if c in df.columns]  # e.g. another model's label
-    report = validate_frame(df.drop(columns=ignored) if ignored else df, ctx.spec, docs_dir, run_name=ctx.run_id)
+    df = modeling.conform(df.drop(columns=ignored) if ignored else df, ctx.spec)  # number-coded categories, whole floats
+    report = validate_frame(df, ctx.spec, docs_dir, run_name=ctx.run_id)
     result_key = f"{prefix}/result.json"
     ctx.objects.put_bytes(ctx.data_bucket, result_key, json.dumps(report.result, default=str).encode(), "application/json")
     failpoint("validate.result-written")
@@ -244,14 +246,47 @@ def validate(ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
+def split_rows(ctx: RunContext, df: pd.DataFrame) -> tuple[splitting.SplitDefinition, np.ndarray]:
+    """The version's split definition and holdout mask (``stagewise.pipeline.splitting``): the
+    spec's repeatable split of ``df``, with rows on both sides.
+
+    Raises:
+        ValidationFailed: the key or time column is unusable, or one side of the split is empty
+            (exit 2, alerted, before anything is fitted).
+    """
+    try:
+        split = splitting.define(ctx.spec, df)
+        hold = splitting.holdout_mask(split, df)
+        if hold.all() or not hold.any():
+            raise splitting.SplitError(
+                f"the split ({split.describe()}) puts all {len(df):,} rows in {'the holdout' if hold.all() else 'training'}: "
+                "add rows, or change split.holdout_fraction")
+    except splitting.SplitError as e:
+        raise ValidationFailed(
+            str(e),
+            ctx.alert("validation.failed", "Validation failed: the data cannot be split into train and holdout",
+                      f"{e}. Nothing was trained, registered or scored; what is served is unchanged.",
+                      "Fix the data or the spec's split section and re-run.",
+                      numbers={"rows": len(df)}, links={"input": ctx.memo["data_uri"]}),
+            {"failed_expectations": [str(e)]},
+        ) from e
+    return split, hold
+
+
 # ---------------------------------------------------------------------------------------- train
 def train(ctx: RunContext) -> dict[str, Any]:
-    """Fit XGBoost on the train split; upload the model (UBJSON), importance and baseline to S3."""
+    """Fit XGBoost on the train split; upload the model (UBJSON), importance and baseline to S3.
+
+    The split is the spec's repeatable split (``stagewise.pipeline.splitting``): which rows are
+    holdout depends on each row's key (or time), never on its position, and the definition goes
+    into the version's lineage.
+    """
     df: pd.DataFrame = ctx.memo["frame"]
     spec = ctx.spec
     X = modeling.feature_matrix(df, spec)
     y = df[spec.target.name].to_numpy(dtype="float64")
-    train_idx, hold_idx = modeling.split_holdout(len(df), spec)
+    split, hold = split_rows(ctx, df)
+    train_idx, hold_idx = np.flatnonzero(~hold), np.flatnonzero(hold)
     t = time.perf_counter()
     model = modeling.train_model(X.iloc[train_idx], y[train_idx], spec, progress=lambda d, t: ctx.progress(d, t, "boosting rounds"))
     fit_seconds = time.perf_counter() - t
@@ -267,7 +302,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
     ctx.objects.put_bytes(ctx.artifact_bucket, f"{prefix}/baseline.json", json.dumps(baseline).encode(), "application/json")
     failpoint("train.uploaded")
     ctx.memo.update(
-        model=model, hold_idx=hold_idx, holdout_true=y[hold_idx], holdout_pred=hold_pred, features=X,
+        model=model, hold_idx=hold_idx, holdout_true=y[hold_idx], holdout_pred=hold_pred, features=X, split=split.to_lineage(),
         artifact_sha256=artifact_sha, artifact_prefix=prefix,
     )
     top = list(importance)[:5]
@@ -275,6 +310,7 @@ def train(ctx: RunContext) -> dict[str, Any]:
         "fit_seconds": round(fit_seconds, 3),
         "train_rows": int(len(train_idx)),
         "holdout_rows": int(len(hold_idx)),
+        "split": split.to_lineage(),
         "artifact_uri": f"s3://{ctx.artifact_bucket}/{prefix}/model.ubj",
         "artifact_sha256": artifact_sha,
         "baseline_uri": f"s3://{ctx.artifact_bucket}/{prefix}/baseline.json",
@@ -284,15 +320,18 @@ def train(ctx: RunContext) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------- evaluate
 def evaluate(ctx: RunContext) -> dict[str, Any]:
-    """Holdout R², RMSE, MAE; the spec's offline gates; the champion on the same holdout.
+    """Holdout metrics; the spec's offline gates; the champion on rows neither version trained on.
 
     A classifier's decision threshold is chosen here (``modeling.choose_threshold``: best precision
     at recall >= ``decision.min_recall``) and kept as the metric ``threshold``; its precision and
     recall are at that threshold. The new version must not lose to the champion by more than
-    ``rollout.champion_tolerance`` of the spec's primary metric (R², or PR-AUC for a classifier) on
-    the same holdout rows (gate ``r2_vs_champion`` / ``pr_auc_vs_champion``, value = new - champion). The
-    comparison is skipped when the champion was trained on other features, or is this very
-    model (an earlier attempt of the run registered it).
+    ``rollout.champion_tolerance`` of the spec's primary metric (R², or PR-AUC for a classifier)
+    (gate ``r2_vs_champion`` / ``pr_auc_vs_champion``, value = new - champion), measured on
+    ``champion_comparison``'s rows: the new version's holdout rows that are also outside the
+    champion's training split, so the champion is never scored in-sample. With fewer than
+    ``rollout.champion_min_samples`` such rows the comparison is inconclusive and holds the new
+    version (registered, not rolled out). No comparison when the champion is this very model (an
+    earlier attempt of the run registered it).
 
     ``metrics.json`` beside the artifact is written once (S3 ``If-None-Match``): the artifact is
     content-addressed, so a re-run that trains the same bytes keeps the evaluation that was
@@ -307,17 +346,11 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     samples = int(metrics.pop("samples"))
     gates = modeling.evaluate_gates(spec.gates, metrics, samples)
     holdout = ctx.memo["frame"].iloc[ctx.memo["hold_idx"]]
-    champion_metrics = None
     champion = _current_champion(ctx)
-    if (champion is not None and champion.lineage.get("features") == spec.feature_names
-            and champion.artifact_sha256 != ctx.memo["artifact_sha256"]):
-        champ_model = load_version_model(ctx, champion)
-        champ_pred = modeling.predict(champ_model, ctx.memo["features"].iloc[ctx.memo["hold_idx"]], spec)
-        champion_metrics = modeling.holdout_metrics(ctx.memo["holdout_true"], champ_pred, spec.task)
-        champion_metrics.pop("samples")
-        primary = spec.primary_metric
-        compare = Gate(metric=f"{primary}_vs_champion", comparator=">=", threshold=-spec.rollout.champion_tolerance)
-        gates += gatelib.evaluate([compare], {compare.metric: (metrics[primary] - champion_metrics[primary], samples)})
+    comparison = None
+    if champion is not None and champion.artifact_sha256 != ctx.memo["artifact_sha256"]:
+        comparison, gate = champion_comparison(ctx, champion)
+        gates.append(gate)
     best = None
     if spec.reference:
         module, func = spec.reference.split(":")
@@ -326,8 +359,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         best.pop("samples")
     ctx.objects.put_new(
         ctx.artifact_bucket, f"{ctx.memo['artifact_prefix']}/metrics.json",
-        json.dumps({"holdout": metrics, "samples": samples, "best_achievable": best,
-                    "champion": {"version": champion.version, **champion_metrics} if champion_metrics else None}).encode(),
+        json.dumps({"holdout": metrics, "samples": samples, "best_achievable": best, "champion": comparison}).encode(),
         "application/json",
     )
     ctx.memo.update(metrics=metrics, gates=gates, samples=samples, best=best)
@@ -337,8 +369,62 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         "gates": [g.model_dump() for g in gates],
         "gates_passed": bool(gates) and all(g.outcome == "pass" for g in gates),
         "best_achievable": best,
-        "champion": {"version": champion.version, **champion_metrics} if champion_metrics else None,
+        "champion": comparison,
     }
+
+
+def champion_comparison(ctx: RunContext, champion: VersionRecord) -> tuple[dict[str, Any], GateResult]:
+    """The new version against the champion on the rows neither trained on.
+
+    Rows: the new version's holdout rows (its split) that are also outside the champion's training
+    split (``splitting.in_training`` with the champion's recorded definition). Both versions'
+    metrics are computed on exactly those rows. Inconclusive (``on_inconclusive="hold"``) when
+    they number fewer than ``rollout.champion_min_samples``, when the champion recorded no split
+    definition (registered before repeatable splits, or by hand: which rows it trained on is
+    unknown), or when it reads other features than this spec.
+
+    Returns:
+        ``(record, gate)``: the record (``version``, ``rows``, ``new`` and ``champion`` metrics on
+        those rows, ``note``) kept in ``metrics.json`` and the step summary, and the gate result
+        ``<primary>_vs_champion`` (value = new - champion, samples = rows).
+    """
+    spec = ctx.spec
+    primary = spec.primary_metric
+    gate = Gate(metric=f"{primary}_vs_champion", comparator=">=", threshold=-spec.rollout.champion_tolerance,
+                min_samples=spec.rollout.champion_min_samples, on_inconclusive="hold")
+    frame, hold_idx = ctx.memo["frame"], ctx.memo["hold_idx"]
+    definition = splitting.SplitDefinition.from_lineage(champion.lineage)
+    record: dict[str, Any] = {"version": champion.version, "rows": 0, "new": None, "champion": None, "note": ""}
+    if champion.lineage.get("features") != spec.feature_names:
+        record["note"] = f"v{champion.version} reads other features than this spec: compare them online (promote by hand)"
+    elif definition is None:
+        record["note"] = (f"v{champion.version} recorded no split definition (registered before repeatable splits, or by hand): "
+                          "the rows it trained on are unknown")
+    elif definition.column not in frame.columns:
+        record["note"] = f"the data has no {definition.column!r}, the column v{champion.version}'s split reads"
+    if record["note"]:
+        return record, gatelib.evaluate([gate], {}, {gate.metric: record["note"]})[0]
+    try:
+        outside = ~splitting.in_training(definition, frame.iloc[hold_idx])
+    except splitting.SplitError as e:
+        record["note"] = f"v{champion.version}'s split cannot be applied to this data: {e}"
+        return record, gatelib.evaluate([gate], {}, {gate.metric: record["note"]})[0]
+    rows = np.flatnonzero(outside)
+    record["rows"] = int(len(rows))
+    value = None
+    if len(rows) >= 2:
+        y = ctx.memo["holdout_true"][rows]
+        champ_pred = modeling.predict(load_version_model(ctx, champion), ctx.memo["features"].iloc[hold_idx[rows]], spec)
+        new = modeling.holdout_metrics(y, ctx.memo["holdout_pred"][rows], spec.task)
+        old = modeling.holdout_metrics(y, champ_pred, spec.task)
+        record.update(new={k: v for k, v in new.items() if k != "samples"}, champion={k: v for k, v in old.items() if k != "samples"})
+        value = new[primary] - old[primary]
+    if len(rows) < gate.min_samples:
+        record["note"] = (f"{len(rows):,} of the {len(hold_idx):,} holdout rows are outside v{champion.version}'s training split "
+                          f"(split definitions differ); the comparison needs {gate.min_samples:,}")
+    if len(rows) < len(hold_idx) and not record["note"]:
+        record["note"] = f"on the {len(rows):,} holdout rows outside v{champion.version}'s training split"
+    return record, gatelib.evaluate([gate], {gate.metric: (value, len(rows))}, {gate.metric: record["note"]})[0]
 
 
 def _current_champion(ctx: RunContext) -> VersionRecord | None:
@@ -402,9 +488,12 @@ def register(ctx: RunContext) -> dict[str, Any]:
     """Register an immutable version with its lineage, and start its rollout if it passed.
 
     The new version becomes champion (the model's first), challenger at the plan's first step,
-    or candidate (another rollout is in progress). Idempotent: the token hashes (model, data
-    sha256, spec digest, package version, artifact sha256), so re-running the same run returns the
-    version it made.
+    or candidate (another rollout is in progress); when the champion comparison was inconclusive
+    it is registered but held (``summary["held"]``: not rolled out until promoted by hand). The
+    lineage records the split definition (``lineage["split"]``: which rows it trained on, for any
+    later data) and where the spec is kept (``spec_uri``). Idempotent: the token hashes (model,
+    data sha256, spec digest, package version, artifact sha256), so re-running the same run
+    returns the version it made.
 
     Raises:
         GateRejected: an offline gate did not pass (the version is recorded as ``rejected``).
@@ -427,6 +516,8 @@ def register(ctx: RunContext) -> dict[str, Any]:
         "environment": ctx.settings.environment,
         "account_id": ctx.settings.account_id,
         "rows": {"train": int(len(ctx.memo["frame"]) - ctx.memo["samples"]), "holdout": ctx.memo["samples"]},
+        "split": ctx.memo["split"],
+        "spec_uri": spec_store.store_spec(ctx.objects, ctx.artifact_bucket, spec),
     }
     token = hashlib.sha256(
         "|".join([spec.name, ctx.memo["data_sha256"], spec.digest(), pkg, ctx.memo["artifact_sha256"]]).encode()
@@ -450,10 +541,12 @@ def register(ctx: RunContext) -> dict[str, Any]:
     v = reg.version
     ctx.memo.update(version=v.version, champion=reg.champion)
     failpoint("register.done")
+    held = [g for g in v.gates if g.outcome == "inconclusive" and g.on_inconclusive == "hold"]
     summary = {
         "version": v.version,
         "status": v.status,
         "stage": reg.stage,
+        "held": [g.describe() for g in held] if v.status != "rejected" and reg.stage == "registered" else [],
         "created": reg.created,
         "champion": reg.champion,
         "serving": reg.model.serving(),
@@ -462,9 +555,10 @@ def register(ctx: RunContext) -> dict[str, Any]:
         "artifact_sha256": v.artifact_sha256,
     }
     if v.status == "rejected":
-        failed = [g for g in v.gates if g.outcome != "pass"]
+        failed = [g for g in v.gates if g.outcome == "fail" or (g.outcome == "inconclusive" and g.on_inconclusive == "reject")]
+        summary["failed_gates"] = [g.describe() for g in failed]
         raise GateRejected(
-            f"version {v.version} failed its offline gate(s)",
+            f"version {v.version} rejected: " + "; ".join(g.describe() for g in failed),
             ctx.alert(
                 "gate.failed", f"Offline gate failed: version {v.version} rejected",
                 f"Version {v.version} did not pass its offline gates and was recorded as rejected. "
@@ -472,7 +566,8 @@ def register(ctx: RunContext) -> dict[str, Any]:
                 "Look at the holdout metrics and the data; retrain with more or better data or tuned "
                 "hyperparameters in the model spec.",
                 version=v.version,
-                numbers={f"{g.metric} (need {g.comparator} {g.threshold})": g.value for g in failed},
+                numbers={f"{g.metric} (need {g.comparator} {g.threshold:g} on >= {g.min_samples} rows, {g.samples} rows)": g.value
+                         for g in failed},
                 links={"artifact": v.artifact_uri},
             ),
             summary,
@@ -682,21 +777,36 @@ def monitor(ctx: RunContext) -> dict[str, Any]:
 def rollout(ctx: RunContext) -> dict[str, Any]:
     """The rollout controller: count this scoring run against the rollout in progress, evaluate
     its gates on the challenger's observations, and advance, hold or roll back (alerting on a
-    rollback). Idempotent per run id."""
+    rollback). Idempotent per run id.
+
+    Evidence is only what the challenger did not train on: the score step measured it on its
+    routed labelled rows outside its training split. A run over the very data the challenger was
+    trained on (same sha256: the run that registered it) is not evidence at all: its rows outside
+    training are the holdout already used offline (for a classifier also to choose the threshold),
+    so the rollout holds and the run does not count toward the bake (a failed drift gate still
+    rolls back)."""
     if ctx.memo.get("rollout_id") is None:
         return {"outcome": "no_rollout", "serving": ctx.memo.get("serving")}
     d = ctx.spec.drift
     challenger = str(ctx.memo["serving"]["challenger"])
     report = ctx.memo.get("drift", {}).get(challenger)
     extra, hold = (), None
+    observations = ctx.memo["observations"]
+    trained_on = version_record(ctx, int(challenger)).lineage.get("data_sha256")
+    if trained_on and trained_on == ctx.memo.get("data_sha256"):
+        # the run that registered the challenger (or any run over the same file): its rows outside
+        # training are the holdout the version was already evaluated (and its threshold chosen) on
+        observations = {}
+        hold = (f"this run's input is the data v{challenger} was trained and evaluated on; its rows outside training "
+                "are that holdout, not new evidence: the rollout waits for a scoring run on new data")
     if report and report["drifted_share"] > d.max_drifted_share:
         names = ", ".join(f["feature"] for f in report["features"] if f["drifted"])
         if d.on_rollout == "rollback":
             extra = (GateResult(metric="drifted_share", comparator="<=", threshold=d.max_drifted_share,
                                 value=report["drifted_share"], samples=report["rows"], min_samples=0, outcome="fail"),)
         else:
-            hold = f"data drift in {names}"
-    decision = ctx.registry.evaluate_rollout(ctx.spec.name, ctx.memo["observations"], actor=ctx.actor, run_token=ctx.run_id,
+            hold = hold or f"data drift in {names}"
+    decision = ctx.registry.evaluate_rollout(ctx.spec.name, observations, actor=ctx.actor, run_token=ctx.run_id,
                                              extra_results=extra, hold_reason=hold)
     failpoint("rollout.evaluated")
     ctx.memo["decision"] = decision.outcome

@@ -181,7 +181,8 @@ def build_suite(spec: ModelSpec) -> "gx.ExpectationSuite":
     - ``ExpectTableColumnsToMatchSet(spec.columns, exact_match=True)``: no missing or extra column;
     - ``ExpectTableRowCountToBeBetween`` with ``expectations.row_count`` min/max;
     - ``ExpectColumnValuesToBeUnique`` for each column in ``expectations.unique``;
-    - ``ExpectColumnValuesToNotBeNull`` for the id column and each PII column;
+    - ``ExpectColumnValuesToNotBeNull`` for the id column, each PII column and the split's key or
+      time column (``spec.split_columns``; a row without one has no side of the split);
     - per feature: ``ExpectColumnValuesToBeInTypeList`` (``TYPE_LISTS[feature.type]``),
       ``ExpectColumnValuesToBeBetween`` when min or max is given, ``ExpectColumnValuesToBeInSet``
       for categoricals, and ``ExpectColumnValuesToNotBeNull(mostly=1 - max_null_fraction)``;
@@ -212,7 +213,8 @@ def build_suite(spec: ModelSpec) -> "gx.ExpectationSuite":
     ]
     for col in dict.fromkeys(spec.expectations.unique):
         exps.append(E.ExpectColumnValuesToBeUnique(column=col, meta=_meta("unique")))
-    for col in dict.fromkeys([spec.id_column, *spec.pii_columns]):
+    listed = {*spec.feature_names, spec.target.name}
+    for col in dict.fromkeys([spec.id_column, *spec.pii_columns, *(c for c in spec.split_columns if c not in listed)]):
         exps.append(E.ExpectColumnValuesToNotBeNull(column=col, meta=_meta("nulls")))
 
     for f in spec.features:
@@ -487,7 +489,8 @@ def _describe(
         if mismatched.get("missing"):
             parts.append(f"missing columns: {sorted(mismatched['missing'])}")
         if mismatched.get("unexpected"):
-            parts.append(f"unexpected columns: {sorted(mismatched['unexpected'])}")
+            parts.append(f"unexpected columns: {sorted(mismatched['unexpected'])} (if the model should not read them, "
+                         "list them under ignored_columns in the spec; if it should, add them as features)")
         return "; ".join(parts) or f"columns {res.get('observed_value')} do not match the spec"
     if etype == "expect_table_row_count_to_be_between":
         lo, hi = kwargs.get("min_value"), kwargs.get("max_value")

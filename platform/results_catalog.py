@@ -1,5 +1,6 @@
 """The results catalog on AWS: a Glue database with one table per built-in model over
-``s3://<data bucket>/results/<model>/``, an Athena workgroup, and the catalog's views as named queries.
+``s3://<data bucket>/results/<model>/``, an Athena workgroup, and the views the models' specs
+declare as named queries.
 
 Tables use partition projection (``run_date`` as a date ``yyyy-MM-dd`` from 2026-01-01 to today,
 ``model_version`` an integer), so a run's results are queryable the moment its manifest is
@@ -89,6 +90,6 @@ class ResultsCatalog(pulumi.ComponentResource):
         self.views = [
             aws.athena.NamedQuery(f"{name}-view-{view}", name=f"stagewise create view {view}", database=self.database.name,
                                   workgroup=self.workgroup.name, query=f"CREATE OR REPLACE VIEW {view} AS\n{sql}", opts=child)
-            for view, sql in catalog.views().items()
+            for view, (_, sql) in catalog.views(args.specs).items()
         ]
         self.register_outputs({"database": self.database.name, "workgroup": self.workgroup.name})

@@ -18,13 +18,15 @@ from stagewise.registry.records import Gate, GateResult
 COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
-def evaluate(gates: Iterable[Gate], observations: Mapping[str, tuple[float | None, int]]) -> list[GateResult]:
+def evaluate(gates: Iterable[Gate], observations: Mapping[str, tuple[float | None, int]],
+             notes: Mapping[str, str] | None = None) -> list[GateResult]:
     """Evaluate ``gates`` against ``observations``.
 
     Args:
         gates: the gates.
         observations: metric -> (value, samples it was computed on). A metric absent here makes
             its gate inconclusive.
+        notes: metric -> why its value is what it is (kept with the result).
 
     Returns:
         One ``GateResult`` per gate, in order.
@@ -41,6 +43,7 @@ def evaluate(gates: Iterable[Gate], observations: Mapping[str, tuple[float | Non
                 metric=g.metric, comparator=g.comparator, threshold=g.threshold,
                 value=None if value is None or not math.isfinite(value) else float(value),
                 samples=int(samples), min_samples=g.min_samples, outcome=outcome,
+                on_inconclusive=g.on_inconclusive, note=(notes or {}).get(g.metric, ""),
             )
         )
     return results

@@ -122,7 +122,8 @@ def promote(
         raise InvalidTransition(
             f"{model} v{version} is not the champion in {src_env} (champion: v{record.champion}); only the version "
             f"serving in {src_env} can be promoted")
-    if v.status != "registered" or any(g.outcome != "pass" for g in v.gates):
+    held = [g for g in v.gates if g.outcome == "inconclusive" and g.on_inconclusive == "hold"]
+    if v.status != "registered" or any(g.outcome != "pass" for g in v.gates if g not in held):
         raise InvalidTransition(f"{model} v{version} did not pass its gates in {src_env}")
 
     token = promotion_token(source, model, version, v.artifact_sha256)
@@ -136,16 +137,20 @@ def promote(
     }
     lineage = {**{k: val for k, val in v.lineage.items() if k != "promoted_from"}, "promoted_from": promoted_from,
                "environment": dst_env, "account_id": target.settings.account_id}
+    if v.lineage.get("spec_uri"):  # the spec travels with the version (copied by _copy_all)
+        lineage["spec_uri"] = f"s3://{target.resources.artifact_bucket.name}/{S3Uri.parse(v.lineage['spec_uri']).key}"
     prefix = f"s3://{target.resources.artifact_bucket.name}/models/{model}/{v.artifact_sha256}"
     settings = target.settings
     plan = plan or RolloutPlan(steps=settings.rollout_plan, bake_minutes=settings.bake.min_minutes,
                                bake_runs=settings.bake.min_scoring_runs)
     note = f"promoted from {src_env} v{version}" + (f", approved by {approver}: {reason}" if approver else (f": {reason}" if reason else ""))
     reg = dst_reg.register_version(
-        model, artifact_uri=f"{prefix}/model.ubj", artifact_sha256=v.artifact_sha256, metrics=v.metrics, gates=list(v.gates),
+        # a gate that held the version in the source was settled there by whoever made it champion
+        model, artifact_uri=f"{prefix}/model.ubj", artifact_sha256=v.artifact_sha256, metrics=v.metrics,
+        gates=[g for g in v.gates if g not in held],
         lineage=lineage, actor=actor, token=token, baseline_uri=f"{prefix}/baseline.json" if v.baseline_uri else None,
         kind=record.kind, description=v.description, rollout=plan, online_gates=record.gates, agent=v.agent,
-        note=note, evidence={"promotion": promoted_from},
+        note=note, evidence={"promotion": promoted_from, **({"held_in_source": [g.describe() for g in held]} if held else {})},
     )
     src_reg.note(
         model, "version.promoted", version=version, actor=actor, token=f"promoted-{token}",
@@ -169,6 +174,9 @@ def _copy_all(source: Environment, target: Environment, model: str, v: Any) -> d
         jobs.append((S3Uri(art.bucket, f"{prefix}/{name}"), f"models/{model}/{v.artifact_sha256}/{name}", expected))
     if v.lineage.get("validation_result_uri"):
         jobs.append((S3Uri.parse(v.lineage["validation_result_uri"]), f"models/{model}/{v.artifact_sha256}/validation/result.json", None))
+    if v.lineage.get("spec_uri"):
+        spec = S3Uri.parse(v.lineage["spec_uri"])
+        jobs.append((spec, spec.key, None))
     written: list[str] = []
     copied: dict[str, str] = {}
     try:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 Kind = Literal["model", "agent"]
 VersionStatus = Literal["registered", "rejected"]
 GateOutcome = Literal["pass", "fail", "inconclusive"]
+OnInconclusive = Literal["reject", "hold"]
 Comparator = Literal[">=", ">", "<=", "<"]
 Stage = Literal["champion", "challenger", "candidate", "registered", "retired", "rolled_back"]
 
@@ -23,7 +24,11 @@ class _Record(BaseModel):
 
 
 class GateResult(_Record):
-    """One gate evaluated: ``value comparator threshold`` on ``samples`` rows gave ``outcome``."""
+    """One gate evaluated: ``value comparator threshold`` on ``samples`` rows gave ``outcome``.
+
+    ``on_inconclusive`` says what an inconclusive offline gate does to a new version at
+    registration (see ``Gate``); ``note`` says why, when the samples alone do not (e.g. "v1 has no
+    split definition")."""
 
     metric: str
     comparator: str
@@ -32,16 +37,31 @@ class GateResult(_Record):
     samples: int
     min_samples: int
     outcome: GateOutcome
+    on_inconclusive: OnInconclusive = "reject"
+    note: str = ""
+
+    def describe(self) -> str:
+        """One line, e.g. ``r2_vs_champion = -0.075 needs >= -0.01 (1,273 rows, min 200): fail``."""
+        value = "no value" if self.value is None else f"{self.value:.4g}"
+        why = f"; {self.note}" if self.note else ""
+        return (f"{self.metric} = {value} needs {self.comparator} {self.threshold:g} "
+                f"({self.samples:,} rows, min {self.min_samples:,}): {self.outcome}{why}")
 
 
 class Gate(_Record):
     """A gate declared as data: passes when ``metric comparator threshold`` holds on at least
-    ``min_samples`` samples; with fewer samples (or no value) it is inconclusive."""
+    ``min_samples`` samples; with fewer samples (or no value) it is inconclusive.
+
+    ``on_inconclusive`` (offline gates, at registration): ``reject`` (the default: a version that
+    cannot be shown to meet the gate never serves) or ``hold`` (it is registered but not rolled
+    out: it waits for a person to promote it, as the champion comparison does when too few rows
+    are outside both versions' training data). Online, an inconclusive gate always holds."""
 
     metric: str
     comparator: Comparator
     threshold: float
     min_samples: int = Field(default=0, ge=0)
+    on_inconclusive: OnInconclusive = "reject"
 
 
 class RolloutState(_Record):

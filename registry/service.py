@@ -204,9 +204,11 @@ class Registry:
     ) -> Registration:
         """Register a new immutable version and decide its stage in the same write.
 
-        Stage: ``rejected`` if an offline gate did not pass; else ``champion`` if the model has
-        none; else ``candidate`` if a rollout is in progress; else ``challenger`` at the first
-        step of ``rollout`` (or champion at once if that step is 100); else ``registered``.
+        Stage: ``rejected`` if an offline gate failed, or was inconclusive with
+        ``on_inconclusive="reject"``; else ``registered`` (held: not rolled out, promote it by
+        hand) if a gate was inconclusive with ``on_inconclusive="hold"``; else ``champion`` if the
+        model has none; else ``candidate`` if a rollout is in progress; else ``challenger`` at the
+        first step of ``rollout`` (or champion at once if that step is 100); else ``registered``.
 
         Args:
             name: model name.
@@ -227,7 +229,8 @@ class Registry:
             InvalidTransition: the name exists with another kind.
         """
         self.ensure_model(name, actor, kind, description, online_gates or ())
-        passed = all(g.outcome == "pass" for g in gates)
+        passed = all(g.outcome == "pass" or (g.outcome == "inconclusive" and g.on_inconclusive == "hold") for g in gates)
+        held = [g for g in gates if g.outcome == "inconclusive"]
         for _ in range(CONFLICT_RETRIES):
             model = self.store.get_model(name)
             if self.store.has_token(name, token):
@@ -243,6 +246,12 @@ class Registry:
             base = model.model_copy(update={"latest_version": number, **({"gates": online_gates} if online_gates is not None else {})})
             if not passed:
                 head, stage, reason = base, "rejected", "offline gate failed: version rejected, what serves is unchanged"
+            elif held:
+                head = base.model_copy(update={"stages": {**base.stages, number: "registered"}})
+                stage = "registered"
+                reason = ("held, not rolled out: " + "; ".join(f"{g.metric} inconclusive on {g.samples} samples (needs "
+                                                               f"{g.min_samples}){': ' + g.note if g.note else ''}" for g in held)
+                          + f"; what serves is unchanged. Promote it by hand to roll it out: stagewise registry promote {name} {number}")
             elif model.champion is None:
                 head, stage, reason = _crown(base, number), "champion", "first version to pass its gates becomes champion"
             elif model.rollout is not None:

@@ -15,14 +15,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def engagement_spec(folder: Path, name: str, plan: str | None = None) -> Path:
-    """The engagement spec under another model name (each test module has its own registry record),
-    optionally with a rollout plan (``"{dev: [50, 100]}"``), written to ``folder/<name>.yaml``."""
-    text = (REPO / "pipeline" / "specs" / "engagement.yaml").read_text()
-    assert "\nname: engagement\n" in text and "  plan: {}\n" in text
-    text = text.replace("\nname: engagement\n", f"\nname: {name}\n", 1)
+def engagement_spec(folder: Path, name: str, plan: str | None = None, builtin: str = "engagement") -> Path:
+    """The engagement spec (or another built-in: ``builtin="churn"``) under another model name
+    (each test module has its own registry record), optionally with a rollout plan
+    (``"{dev: [50, 100]}"``), without its views, written to ``folder/<name>.yaml``."""
+    text = (REPO / "pipeline" / "specs" / f"{builtin}.yaml").read_text()
+    assert f"\nname: {builtin}\n" in text and "  plan: {}\n" in text
+    text = text.replace(f"\nname: {builtin}\n", f"\nname: {name}\n", 1)
     if plan is not None:
         text = text.replace("  plan: {}\n", f"  plan: {plan}\n", 1)
+    text = text[: text.index("\nviews:")] + "\n"  # the views read engagement_results, not this model's table
     path = Path(folder) / f"{name}.yaml"
     path.write_text(text)
     return path

@@ -18,7 +18,7 @@ from botocore.stub import ANY, Stubber
 from typer.testing import CliRunner
 
 from conftest import REPO, run_engagement_copy
-from stagewise.pipeline import analyst
+from stagewise.pipeline import analyst, spec_store
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.spec import load_spec
 from stagewise.pipeline.storage import ObjectStore
@@ -37,10 +37,12 @@ def world(dev, tmp_path_factory):
     folder = tmp_path_factory.mktemp("analyst")
     spec_path, df, _ = run_engagement_copy(folder, MODEL, 81, "--json")
     registry = dev.registry
-    tools = analyst.AnalystTools(
-        ObjectStore(dev.clients.client("s3")), dev.resources.data_bucket.name, registry.get_version, registry.champion,
+    objects = ObjectStore(dev.clients.client("s3"))
+    tools = analyst.AnalystTools(  # as `stagewise agent ask` wires them: each version's own spec, from the registry
+        objects, dev.resources.data_bucket.name, registry.get_version, registry.champion,
         read_id_salt(dev.clients, dev.resources).key, folder / "cache",
-        spec_of=lambda m: load_spec(spec_path) if m == MODEL else load_spec(m))
+        spec_of=lambda v: spec_store.version_spec(objects, v), specs=lambda: spec_store.catalog_specs(registry, objects))
+    assert spec_store.version_spec(objects, registry.get_version(MODEL, 1)) == load_spec(spec_path)
     return {"frame": df, "registry": registry, "tools": tools}
 
 

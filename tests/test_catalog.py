@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import REPO
+from stagewise.pipeline import splitting
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.platform.environment import connect
@@ -48,9 +49,12 @@ def test_a_run_adds_its_rows_partitioned_by_run_date_and_version(run):
     assert set(rows["run_date"]) == {f"{run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}"} and set(rows["model_version"]) == {1}
     assert not {"customer_id", "name", "email"} & set(rows.columns)  # PII masked, id only hashed
     salt = read_id_salt(run["env"].clients, run["env"].resources).key
-    frame = run["frame"].assign(customer_id_hash=hash_ids(run["frame"]["customer_id"], salt))
+    version = run["env"].registry.get_version("engagement", 1)
+    holdout = splitting.holdout_mask(splitting.SplitDefinition.from_lineage(version.lineage), run["frame"])
+    frame = run["frame"].assign(customer_id_hash=hash_ids(run["frame"]["customer_id"], salt), holdout=holdout)
     joined = rows.merge(frame, on="customer_id_hash", suffixes=("", "_input"))
     assert len(joined) == 3_000  # every customer once, joinable back with the salt
+    assert (joined["in_training"] == ~joined["holdout"]).all() and 0 < joined["holdout"].sum() < 3_000  # v1's own split
     assert (joined["transaction_revenue_month"] == joined["transaction_revenue_month_input"]).all()
     assert np.allclose(joined["engagement_score"], joined["engagement_score_input"])
 
@@ -69,7 +73,11 @@ def test_views_answer_as_their_sql_says(run):
     code, doc = _query("SELECT * FROM model_performance")
     (perf,) = doc["rows"]
     scored = next(s for s in run["doc"]["steps"] if s["name"] == "score")["summary"]["versions"]["1"]
-    assert perf["rows_scored"] == perf["labeled"] == scored["rows"] == 3_000
+    # measured only on the rows v1 did not train on: its holdout customers by its recorded split
+    version = run["env"].registry.get_version("engagement", 1)
+    holdout = splitting.holdout_mask(splitting.SplitDefinition.from_lineage(version.lineage), run["frame"])
+    assert perf["rows_scored"] == scored["rows"] == 3_000
+    assert perf["labeled"] == scored["labeled"] == int(holdout.sum()) == 3_000 - scored["in_training"]
     for metric in ("mae", "rmse", "r2"):  # the SQL's metrics are the pipeline's
         assert perf[metric] == pytest.approx(scored[metric], rel=1e-9)
     code, doc = _query("SELECT * FROM high_value")

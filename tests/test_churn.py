@@ -16,7 +16,7 @@ from sklearn.metrics import precision_recall_curve
 from typer.testing import CliRunner
 
 from conftest import REPO, engagement_spec
-from stagewise.pipeline import modeling, scoring
+from stagewise.pipeline import modeling, scoring, splitting
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.pipeline.spec import load_spec
@@ -76,7 +76,7 @@ def test_threshold_is_the_best_precision_at_recall_070_and_scoring_uses_it(runs)
     assert version.lineage["task"] == "classification"
     model = scoring.load_artifact(objects, version, {})
     frame = runs["frame"]
-    _, hold = modeling.split_holdout(len(frame), spec)
+    hold = splitting.holdout_mask(splitting.SplitDefinition.from_lineage(version.lineage), frame)  # the version's own split
     y = frame["churned_30d"].to_numpy()[hold]
     p = modeling.predict(model, modeling.feature_matrix(frame.iloc[hold], spec), spec)
     precision, recall, thresholds = precision_recall_curve(y, p)
@@ -87,11 +87,12 @@ def test_threshold_is_the_best_precision_at_recall_070_and_scoring_uses_it(runs)
     tp, fp, fn, _ = modeling.confusion(y, p, t)
     assert version.metrics["recall"] == pytest.approx(tp / (tp + fn)) and version.metrics["precision"] == pytest.approx(tp / (tp + fp))
 
+    # scoring measures the version only on rows it did not train on: here exactly its holdout rows
     scored = _steps(runs["churn"])["score"]["summary"]["versions"]["1"]
-    every = modeling.predict(model, modeling.feature_matrix(frame, spec), spec)
-    tp, fp, fn, tn = modeling.confusion(frame["churned_30d"].to_numpy(), every, t)
+    tp, fp, fn, tn = modeling.confusion(y, p, t)
     assert (scored["tp"], scored["fp"], scored["fn"], scored["tn"]) == (tp, fp, fn, tn)
-    assert scored["recall"] == pytest.approx(tp / (tp + fn)) and scored["labeled"] == ROWS
+    assert scored["recall"] == pytest.approx(tp / (tp + fn)) and scored["labeled"] == int(hold.sum()) < ROWS
+    assert scored["in_training"] == ROWS - int(hold.sum()) and scored["rows"] == ROWS
 
 
 def test_churn_explanations_are_log_odds(runs):

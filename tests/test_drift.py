@@ -99,6 +99,7 @@ def test_drifted_scoring_run_alerts_publishes_psi_and_holds_the_rollout(embedded
     from importlib import resources
 
     doc = yaml.safe_load((resources.files("stagewise.pipeline.specs") / "engagement.yaml").read_text())
+    doc.pop("views")  # SQL files beside the built-in spec, over engagement_results
     doc["name"] = "engagement-drift"
     doc["rollout"]["bake"] = {"min_minutes": 0, "min_scoring_runs": 3}
     spec_path = tmp_path / "engagement-drift.yaml"

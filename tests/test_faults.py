@@ -216,9 +216,9 @@ def reference(faults) -> dict[str, Any]:
     snap["ids"] = frame["customer_id"].to_numpy()
     snap["hashed_ids"] = hash_ids(snap["ids"], read_id_salt(faults.conn.clients, faults.conn.resources).key)
     check_predictions(snap, snap)
-    # v2 served 50 % of this run, passed its online gates and completed its rollout: champion
-    assert snap["manifest"]["weights"] == {"1": 50.0, "2": 50.0} and snap["model"]["champion_history"] == [1, 2]
-    assert [a for a, _, _ in snap["history"]] == ["model.create", "version.register", "version.register", "rollout.complete"]
+    # v2 served 50 % of this run; the run that registered it is not evidence for it (issue 14): held
+    assert snap["manifest"]["weights"] == {"1": 50.0, "2": 50.0} and snap["model"]["champion_history"] == [1]
+    assert [a for a, _, _ in snap["history"]] == ["model.create", "version.register", "version.register", "rollout.hold"]
     assert [v["version"] for v in snap["versions"]] == [1, 2]
     return snap
 
@@ -268,7 +268,7 @@ KILLS = {
     "score.partition-staged=kill@2": (1, "score", True, False),  # a pool worker dies: the step fails
     "score.part-published=kill@2": (-9, "score", True, False),  # 2 of 3 parts copied, no manifest
     "score.published=kill": (-9, "score", True, True),  # manifest written, staging not yet cleaned
-    "rollout.evaluated=kill": (-9, "rollout", True, True),  # the registry counted the run; no metrics
+    "rollout.evaluated=kill": (-9, "rollout", True, True),  # the registry recorded the run (a hold); no metrics
     "train.uploaded=term": (143, "train", False, False),  # Spot's notice: stop cleanly
 }
 

@@ -129,7 +129,8 @@ def test_cloudwatch_has_the_runs_datapoints(good_run, dev):
     cw = dev.clients.client("cloudwatch")
     version = str(_step(good_run, "register")["summary"]["version"])
     dims = [{"Name": "Environment", "Value": "dev"}, {"Name": "Model", "Value": "engagement"}, {"Name": "Version", "Value": version}]
-    names = {m["MetricName"] for m in cw.list_metrics(Namespace="Stagewise")["Metrics"]}
+    pages = cw.get_paginator("list_metrics").paginate(Namespace="Stagewise", Dimensions=[{"Name": "Model", "Value": "engagement"}])
+    names = {m["MetricName"] for page in pages for m in page["Metrics"]}  # 500 metrics a page
     assert {"RowsValidated", "ExpectationsFailed", "HoldoutR2", "HoldoutRMSE", "HoldoutMAE", "RowsScored", "StepDurationSeconds"} <= names
     now = datetime.now(timezone.utc)
     stats = cw.get_metric_statistics(

@@ -1,9 +1,14 @@
 """The rollout as a user drives it from the CLI against the embedded AWS.
 
 prod (plan 10 -> 50 -> 100, two scoring runs of bake per step): two `stagewise run`s make v1
-champion and v2 challenger at 10%; `stagewise score` runs on fresh data take v2 to 50% and then
-champion; a third version is rolled back when scoring data with broken labels fails its gate.
-An agent's second prompt version is promoted and rolled back on feedback.
+champion and v2 challenger at 10% (the run that registers v2 is not evidence for it: held);
+`stagewise score` runs on fresh data take v2 to 50% and then champion; a third version is rolled
+back when scoring data with broken labels fails its gate. An agent's second prompt version is
+promoted and rolled back on feedback.
+
+The model is the engagement spec with online gates on at least 300 rows: at a 10% canary of
+20,000 rows, the challenger's evidence is its routed rows outside its training split (~20% of
+them by the hash split: ~400 rows per run).
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO
+from conftest import REPO, engagement_spec
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, with_label_noise, write_dataset
 from stagewise.platform.environment import connect
 
 ROWS = 20_000
+MIN_SAMPLES = 300
 runner = CliRunner()
 
 
@@ -28,8 +34,15 @@ def cli(*args: str) -> tuple[int, dict]:
     return result.exit_code, json.loads(result.stdout)
 
 
-def pipeline(command: str, data) -> dict:
-    code, doc = cli(command, "--env", "prod", "--project-dir", str(REPO), "--data", str(data))
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    path = engagement_spec(tmp_path_factory.mktemp("prod-spec"), "engagement")
+    path.write_text(path.read_text().replace("min_samples: 1000}", f"min_samples: {MIN_SAMPLES}}}"))
+    return path
+
+
+def pipeline(command: str, data, spec) -> dict:
+    code, doc = cli(command, "--env", "prod", "--project-dir", str(REPO), "--data", str(data), "--model", str(spec))
     assert code == 0, doc.get("error")
     return {s["name"]: s["summary"] for s in doc["steps"]}
 
@@ -38,9 +51,9 @@ def pipeline(command: str, data) -> dict:
 def datasets(tmp_path_factory):
     folder = tmp_path_factory.mktemp("prod-data")
     paths = {}
-    for seed in (21, 22, 23, 24, 25, 26, 27):
+    for seed in range(21, 29):
         df = generate_customers(ROWS, seed=seed)
-        if seed == 27:
+        if seed == 28:
             df = with_label_noise(df, 0.5, seed)
         paths[seed] = folder / f"customers-{seed}.parquet"
         write_dataset(df, paths[seed])
@@ -51,23 +64,23 @@ def serving(steps: dict) -> dict:
     return steps["rollout"]["serving"]
 
 
-def test_prod_rollout_walks_the_plan_then_rolls_back_a_bad_challenger(embedded, datasets):
-    first = pipeline("run", datasets[21])
+def test_prod_rollout_walks_the_plan_then_rolls_back_a_bad_challenger(embedded, datasets, spec):
+    first = pipeline("run", datasets[21], spec)
     assert first["register"]["stage"] == "champion" and first["register"]["version"] == 1
 
-    second = pipeline("run", datasets[22])
+    second = pipeline("run", datasets[22], spec)
     assert second["register"]["stage"] == "challenger"
     assert (serving(second)["champion"], serving(second)["challenger"], serving(second)["weight"]) == (1, 2, 10)
-    assert second["rollout"]["outcome"] == "held" and "baking: 1/2" in second["rollout"]["reason"]
+    assert second["rollout"]["outcome"] == "held" and "not new evidence" in second["rollout"]["reason"]
     rows = second["score"]["versions"]
     assert abs(rows["2"]["rows"] / ROWS - 0.10) < 0.01  # the sticky hash sends ~10% to the challenger
 
-    walk = [pipeline("score", datasets[seed])["rollout"] for seed in (23, 24, 25)]
-    assert [w["outcome"] for w in walk] == ["advanced", "held", "completed"]
-    assert walk[0]["serving"]["weight"] == 50
-    assert walk[2]["serving"] == {**walk[2]["serving"], "champion": 2, "challenger": None}
+    walk = [pipeline("score", datasets[seed], spec)["rollout"] for seed in (23, 24, 25, 26)]
+    assert [w["outcome"] for w in walk] == ["held", "advanced", "held", "completed"]
+    assert "baking: 1/2" in walk[0]["reason"] and walk[1]["serving"]["weight"] == 50
+    assert walk[3]["serving"] == {**walk[3]["serving"], "champion": 2, "challenger": None}
 
-    third = pipeline("run", datasets[26])
+    third = pipeline("run", datasets[27], spec)
     assert third["register"]["stage"] == "challenger" and serving(third)["challenger"] == 3
 
     conn = connect("prod", project_dir=REPO)
@@ -76,7 +89,7 @@ def test_prod_rollout_walks_the_plan_then_rolls_back_a_bad_challenger(embedded, 
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=conn.resources.alert_topic_arn, Protocol="sqs", Endpoint=arn)
 
-    broken = pipeline("score", datasets[27])["rollout"]
+    broken = pipeline("score", datasets[28], spec)["rollout"]
     assert broken["outcome"] == "rolled_back" and "r2=" in broken["reason"]
     assert broken["serving"]["champion"] == 2 and broken["serving"]["challenger"] is None
     alerts = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])]
@@ -92,13 +105,15 @@ def test_prod_rollout_walks_the_plan_then_rolls_back_a_bad_challenger(embedded, 
     actions = [(e["action"], e["version"]) for e in hist["events"]]
     assert actions == [
         ("model.create", None), ("version.register", 1), ("version.register", 2), ("rollout.hold", 2),
-        ("rollout.advance", 2), ("rollout.hold", 2), ("rollout.complete", 2), ("version.register", 3),
-        ("rollout.hold", 3), ("rollout.rollback", 3),
+        ("rollout.hold", 2), ("rollout.advance", 2), ("rollout.hold", 2), ("rollout.complete", 2),
+        ("version.register", 3), ("rollout.hold", 3), ("rollout.rollback", 3),
     ]
     for e in hist["events"]:
         if e["action"].startswith("rollout."):
             gates = {g["metric"]: g for g in e["evidence"]["gates"]}
-            assert set(gates) == {"r2", "r2_delta_vs_champion"} and gates["r2"]["samples"] >= 1000
+            assert set(gates) == {"r2", "r2_delta_vs_champion"}
+            registering = "not new evidence" in e["reason"]  # the runs that registered v2 and v3
+            assert gates["r2"]["samples"] == 0 if registering else gates["r2"]["samples"] >= MIN_SAMPLES
     rollback = hist["events"][-1]
     assert rollback["evidence"]["gates"][0]["outcome"] == "fail"
     assert rollback["before"]["serving"]["weight"] == 10 and rollback["after"]["serving"]["challenger"] is None

@@ -309,9 +309,12 @@ def test_results_catalog_projects_partitions_over_the_runtime_layout(stack):
         == f"s3://{bucket}/{key.rsplit('/', 1)[0]}/"
     columns = [c["name"] for c in table.inputs["storageDescriptor"]["columns"]]
     spec = load_spec("engagement")
-    assert columns == ["customer_id_hash", "run_id", "prediction", *spec.feature_names, "engagement_score"]
+    assert columns == ["customer_id_hash", "run_id", "prediction", "in_training", *spec.feature_names, "engagement_score"]
     assert not {"customer_id", "name", "email"} & set(columns)
+    churn = [c["name"] for c in tables["churn_results"].inputs["storageDescriptor"]["columns"]]
+    assert churn[:5] == ["customer_id_hash", "run_id", "prediction", "in_training", "decision"]  # a classifier's decision
     queries = {q.inputs["name"]: q.inputs["query"] for q in mocks.of_type("aws:athena/namedQuery:NamedQuery")}
-    assert set(queries) == {f"stagewise create view {v}" for v in ("at_risk", "high_value", "model_performance")}
+    # each built-in spec's views
+    assert set(queries) == {f"stagewise create view {v}" for v in ("at_risk", "high_value", "model_performance", "churn_performance")}
     (wg,) = mocks.of_type("aws:athena/workgroup:Workgroup")
     assert wg.inputs["configuration"]["resultConfiguration"]["outputLocation"] == f"s3://{bucket}/athena-results/"
