@@ -110,7 +110,8 @@ def data_generate(
 
 
 DATA_OPT = typer.Option(None, "--data", "-d", help="Dataset (parquet or CSV), or an s3:// URI. [default: data/customers.parquet]")
-MODEL_OPT = typer.Option(None, "--model", "-m", help="Built-in spec name or path to a spec YAML. [default: engagement]")
+MODEL_OPT = typer.Option(None, "--model", "-m", help="A spec YAML's path, a built-in spec's name, or a registered model's name "
+                         "(its champion's spec). [default: engagement]")
 RUN_ENV_OPT = typer.Option(None, "--env", "-e", help="Environment (stack): dev, test or prod. [default: dev]")
 RUN_ACTOR_OPT = typer.Option(None, "--actor", help="Who runs it, for the audit (default: the assumed role's identity).")
 PORT_OPT = typer.Option(None, "--port", help="Port for the embedded AWS if it has to be started.")
@@ -203,10 +204,18 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
         if sha256_file(Path(source)) != journal.doc["data_sha256"]:
             fail(f"{source} changed since run {journal.run_id} read it (sha256 differs): it cannot be resumed",
                  EXIT_BAD_INPUT, as_json, hint="start a new run without --resume")
-    spec = load_spec(model)
+    from stagewise.pipeline import spec_store
+    from stagewise.pipeline.spec import builtin_spec_names
+
+    registered = not spec_store.is_spec_path(model) and model not in builtin_spec_names()
+    spec = None if registered else load_spec(model)  # a bad spec file fails before anything starts
     with err.status(f"connecting to {env} ({'AWS' if aws else 'embedded AWS'})"):
         conn = connect(env, aws=aws, project_dir=project_dir, start_embedded=True, provision=True, port=port)
         identity = conn.clients.caller_identity()
+    if spec is None:  # a model trained from its own spec file, named by its registered name
+        from stagewise.pipeline.storage import ObjectStore
+
+        spec = spec_store.resolve_spec(model, conn.registry, ObjectStore(conn.clients.client("s3")))
     run_id = journal.run_id if journal else new_run_id()
     workdir = runs_dir / run_id
     workdir.mkdir(parents=True, exist_ok=True)
@@ -696,7 +705,13 @@ def _step_line(s: dict[str, Any]) -> str:
         case "train":
             return f"{sm['train_rows']:,} train / {sm['holdout_rows']:,} holdout rows" if sm else ""
         case "evaluate":
-            return "gates " + ("passed" if sm.get("gates_passed") else "failed") if sm else ""
+            if not sm:
+                return ""
+            failed = [g["metric"] for g in sm.get("gates", []) if g["outcome"] == "fail" or (
+                g["outcome"] == "inconclusive" and g.get("on_inconclusive", "reject") == "reject")]
+            if failed:
+                return "gates failed: " + ", ".join(failed)
+            return f"inconclusive: {', '.join(sm['gates_held'])}" if sm.get("gates_held") else "gates passed"
         case "register":
             if not sm:
                 return ""

@@ -368,6 +368,7 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
         "samples": samples,
         "gates": [g.model_dump() for g in gates],
         "gates_passed": bool(gates) and all(g.outcome == "pass" for g in gates),
+        "gates_held": [g.metric for g in gates if g.outcome == "inconclusive" and g.on_inconclusive == "hold"],
         "best_achievable": best,
         "champion": comparison,
     }

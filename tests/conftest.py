@@ -24,7 +24,8 @@ def engagement_spec(folder: Path, name: str, plan: str | None = None, builtin: s
     text = text.replace(f"\nname: {builtin}\n", f"\nname: {name}\n", 1)
     if plan is not None:
         text = text.replace("  plan: {}\n", f"  plan: {plan}\n", 1)
-    text = text[: text.index("\nviews:")] + "\n"  # the views read engagement_results, not this model's table
+    if "\nviews:" in text:  # the built-in views read the built-in model's table, not this one's
+        text = text[: text.index("\nviews:")] + "\n"
     path = Path(folder) / f"{name}.yaml"
     path.write_text(text)
     return path

@@ -216,3 +216,38 @@ def test_a_time_split_holds_out_the_latest_period_and_later_data_is_compared_aft
     assert runs[0]["train"]["holdout_rows"] == int((first["interview_date"] > "2024-03-30").sum())
     # v2 holds out its own last 30 days, all after v1's cutoff: every one of them is outside v1's training
     assert runs[1]["evaluate"]["champion"]["rows"] == runs[1]["train"]["holdout_rows"] > 1_000
+
+
+def test_score_takes_the_registered_name_and_an_unknown_name_lists_what_there_is(world):
+    later = world["folder"] / "later.csv"
+    survey(2_000, seed=9, first_id=100_001).to_csv(later, index=False)
+    result, doc = cli("score", "--model", MODEL, "--data", str(later))  # the spec comes from the registry
+    assert result.exit_code == 0, result.output[-2000:]
+    assert doc["model"] == MODEL and {s["name"]: s["summary"] for s in doc["steps"]}["score"]["rows_scored"] == 2_000
+    result, doc = cli("score", "--model", "no-such-model", "--data", str(later))
+    assert result.exit_code == 4 and MODEL in doc["error"] and "built-in specs" in doc["error"]
+
+
+def test_too_few_rows_outside_both_training_splits_hold_the_new_version_for_a_person(world, dev):
+    import hashlib
+
+    def holdout(ids, salt):  # the hash split's written definition
+        return np.array([int.from_bytes(hashlib.blake2b(str(i).encode(), key=salt.encode(), digest_size=8).digest(), "big")
+                         / 2**64 < 0.2 for i in ids])
+
+    spec = world["folder"] / "resalted.yaml"  # another salt: only ~20% of v2's holdout is outside v1's training
+    spec.write_text(SPEC.replace("review:\n", "split: {salt: resalted}\nrollout: {champion_min_samples: 500}\nreview:\n"))
+    before = dev.registry.get_model(MODEL)
+    result, _ = cli("run", "--model", str(spec), "--data", str(world["data"]), as_json=False)
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "held (not rolled out)" in result.stdout and f"stagewise registry promote {MODEL}" in result.stdout
+    after = dev.registry.get_model(MODEL)
+    number = after.latest_version
+    assert after.serving() == before.serving() and after.stages[number] == "registered"  # nothing served changed
+    version = dev.registry.get_version(MODEL, number)
+    gate = next(g for g in version.gates if g.metric == "pr_auc_vs_champion")
+    ids = world["frame"]["respondent"]
+    assert gate.outcome == "inconclusive" and gate.samples == int((holdout(ids, "resalted") & holdout(ids, MODEL)).sum()) < 500
+    result = runner.invoke(app, ["registry", "promote", MODEL, str(number), "--json"])  # a person looked
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["serving"]["champion"] == number  # dev's plan [100] crowns it
