@@ -175,10 +175,8 @@ def unit_hash(values: pd.Series | np.ndarray, salt: str) -> np.ndarray:
     """
     key = salt.encode()
     blake = hashlib.blake2b
-    strings = key_strings(values)
-    out = np.fromiter((int.from_bytes(blake(s.encode(), key=key, digest_size=8).digest(), "big") for s in strings),
-                      dtype="float64", count=len(strings))
-    return out / _SCALE
+    digests = b"".join([blake(s.encode(), key=key, digest_size=8).digest() for s in key_strings(values)])
+    return np.frombuffer(digests, dtype=">u8").astype("float64") / _SCALE  # big-endian, as int.from_bytes(d, "big")
 
 
 def key_strings(values: pd.Series | np.ndarray) -> list[str]:
@@ -196,6 +194,8 @@ def key_strings(values: pd.Series | np.ndarray) -> list[str]:
         return [str(int(v)) for v in s.tolist()]
     if pd.api.types.is_float_dtype(s):
         return [str(int(v)) if float(v).is_integer() else repr(float(v)) for v in s.tolist()]
+    if isinstance(s.dtype, pd.StringDtype):  # strings already (pandas' str dtype): as they are
+        return s.tolist()
     return [_canonical(v) for v in s.tolist()]
 
 
