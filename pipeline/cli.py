@@ -344,6 +344,7 @@ def print_rows(columns: list[str], rows: list[tuple[Any, ...]], max_cell: int = 
         table.add_row(*(r[i] for i in shown))
     out.print(table)
     hidden = [columns[i] for i in range(len(columns)) if i not in shown]
+    out.file.flush()  # the table first, then the note on stderr
     if hidden:
         err.print(f"[dim]{len(hidden)} more column(s) not shown ({', '.join(hidden[:8])}{', …' if len(hidden) > 8 else ''}): "
                   "SELECT fewer columns, or --json for all[/]")
