@@ -106,7 +106,7 @@ def _context(data: Path, home: Path, provision: bool = True):
     from stagewise.pipeline.runner import new_run_id
     from stagewise.pipeline.spec import load_spec
     from stagewise.pipeline.steps import RunContext
-    from stagewise.platform.environment import connect
+    from stagewise.platform.runtime.environment import connect
 
     conn = connect("dev", project_dir=REPO, start_embedded=provision, provision=provision)
     run_id = new_run_id()
@@ -196,7 +196,7 @@ def bench_large(rows: int, home: Path) -> dict:
     from stagewise.pipeline.definition import TRAINING
     from stagewise.pipeline.generator import generate_customers, write_dataset
     from stagewise.pipeline.runner import run_pipeline
-    from stagewise.platform.embedded import EmbeddedAWS
+    from stagewise.platform.runtime.embedded import EmbeddedAWS
 
     train = home / "train-100000.parquet"
     ctx = _context(train, home)
@@ -224,7 +224,7 @@ def bench_large(rows: int, home: Path) -> dict:
 def _score_only(data: Path) -> dict:
     """The score step alone on ``data`` (run in a child process by ``bench_large``)."""
     from stagewise.pipeline import scoring, steps
-    from stagewise.platform.embedded import stagewise_home
+    from stagewise.platform.runtime.embedded import stagewise_home
 
     ctx = _context(data, stagewise_home(), provision=False)
     ctx.memo.update(data_uri=str(data), data_sha256="-", data_name=data.name)  # a local file: read in place
@@ -251,7 +251,7 @@ def cold_start(home: Path) -> dict:
     from datetime import datetime
 
     from stagewise.pipeline.generator import generate_customers, write_dataset
-    from stagewise.platform.environment import connect
+    from stagewise.platform.runtime.environment import connect
 
     data = home / "cold-start-100000.parquet"
     write_dataset(generate_customers(100_000, seed=11), data)
@@ -316,7 +316,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="stagewise-bench-"))
     os.environ["STAGEWISE_HOME"] = str(home)
     os.environ["STAGEWISE_EMBEDDED_PORT"] = str(_free_port())
-    from stagewise.platform.embedded import EmbeddedAWS
+    from stagewise.platform.runtime.embedded import EmbeddedAWS
 
     results = []
     try:

@@ -45,10 +45,10 @@ from rich.table import Table
 from stagewise.platform.cli import (
     AWS_OPT, ENV_OPT, EXIT_AWS, EXIT_BAD_INPUT, EXIT_ERROR, JSON_OPT, emit_json, err, fail, handles_errors, out,
 )
-from stagewise.platform.environment import Environment, connect
-from stagewise.platform.provision import TailQueue, tail_queue_name
-from stagewise.platform.provision import ensure_tail_queue as provision_tail_queue
-from stagewise.platform.specs import EnvironmentResources, environment_resources
+from stagewise.platform.runtime.environment import Environment, connect
+from stagewise.platform.runtime.provision import TailQueue, tail_queue_name
+from stagewise.platform.runtime.provision import ensure_tail_queue as provision_tail_queue
+from stagewise.platform.resources import EnvironmentResources, environment_resources
 from stagewise.stacks.settings import load_settings
 
 alerts_app = typer.Typer(

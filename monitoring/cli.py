@@ -32,7 +32,7 @@ def dashboard_command(
     Without --aws the embedded AWS must be running (`stagewise run` leaves it up).
     """
     from stagewise.monitoring.preview import collect_preview, write_preview
-    from stagewise.platform.environment import connect
+    from stagewise.platform.runtime.environment import connect
 
     conn = connect(env, aws=aws, project_dir=project_dir)
     with err.status(f"reading the {env} dashboard's metrics ({'AWS' if aws else 'embedded AWS'})"):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stagewise.pipeline.spec import builtin_spec_names, load_spec
-from stagewise.pipeline.storage import ObjectStore, S3Uri
+from stagewise.platform.runtime.objects import ObjectStore, S3Uri
 from stagewise.registry.records import AgentConfig
 
 MAX_TURNS = 8

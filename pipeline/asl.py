@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Union
 
 from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, TASK_DEFINITIONS, Pipeline, Step
-from stagewise.platform.specs import CONTAINER_NAME, EnvironmentResources
+from stagewise.platform.resources import CONTAINER_NAME, EnvironmentResources
 from stagewise.stacks.settings import EnvironmentSettings
 
 RUN_TASK_RESOURCE = "arn:aws:states:::ecs:runTask.waitForTaskToken"

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.pipeline.spec import ModelSpec
-from stagewise.pipeline.storage import ObjectStore
+from stagewise.platform.runtime.objects import ObjectStore
 
 RESULTS = "results"
 GLUE_TYPES = {"integer": "bigint", "float": "double", "boolean": "boolean", "categorical": "string"}

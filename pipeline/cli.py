@@ -176,8 +176,8 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
     from stagewise.pipeline.runner import EXIT_SIGTERM, RunInterrupted, new_run_id, run_pipeline, sigterm_interrupts
     from stagewise.pipeline.spec import load_spec
     from stagewise.pipeline.steps import RunContext
-    from stagewise.platform.embedded import stagewise_home
-    from stagewise.platform.environment import connect
+    from stagewise.platform.runtime.embedded import stagewise_home
+    from stagewise.platform.runtime.environment import connect
 
     command = "run" if pipeline.name == "stagewise" else "score"
     runs_dir = stagewise_home() / "runs"
@@ -199,7 +199,7 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
     elif not source.startswith("s3://"):
         source = str(data.resolve())
     if journal is not None and journal.doc.get("data_sha256") and not source.startswith("s3://"):
-        from stagewise.pipeline.storage import sha256_file
+        from stagewise.platform.runtime.objects import sha256_file
 
         if sha256_file(Path(source)) != journal.doc["data_sha256"]:
             fail(f"{source} changed since run {journal.run_id} read it (sha256 differs): it cannot be resumed",
@@ -213,7 +213,7 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
         conn = connect(env, aws=aws, project_dir=project_dir, start_embedded=True, provision=True, port=port)
         identity = conn.clients.caller_identity()
     if spec is None:  # a model trained from its own spec file, named by its registered name
-        from stagewise.pipeline.storage import ObjectStore
+        from stagewise.platform.runtime.objects import ObjectStore
 
         spec = spec_store.resolve_spec(model, conn.registry, ObjectStore(conn.clients.client("s3")))
     run_id = journal.run_id if journal else new_run_id()
@@ -294,9 +294,9 @@ def query(
     column and row). Exit 4 if the SQL fails (the message names the tables and views there are).
     """
     from stagewise.pipeline import catalog, spec_store
-    from stagewise.pipeline.storage import ObjectStore
-    from stagewise.platform.embedded import stagewise_home
-    from stagewise.platform.environment import connect
+    from stagewise.platform.runtime.objects import ObjectStore
+    from stagewise.platform.runtime.embedded import stagewise_home
+    from stagewise.platform.runtime.environment import connect
 
     conn = connect(env, aws=aws, project_dir=project_dir)
     objects = ObjectStore(conn.clients.client("s3"))
@@ -363,7 +363,7 @@ def _spec_lookup(conn: Any, model: str) -> tuple[str, Any, Callable[[Any], Any]]
     """
     from stagewise.pipeline import spec_store
     from stagewise.pipeline.spec import load_spec
-    from stagewise.pipeline.storage import ObjectStore
+    from stagewise.platform.runtime.objects import ObjectStore
 
     if spec_store.is_spec_path(model):
         spec = load_spec(model)
@@ -394,10 +394,10 @@ def explain(
     no published run or the id is not in it; 5 if the embedded AWS is not running.
     """
     from stagewise.pipeline import explain as ex
-    from stagewise.pipeline.storage import ObjectStore
-    from stagewise.platform.embedded import stagewise_home
-    from stagewise.platform.environment import connect
-    from stagewise.platform.idhash import read_id_salt
+    from stagewise.platform.runtime.objects import ObjectStore
+    from stagewise.platform.runtime.embedded import stagewise_home
+    from stagewise.platform.runtime.environment import connect
+    from stagewise.platform.runtime.idhash import read_id_salt
 
     conn = connect(env, aws=aws, project_dir=project_dir)
     name, _, spec_of = _spec_lookup(conn, model)
@@ -452,8 +452,8 @@ def review(
     import pandas as pd
 
     from stagewise.pipeline import explain as ex
-    from stagewise.pipeline.storage import ObjectStore
-    from stagewise.platform.environment import connect
+    from stagewise.platform.runtime.objects import ObjectStore
+    from stagewise.platform.runtime.environment import connect
 
     conn = connect(env, aws=aws, project_dir=project_dir)
     name, spec, _ = _spec_lookup(conn, model)
@@ -505,10 +505,10 @@ def agent_ask(
     """
     from stagewise.pipeline import analyst, spec_store
     from stagewise.pipeline.spec import load_spec
-    from stagewise.pipeline.storage import ObjectStore, S3Uri
-    from stagewise.platform.embedded import stagewise_home
-    from stagewise.platform.environment import connect
-    from stagewise.platform.idhash import read_id_salt
+    from stagewise.platform.runtime.objects import ObjectStore, S3Uri
+    from stagewise.platform.runtime.embedded import stagewise_home
+    from stagewise.platform.runtime.environment import connect
+    from stagewise.platform.runtime.idhash import read_id_salt
 
     conn = connect(env, aws=aws, project_dir=project_dir)
     registry = conn.registry
@@ -557,8 +557,8 @@ def promote(
     Runs as each environment's promoter role. Re-running is safe: a completed promotion is a no-op.
     """
     from stagewise.pipeline.spec import SpecError, load_spec
-    from stagewise.platform.environment import connect
-    from stagewise.platform.specs import environment_resources
+    from stagewise.platform.runtime.environment import connect
+    from stagewise.platform.resources import environment_resources
     from stagewise.registry.promotion import promote as run_promotion
     from stagewise.registry.service import RolloutPlan
     from stagewise.stacks.settings import load_settings

@@ -89,8 +89,8 @@ from stagewise.pipeline.steps import (
     GateRejected, RunContext, ValidationFailed, challenger_observations, input_reference, predictions_summary, read_table,
     review_queue,
 )
-from stagewise.pipeline.storage import S3Uri, sha256_file
-from stagewise.platform.aws import utc_now
+from stagewise.platform.runtime.objects import S3Uri, sha256_file
+from stagewise.platform.runtime.aws import utc_now
 
 TASK_TOKEN_ENV = "STAGEWISE_TASK_TOKEN"
 IN_AWS_ENV = "STAGEWISE_IN_AWS"
@@ -738,13 +738,13 @@ def in_aws() -> bool:
 
 
 def _connect(args: argparse.Namespace) -> Any:
-    from stagewise.platform.environment import Environment, connect
+    from stagewise.platform.runtime.environment import Environment, connect
 
     if in_aws():
         # In the ECS task: the task role's credentials as they are (the container credential
         # provider), no AssumeRole: AwsTarget.role_arn=None means "the default credential chain".
-        from stagewise.platform.aws import AwsClients, AwsTarget
-        from stagewise.platform.specs import environment_resources
+        from stagewise.platform.runtime.aws import AwsClients, AwsTarget
+        from stagewise.platform.resources import environment_resources
         from stagewise.stacks.settings import load_settings
 
         settings = load_settings(args.env, args.project_dir)
@@ -773,8 +773,8 @@ def _callbacks(clients: Any | None) -> Callbacks:
 
 def _setup_exit_code(e: BaseException) -> int:
     from stagewise.pipeline.spec import SpecError
-    from stagewise.platform.aws import AwsAccessError
-    from stagewise.platform.embedded import EmbeddedAWSError
+    from stagewise.platform.runtime.aws import AwsAccessError
+    from stagewise.platform.runtime.embedded import EmbeddedAWSError
     from stagewise.stacks.settings import SettingsError
 
     if isinstance(e, (SettingsError, SpecError, FileNotFoundError, _UsageError)):
@@ -824,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _context(args: argparse.Namespace) -> tuple[RunContext, Any]:
     from stagewise.pipeline.spec import load_spec
-    from stagewise.platform.embedded import stagewise_home
+    from stagewise.platform.runtime.embedded import stagewise_home
 
     spec = load_spec(args.model)
     conn = _connect(args)

@@ -1,7 +1,7 @@
 """Explain one published prediction: which version made it, and each feature's contribution.
 
 ``explain`` finds the row of one entity (a customer, a house: the spec's ``entity``) in a run's
-published predictions (by the keyed hash of the id, ``stagewise.platform.idhash``), reads its
+published predictions (by the keyed hash of the id, ``stagewise.platform.runtime.idhash``), reads its
 features from the run's input (the manifest names it; streamed to a local cache, sha256
 verified), and asks XGBoost for the SHAP contributions of the serving version's model
 (``Booster.predict(pred_contribs=True)``: Lundberg et al., "Consistent Individualized Feature
@@ -27,8 +27,8 @@ import pandas as pd
 
 from stagewise.pipeline import modeling, scoring, splitting
 from stagewise.pipeline.spec import ModelSpec
-from stagewise.pipeline.storage import ObjectStore, S3Uri
-from stagewise.platform.idhash import hash_ids
+from stagewise.platform.runtime.objects import ObjectStore, S3Uri
+from stagewise.platform.runtime.idhash import hash_ids
 from stagewise.registry.records import VersionRecord
 
 
@@ -199,7 +199,7 @@ def explain(objects: ObjectStore, bucket: str, model: str, spec_of: Any, version
         spec_of: ``spec_of(version_record) -> ModelSpec``: the spec the serving version was trained
             with (``spec_store.version_spec``, or the spec file the user gave).
         version_of: ``version_of(number) -> VersionRecord`` (the registry's ``get_version``).
-        salt: the id hash's salt (``stagewise.platform.idhash.read_id_salt``).
+        salt: the id hash's salt (``stagewise.platform.runtime.idhash.read_id_salt``).
         cache: folder for the downloaded input.
 
     Raises:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stagewise.platform.aws import utc_now
+from stagewise.platform.runtime.aws import utc_now
 
 JOURNAL = "run.json"
 UNFINISHED = ("running", "failed", "interrupted")

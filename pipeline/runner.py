@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 from stagewise.monitoring import metrics as m
 from stagewise.pipeline.definition import PIPELINE, Pipeline
 from stagewise.pipeline.steps import PipelineStop, RunContext, run_metrics
-from stagewise.platform.aws import unreachable, utc_now
+from stagewise.platform.runtime.aws import unreachable, utc_now
 
 EXIT_AWS_UNREACHABLE = 5
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143, as a shell reports a process killed by SIGTERM

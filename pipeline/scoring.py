@@ -5,7 +5,7 @@ groups into ``count`` contiguous runs of about ``rows_per_partition()`` rows (``
 rows_per_partition)`` partitions, at most one per row group). A CSV input (no row groups) is one
 partition. Scoring a partition (``score_partition``) reads only its row groups, ``BATCH_ROWS`` rows
 at a time and only the columns scoring needs (id, routing key, features, target; never PII), and
-stages one output part (the id replaced by its keyed hash, ``stagewise.platform.idhash``), ``staging/predictions/<model>/run=<run id>/part-<index>.parquet``, through
+stages one output part (the id replaced by its keyed hash, ``stagewise.platform.runtime.idhash``), ``staging/predictions/<model>/run=<run id>/part-<index>.parquet``, through
 a local file: memory is bounded by the batch, not by the input.
 
 Readers never see a partial run: parts are staged first, and only when every partition has been
@@ -50,10 +50,10 @@ import pandas as pd
 from stagewise.monitoring import drift as driftlib
 from stagewise.pipeline import modeling, review, splitting
 from stagewise.pipeline.spec import ModelSpec
-from stagewise.pipeline.storage import ObjectStore, S3Uri
-from stagewise.platform.aws import AwsClients, AwsTarget, utc_now
-from stagewise.platform.failpoints import failpoint
-from stagewise.platform.idhash import hash_ids
+from stagewise.platform.runtime.objects import ObjectStore, S3Uri
+from stagewise.platform.runtime.aws import AwsClients, AwsTarget, utc_now
+from stagewise.platform.runtime.failpoints import failpoint
+from stagewise.platform.runtime.idhash import hash_ids
 from stagewise.registry import routing
 from stagewise.registry.records import ModelRecord, VersionRecord
 
@@ -185,7 +185,7 @@ class ScoringJob:
         source_name: the input's file name (decides Parquet vs CSV with the magic bytes).
         plan: the input's partition plan.
         workdir: folder for the parts before upload.
-        id_salt: the secret salt of the id hash (``stagewise.platform.idhash``): parts carry
+        id_salt: the secret salt of the id hash (``stagewise.platform.runtime.idhash``): parts carry
             ``<id column>_hash``, never the id. Not shown by ``repr``.
         batch_rows: rows per batch.
     """
@@ -575,7 +575,7 @@ def local_input(objects: ObjectStore, data_uri: str, sha256: str, name: str, wor
     Raises:
         StorageError: the object's bytes differ from ``sha256``.
     """
-    from stagewise.pipeline.storage import StorageError, sha256_file
+    from stagewise.platform.runtime.objects import StorageError, sha256_file
 
     path = Path(workdir) / "input" / sha256 / name
     if path.is_file() and sha256_file(path) == sha256:
@@ -598,7 +598,7 @@ MANIFEST = "_manifest.json"
 
 def staging_prefix(model: str, run_id: str) -> str:
     """Where a run's prediction parts wait until every partition is scored (``staging/`` expires
-    after a day: ``stagewise.platform.specs``)."""
+    after a day: ``stagewise.platform.resources``)."""
     return f"staging/predictions/{model}/run={run_id}"
 
 
@@ -610,7 +610,7 @@ def published_prefix(model: str, run_id: str) -> str:
 def read_manifest(objects: ObjectStore, bucket: str, model: str, run_id: str) -> dict[str, Any] | None:
     """The manifest of the run's published predictions, or None if the run has not published
     (it did not finish scoring, or it is still running)."""
-    from stagewise.pipeline.storage import StorageError
+    from stagewise.platform.runtime.objects import StorageError
 
     try:
         return json.loads(objects.get_bytes(bucket, f"{published_prefix(model, run_id)}/{MANIFEST}"))
@@ -699,14 +699,14 @@ def discard_staged(objects: ObjectStore, bucket: str, model: str, run_id: str) -
 
 def read_predictions(objects: ObjectStore, bucket: str, model: str, run_id: str, shadow: bool = False) -> pd.DataFrame:
     """A run's published predictions as one frame, in partition order: columns ``<id column>_hash``
-    (str: ``stagewise.platform.idhash.hash_ids`` of the id), ``prediction`` (float64),
+    (str: ``stagewise.platform.runtime.idhash.hash_ids`` of the id), ``prediction`` (float64),
     ``model_version`` (int64); ``shadow=True`` reads the shadow challenger's parts instead.
 
     Raises:
         StorageError: the run has no manifest (it never finished scoring: nothing of it is
             published), or a listed part is missing.
     """
-    from stagewise.pipeline.storage import StorageError
+    from stagewise.platform.runtime.objects import StorageError
 
     manifest = read_manifest(objects, bucket, model, run_id)
     if manifest is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.pipeline.spec import ModelSpec, SpecError, builtin_spec_names, load_spec, parse_spec
-from stagewise.pipeline.storage import ObjectStore, S3Uri, StorageError
+from stagewise.platform.runtime.objects import ObjectStore, S3Uri, StorageError
 from stagewise.registry.errors import NotFound
 from stagewise.registry.records import VersionRecord
 

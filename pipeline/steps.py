@@ -8,7 +8,7 @@ A step that must stop the pipeline raises ``PipelineStop`` carrying the exit cod
 publish: ``ValidationFailed`` (exit 2: invalid data never reaches training) or ``GateRejected``
 (exit 3: the version is recorded as rejected and nothing served changes).
 
-S3 layout (bucket names from ``stagewise.platform.specs``)::
+S3 layout (bucket names from ``stagewise.platform.resources``)::
 
     data bucket      raw/<model>/<data sha256>/<file name>             the input, content-addressed
                      validation/<model>/<run id>/result.json           GE validation result
@@ -41,11 +41,11 @@ from stagewise.monitoring import metrics as m
 from stagewise.monitoring.alerts import Alert, publish_alert
 from stagewise.pipeline import handover, modeling, spec_store, splitting
 from stagewise.pipeline.spec import ModelSpec
-from stagewise.pipeline.storage import ObjectStore, S3Uri, sha256_bytes, sha256_file
-from stagewise.platform.aws import AwsClients
-from stagewise.platform.failpoints import failpoint
-from stagewise.platform.idhash import read_id_salt
-from stagewise.platform.specs import EnvironmentResources
+from stagewise.platform.runtime.objects import ObjectStore, S3Uri, sha256_bytes, sha256_file
+from stagewise.platform.runtime.aws import AwsClients
+from stagewise.platform.runtime.failpoints import failpoint
+from stagewise.platform.runtime.idhash import read_id_salt
+from stagewise.platform.resources import EnvironmentResources
 from stagewise.registry import gates as gatelib
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import NotFound

@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stagewise.platform.aws import AwsAccessError
-from stagewise.platform.embedded import EmbeddedAWS, EmbeddedAWSError
+from stagewise.platform.runtime.aws import AwsAccessError
+from stagewise.platform.runtime.embedded import EmbeddedAWS, EmbeddedAWSError
 
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 4

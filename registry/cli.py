@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from stagewise.platform.cli import AWS_OPT, ENV_OPT, EXIT_BAD_INPUT, JSON_OPT, emit_json, fail, handles_errors, out
-from stagewise.platform.environment import Environment, connect
+from stagewise.platform.runtime.environment import Environment, connect
 from stagewise.registry import routing
 from stagewise.registry.gates import parse_gate
 from stagewise.registry.records import AgentConfig, Gate, ModelRecord, VersionRecord

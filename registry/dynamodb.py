@@ -1,6 +1,6 @@
 """The DynamoDB implementation of the registry store: one table, conditional writes, transactions.
 
-Item layout (key schema from ``stagewise.platform.specs.registry_table_spec``)::
+Item layout (key schema from ``stagewise.platform.resources.registry_table_spec``)::
 
     pk               sk                          what
     MODEL#<name>     MODEL                       model record (revision, aliases, rollout)

@@ -27,8 +27,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from stagewise.pipeline.storage import ObjectStore, S3Uri, sha256_bytes
-from stagewise.platform.environment import Environment
+from stagewise.platform.runtime.objects import ObjectStore, S3Uri, sha256_bytes
+from stagewise.platform.runtime.environment import Environment
 from stagewise.registry.errors import InvalidTransition, RegistryError
 from stagewise.registry.service import Registry, RolloutPlan
 

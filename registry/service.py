@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Literal
 
-from stagewise.platform.aws import utc_now
+from stagewise.platform.runtime.aws import utc_now
 from stagewise.registry import gates as gatelib
 from stagewise.registry.errors import AlreadyExists, Conflict, InvalidTransition, NotFound
 from stagewise.registry.records import (

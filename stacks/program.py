@@ -10,15 +10,15 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from stagewise.platform.access import Access, AccessArgs
-from stagewise.platform.compute import Compute, ComputeArgs
-from stagewise.platform.monitoring import Monitoring, MonitoringArgs
-from stagewise.platform.network import Network, NetworkArgs
-from stagewise.platform.orchestration import Pipeline, PipelineArgs
-from stagewise.platform.registry_table import Registry, RegistryArgs
-from stagewise.platform.results_catalog import ResultsCatalog, ResultsCatalogArgs
-from stagewise.platform.specs import environment_resources
-from stagewise.platform.storage import Storage, StorageArgs
+from stagewise.platform.components.access import Access, AccessArgs
+from stagewise.platform.components.compute import Compute, ComputeArgs
+from stagewise.platform.components.monitoring import Monitoring, MonitoringArgs
+from stagewise.platform.components.network import Network, NetworkArgs
+from stagewise.platform.components.orchestration import Pipeline, PipelineArgs
+from stagewise.platform.components.registry_table import Registry, RegistryArgs
+from stagewise.platform.components.results_catalog import ResultsCatalog, ResultsCatalogArgs
+from stagewise.platform.resources import environment_resources
+from stagewise.platform.components.storage import Storage, StorageArgs
 from stagewise.pipeline.spec import builtin_spec_names, load_spec
 from stagewise.stacks.settings import EnvironmentSettings
 

@@ -75,7 +75,7 @@ def stagewise_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def embedded(stagewise_home: Path):
     """The embedded AWS, running for the whole session on a free port."""
-    from stagewise.platform.embedded import EmbeddedAWS
+    from stagewise.platform.runtime.embedded import EmbeddedAWS
 
     port = _free_port()
     os.environ["STAGEWISE_EMBEDDED_PORT"] = str(port)
@@ -88,6 +88,6 @@ def embedded(stagewise_home: Path):
 @pytest.fixture(scope="session")
 def dev(embedded):
     """The dev environment on the embedded AWS, its resources provisioned."""
-    from stagewise.platform.environment import connect
+    from stagewise.platform.runtime.environment import connect
 
     return connect("dev", project_dir=REPO, provision=True)

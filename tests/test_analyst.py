@@ -21,8 +21,8 @@ from conftest import REPO, run_engagement_copy
 from stagewise.pipeline import analyst, spec_store
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.spec import load_spec
-from stagewise.pipeline.storage import ObjectStore
-from stagewise.platform.idhash import read_id_salt
+from stagewise.platform.runtime.objects import ObjectStore
+from stagewise.platform.runtime.idhash import read_id_salt
 from stagewise.registry.records import AgentConfig
 
 MODEL = "engagement-analyst-data"

@@ -18,8 +18,8 @@ from conftest import REPO
 from stagewise.pipeline import splitting
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, write_dataset
-from stagewise.platform.environment import connect
-from stagewise.platform.idhash import hash_ids, read_id_salt
+from stagewise.platform.runtime.environment import connect
+from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
 
 runner = CliRunner()
 

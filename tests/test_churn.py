@@ -20,8 +20,8 @@ from stagewise.pipeline import modeling, scoring, splitting
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.pipeline.spec import load_spec
-from stagewise.pipeline.storage import ObjectStore
-from stagewise.platform.environment import connect
+from stagewise.platform.runtime.objects import ObjectStore
+from stagewise.platform.runtime.environment import connect
 
 runner = CliRunner()
 ROWS = 8_000

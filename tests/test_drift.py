@@ -18,7 +18,7 @@ from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, with_drift, write_dataset
 from stagewise.pipeline.modeling import baseline_statistics, feature_matrix
 from stagewise.pipeline.spec import load_spec
-from stagewise.platform.environment import connect
+from stagewise.platform.runtime.environment import connect
 
 
 def test_psi_matches_a_hand_computed_value():

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from conftest import REPO
 from stagewise.pipeline.cli import app
-from stagewise.platform.environment import connect
-from stagewise.platform.provision import ensure_environment
+from stagewise.platform.runtime.environment import connect
+from stagewise.platform.runtime.provision import ensure_environment
 
 runner = CliRunner()
 

@@ -41,7 +41,7 @@ from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.pipeline.spec import load_spec
 from stagewise.pipeline.scoring import _version_stats
 from stagewise.pipeline.steps import GateRejected, RunContext
-from stagewise.platform.idhash import hash_ids, read_id_salt
+from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import NotFound
 from stagewise.registry.service import Registry

@@ -31,7 +31,7 @@ from stagewise.pipeline import modeling, scoring
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.pipeline.spec import load_spec
-from stagewise.pipeline.storage import ObjectStore
+from stagewise.platform.runtime.objects import ObjectStore
 
 ROWS = 8_000
 runner = CliRunner()
@@ -183,7 +183,7 @@ def test_results_mark_the_rows_the_serving_version_trained_on_and_a_classifiers_
     assert (rows["decision"] == (rows["prediction"] >= rows["model_version"].map(thresholds))).all()
     splits = {n: registry.get_version(spec.name, n).lineage["split"] for n in (1, 2)}
     frame = online["data"][202]
-    from stagewise.platform.idhash import hash_ids, read_id_salt
+    from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
 
     salt = read_id_salt(dev.clients, dev.resources).key
     joined = rows.merge(frame.assign(customer_id_hash=hash_ids(frame["customer_id"], salt)), on="customer_id_hash")

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from conftest import REPO, engagement_spec, run_engagement_copy
 from stagewise.pipeline import scoring
 from stagewise.pipeline.cli import app
-from stagewise.pipeline.storage import ObjectStore
-from stagewise.platform.idhash import hash_ids, read_id_salt
+from stagewise.platform.runtime.objects import ObjectStore
+from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
 
 MODEL = "engagement-explain"
 runner = CliRunner()

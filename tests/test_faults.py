@@ -8,7 +8,7 @@ embedded AWS (a second server, so freezing or stopping it disturbs no other test
 1. setup, in-process: a training run on ``a.parquet`` registers v1 (champion);
 2. the faulted run: ``stagewise run --data b.parquet`` (3,000 rows in 3 row groups, scored as 3
    partitions in a pool of 2 worker processes) dies at a failpoint
-   (``stagewise.platform.failpoints``) or is signalled from outside;
+   (``stagewise.platform.runtime.failpoints``) or is signalled from outside;
 3. ``stagewise run --resume <run id>`` finishes it.
 
 The reference model gets steps 1 and 2 without a fault. Compared, with model names and times taken
@@ -44,10 +44,10 @@ from stagewise.pipeline.runner import new_run_id, run_pipeline
 from stagewise.pipeline.scoring import load_artifact
 from stagewise.pipeline.spec import load_spec
 from stagewise.pipeline.steps import RunContext
-from stagewise.pipeline.storage import StorageError
-from stagewise.platform.embedded import EmbeddedAWS
-from stagewise.platform.failpoints import FAILPOINTS_ENV
-from stagewise.platform.idhash import hash_ids, read_id_salt
+from stagewise.platform.runtime.objects import StorageError
+from stagewise.platform.runtime.embedded import EmbeddedAWS
+from stagewise.platform.runtime.failpoints import FAILPOINTS_ENV
+from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
 from stagewise.registry import routing
 
 ROWS, GROUP = 3_000, 1_000
@@ -66,7 +66,7 @@ class Faults:
         self.conn: Any = None
 
     def connect(self) -> None:
-        from stagewise.platform.environment import connect
+        from stagewise.platform.runtime.environment import connect
 
         saved = {k: os.environ.get(k) for k in ("STAGEWISE_HOME", "STAGEWISE_EMBEDDED_PORT")}
         os.environ.update(STAGEWISE_HOME=str(self.home), STAGEWISE_EMBEDDED_PORT=str(self.port))

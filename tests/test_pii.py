@@ -72,7 +72,7 @@ def test_no_pii_in_the_output_or_the_metrics(dev, run):
 def test_ids_leave_only_as_their_keyed_hash_and_the_salt_nowhere(dev, run):
     import hashlib
 
-    from stagewise.platform.idhash import hash_ids, read_id_salt, salt_parameter
+    from stagewise.platform.runtime.idhash import hash_ids, read_id_salt, salt_parameter
 
     ssm = dev.clients.client("ssm")
     param = ssm.get_parameter(Name=salt_parameter(dev.resources))["Parameter"]

@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from conftest import REPO
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, write_dataset
-from stagewise.pipeline.storage import S3Uri, sha256_file
-from stagewise.platform.idhash import hash_ids, read_id_salt
+from stagewise.platform.runtime.objects import S3Uri, sha256_file
+from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import NotFound
 from stagewise.registry.service import Registry

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from conftest import REPO
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, write_dataset
-from stagewise.platform.environment import connect
-from stagewise.platform.specs import environment_resources
+from stagewise.platform.runtime.environment import connect
+from stagewise.platform.resources import environment_resources
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import NotFound
 from stagewise.registry.promotion import PromotionError, promote

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from stagewise.platform.aws import utc_now
+from stagewise.platform.runtime.aws import utc_now
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import Conflict, NotFound
 from stagewise.registry.records import AuditEvent, GateResult

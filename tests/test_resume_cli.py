@@ -87,7 +87,7 @@ def test_last_is_the_latest_unfinished_run(home):
 
 
 def test_malformed_failpoints_are_refused_with_the_entry_named():
-    from stagewise.platform.failpoints import FailpointError, parse
+    from stagewise.platform.runtime.failpoints import FailpointError, parse
 
     assert parse("a=kill,b=term@2") == {"a": (9, 1), "b": (15, 2)}
     for bad in ("a", "a=explode", "a=kill@0", "=kill"):

@@ -23,7 +23,7 @@ from stagewise.pipeline.definition import TRAINING
 from stagewise.pipeline.generator import generate_customers
 from stagewise.pipeline.runner import new_run_id, run_pipeline
 from stagewise.pipeline.spec import load_spec
-from stagewise.platform.idhash import hash_ids, read_id_salt
+from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
 
 MODEL = "engagement-review"
 ROWS, GROUP, SIZE = 6_000, 1_500, 50

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from conftest import REPO, engagement_spec
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, with_label_noise, write_dataset
-from stagewise.platform.environment import connect
+from stagewise.platform.runtime.environment import connect
 
 ROWS = 20_000
 MIN_SAMPLES = 300

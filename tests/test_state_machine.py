@@ -70,9 +70,9 @@ from stagewise.pipeline.asl import (
     to_json,
 )
 from stagewise.pipeline.definition import PIPELINE, SCORING, Pipeline
-from stagewise.platform.aws import AwsClients, AwsTarget
-from stagewise.platform.provision import ensure_environment
-from stagewise.platform.specs import EnvironmentResources, environment_resources
+from stagewise.platform.runtime.aws import AwsClients, AwsTarget
+from stagewise.platform.runtime.provision import ensure_environment
+from stagewise.platform.resources import EnvironmentResources, environment_resources
 from stagewise.stacks.settings import ENVIRONMENTS, EnvironmentSettings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent

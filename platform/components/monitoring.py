@@ -9,7 +9,7 @@ import pulumi_aws as aws
 
 from stagewise.monitoring.alarms import environment_alarms
 from stagewise.monitoring.dashboard import dashboard_json
-from stagewise.platform.specs import TopicSpec
+from stagewise.platform.resources import TopicSpec
 
 
 @dataclass

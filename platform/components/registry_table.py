@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from stagewise.platform.specs import TableSpec
+from stagewise.platform.resources import TableSpec
 
 
 @dataclass

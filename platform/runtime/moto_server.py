@@ -7,7 +7,7 @@ This launcher runs moto's own application (``moto.server``'s ``DomainDispatcherA
 a WSGI middleware that serializes DynamoDB requests only (the ``X-Amz-Target`` header names the
 DynamoDB API), so other services, e.g. SQS long polls, stay concurrent.
 
-Run as ``python -m stagewise.platform.moto_server --host 127.0.0.1 --port N --ssl-cert C --ssl-key K``
+Run as ``python -m stagewise.platform.runtime.moto_server --host 127.0.0.1 --port N --ssl-cert C --ssl-key K``
 (``EmbeddedAWS.up`` does).
 """
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stagewise.platform.aws import AwsClients, AwsTarget
-from stagewise.platform.embedded import EmbeddedAWS
-from stagewise.platform.provision import ProvisionAction, ensure_environment
-from stagewise.platform.specs import EnvironmentResources, environment_resources
+from stagewise.platform.runtime.aws import AwsClients, AwsTarget
+from stagewise.platform.runtime.embedded import EmbeddedAWS
+from stagewise.platform.runtime.provision import ProvisionAction, ensure_environment
+from stagewise.platform.resources import EnvironmentResources, environment_resources
 from stagewise.stacks.settings import EnvironmentSettings, load_settings
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from stagewise.platform import idhash, policies
+from stagewise.platform.runtime import idhash
+from stagewise.platform import policies
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Access(pulumi.ComponentResource):
     """The deployer role (PowerUserAccess plus IAM on ``stagewise-*`` roles; the stack's
     ``aws:assumeRoles`` points at it) and the promoter role (artifacts and registry only), both
     trusting the tooling account; the SSM String parameters, and the SecureString salt of the id
-    hash (``stagewise.platform.idhash``). Outputs the role ARNs (never the salt)."""
+    hash (``stagewise.platform.runtime.idhash``). Outputs the role ARNs (never the salt)."""
 
     def __init__(self, name: str, args: AccessArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagewise:platform:Access", name, None, opts)

@@ -4,7 +4,7 @@ It serves HTTPS with a self-signed certificate made for 127.0.0.1 (kept in ``$ST
 so the buckets' TLS-only policies (``aws:SecureTransport``) hold on the laptop exactly as on AWS,
 and clients verify the server against that certificate.
 
-``stagewise local up`` starts moto's server (through ``stagewise.platform.moto_server``, which makes
+``stagewise local up`` starts moto's server (through ``stagewise.platform.runtime.moto_server``, which makes
 DynamoDB's conditional writes atomic as on AWS) as a detached process and records its pid and
 port in ``$STAGEWISE_HOME/embedded.json`` (default ``./.stagewise``), so later commands
 (``stagewise run``, ``stagewise registry list``) find it and see the same state. State lives in the
@@ -118,7 +118,7 @@ class EmbeddedAWS:
         cert, key = ensure_certificate(self.home / "tls")
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "stagewise.platform.moto_server", "--host", "127.0.0.1", "--port", str(port),
+                [sys.executable, "-m", "stagewise.platform.runtime.moto_server", "--host", "127.0.0.1", "--port", str(port),
                  "--ssl-cert", str(cert), "--ssl-key", str(key)],
                 stdout=out,
                 stderr=subprocess.STDOUT,

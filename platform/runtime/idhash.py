@@ -6,7 +6,7 @@ section 2.5), so without the salt the hash can neither be reversed by enumeratin
 recomputed; with it, a reader joins back by hashing its own ids (``hash_ids``).
 
 The salt is a secret, 32 random bytes (hex), in the SSM SecureString parameter
-``/stagewise/<env>/id-salt``: the Pulumi stack creates it once (``stagewise.platform.access``; the
+``/stagewise/<env>/id-salt``: the Pulumi stack creates it once (``stagewise.platform.components.access``; the
 value is a Pulumi secret, never a stack output, and later deploys leave it as it is), the embedded
 AWS gets one from ``ensure_id_salt``. The job tasks may read it (their role reads their SSM
 prefix; SecureStrings under the AWS managed ``aws/ssm`` key need no extra KMS grant). Changing the
@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import numpy as np
 from botocore.exceptions import ClientError
 
-from stagewise.platform.specs import EnvironmentResources
+from stagewise.platform.resources import EnvironmentResources
 
 ID_SALT = "id-salt"
 DIGEST_BYTES = 16

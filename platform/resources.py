@@ -1,7 +1,7 @@
 """Specifications of an environment's AWS resources: one source for Pulumi and the embedded AWS.
 
 The Pulumi components (``stagewise.platform.*``) and the local provisioner
-(``stagewise.platform.provision``) both build resources from these plain dataclasses, so a bucket
+(``stagewise.platform.runtime.provision``) both build resources from these plain dataclasses, so a bucket
 name, a table key schema or a topic name is written once. Nothing here imports Pulumi or boto3.
 
 Names are derived from the environment and account id: S3 bucket names are global, so they carry

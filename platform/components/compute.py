@@ -10,7 +10,7 @@ import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
 from stagewise.platform import policies
-from stagewise.platform.specs import CONTAINER_NAME, ComputeNames
+from stagewise.platform.resources import CONTAINER_NAME, ComputeNames
 from stagewise.stacks.settings import TaskSizes
 
 SPOT_STOP_TIMEOUT = 120  # seconds: Fargate Spot's interruption notice; the job stops cleanly within it

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from stagewise.platform.aws import AwsClients
-from stagewise.platform.idhash import ensure_id_salt, salt_parameter
+from stagewise.platform.runtime.aws import AwsClients
+from stagewise.platform.runtime.idhash import ensure_id_salt, salt_parameter
 from stagewise.platform.policies import tail_queue_policy, tls_only_bucket_policy
-from stagewise.platform.specs import BucketSpec, EnvironmentResources, TableSpec, TopicSpec
+from stagewise.platform.resources import BucketSpec, EnvironmentResources, TableSpec, TopicSpec
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class ProvisionAction:
 def ensure_environment(clients: AwsClients, resources: EnvironmentResources) -> list[ProvisionAction]:
     """Create (or confirm) the environment's buckets, registry table, alert topic, the queue
     ``stagewise alerts tail`` reads (subscribed before the first run publishes anything), and the
-    secret salt of the id hash (``stagewise.platform.idhash``).
+    secret salt of the id hash (``stagewise.platform.runtime.idhash``).
 
     Raises:
         botocore.exceptions.ClientError: an AWS call failed for a reason other than "already exists".

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from stagewise.platform.policies import tls_only_bucket_policy
-from stagewise.platform.specs import BucketSpec
+from stagewise.platform.resources import BucketSpec
 
 
 @dataclass
