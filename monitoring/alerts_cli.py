@@ -42,9 +42,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 from rich.table import Table
 
-from stagewise.platform.cli import (
-    AWS_OPT, ENV_OPT, EXIT_AWS, EXIT_BAD_INPUT, EXIT_ERROR, JSON_OPT, emit_json, err, fail, handles_errors, out,
-)
+from stagewise.platform.cli import AWS_OPT, ENV_OPT, JSON_OPT, emit_json, err, fail, handles_errors, out
+from stagewise.platform.contract import ExitCode
 from stagewise.platform.runtime.environment import Environment, connect
 from stagewise.platform.runtime.provision import TailQueue, tail_queue_name
 from stagewise.platform.runtime.provision import ensure_tail_queue as provision_tail_queue
@@ -110,16 +109,16 @@ def _translates_aws_errors(fn: F) -> F:
             code = e.response.get("Error", {}).get("Code", "")
             text = f"{e.operation_name} failed: {code}: {e.response.get('Error', {}).get('Message', '')}"
             if code in ("NotFound", "NotFoundException", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-                fail(text, EXIT_BAD_INPUT, as_json, hint=f"deploy the stack first (`pulumi up -s {env}`), or check --env")
+                fail(text, ExitCode.BAD_INPUT, as_json, hint=f"deploy the stack first (`pulumi up -s {env}`), or check --env")
             if code in ("InvalidParameter", "InvalidParameterValue", "ValidationError"):
-                fail(text, EXIT_BAD_INPUT, as_json)
+                fail(text, ExitCode.BAD_INPUT, as_json)
             if code in ("AuthorizationError", "AccessDenied", "AccessDeniedException", "InvalidClientTokenId",
                         "ExpiredToken", "UnrecognizedClientException", "SignatureDoesNotMatch"):
-                fail(text, EXIT_AWS, as_json, hint=f"check your credentials and that the stack's role may call "
+                fail(text, ExitCode.AWS_UNREACHABLE, as_json, hint=f"check your credentials and that the stack's role may call "
                      f"{e.operation_name} on the alert topic")
-            fail(text, EXIT_ERROR, as_json)
+            fail(text, ExitCode.FAILED, as_json)
         except BotoCoreError as e:
-            fail(f"AWS unreachable: {e}", EXIT_AWS, as_json)
+            fail(f"AWS unreachable: {e}", ExitCode.AWS_UNREACHABLE, as_json)
 
     return wrapper  # type: ignore[return-value]
 
@@ -222,7 +221,7 @@ def subscribe(
     """
     address = email.strip()
     if len(address) > EMAIL_MAX_LENGTH or not EMAIL_PATTERN.fullmatch(address):
-        fail(f"{email!r} is not an e-mail address", EXIT_BAD_INPUT, as_json, hint="give one address like name@example.com")
+        fail(f"{email!r} is not an e-mail address", ExitCode.BAD_INPUT, as_json, hint="give one address like name@example.com")
     conn = connect(env, aws=aws, provision=True)  # on the embedded AWS: make sure the topic exists
     topic_arn = conn.resources.alert_topic_arn
     existing = next(
@@ -428,7 +427,7 @@ def _refuse_on_aws(env: str, as_json: bool) -> None:
     fail(
         "`stagewise alerts tail` works on the embedded AWS only: on a real account it would have to create an SQS "
         f"queue and subscribe it to {topic_arn}, and a read command does not create resources in your account",
-        EXIT_BAD_INPUT, as_json,
+        ExitCode.BAD_INPUT, as_json,
         hint=f"read the alerts by e-mail (`stagewise alerts subscribe you@example.com --env {env} --aws`), or "
         f"subscribe your own SQS queue or AWS Chatbot channel to {topic_arn}",
     )

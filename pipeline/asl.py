@@ -45,8 +45,9 @@ it with ``Stagewise.PipelineFailed``, cause ``"<task's error>: <task's cause>"``
 error never comes from the task: Fail states must not raise ``States.*`` names (e.g. a final
 ``States.HeartbeatTimeout``).
 
-Resource strings for service integrations (``arn:aws:states:::ecs:runTask...``) are written the way
-Step Functions defines them; every ARN of the environment's own resources comes from the target.
+Resource strings for service integrations (``arn:<partition>:states:::ecs:runTask...``) take the
+partition from the environment's settings (``contract.states_integration``); every ARN of the
+environment's own resources comes from the target.
 """
 
 from __future__ import annotations
@@ -61,27 +62,12 @@ from typing import Any, Protocol, Union
 
 from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, TASK_DEFINITIONS, Pipeline, Step
 from stagewise.platform.resources import CONTAINER_NAME, EnvironmentResources
+from stagewise.platform.contract import Env, TaskError, states_integration
 from stagewise.stacks.settings import EnvironmentSettings
 
-RUN_TASK_RESOURCE = "arn:aws:states:::ecs:runTask.waitForTaskToken"
+RUN_TASK = "ecs:runTask.waitForTaskToken"
 """Step Functions' ECS integration, callback pattern: the container reports with the task token."""
-SNS_PUBLISH_RESOURCE = "arn:aws:states:::sns:publish"
-
-TASK_TOKEN_ENV = "STAGEWISE_TASK_TOKEN"
-CAPACITY_PROVIDER_ENV = "STAGEWISE_CAPACITY_PROVIDER"
-"""Tells the container whether it runs on FARGATE_SPOT or is the on-demand FARGATE fallback."""
-"""Container environment variable holding the Step Functions task token."""
-
-VALIDATION_FAILED = "Stagewise.ValidationFailed"
-"""SendTaskFailure error: the data failed the model spec's expectation suite."""
-GATE_FAILED = "Stagewise.GateFailed"
-"""SendTaskFailure error: the offline gate rejected the new version."""
-SPOT_INTERRUPTION = "Stagewise.SpotInterruption"
-"""SendTaskFailure error: the task got SIGTERM because Fargate Spot reclaimed it."""
-STEP_FAILED = "Stagewise.StepFailed"
-"""SendTaskFailure error: any other failure of a step."""
-PIPELINE_FAILED = "Stagewise.PipelineFailed"
-"""Execution error after any failure other than validation or gate (the cause names the task's error)."""
+SNS_PUBLISH = "sns:publish"
 HEARTBEAT_TIMEOUT = "States.HeartbeatTimeout"
 ECS_API_ERROR = "ECS.AmazonECSException"
 ALL_ERRORS = "States.ALL"
@@ -124,6 +110,8 @@ class StateMachineTarget:
         environment: ``dev``, ``test`` or ``prod`` (passed to the container as ``--env``).
         scoring_concurrency: how many partitions a mapped group runs at once (its Distributed
             Map's ``MaxConcurrency``, 1..10000; from the stack setting ``scoringConcurrency``).
+        partition: the ARN partition of the account (``aws``, ``aws-cn``, ``aws-us-gov``; from the
+            settings' role ARN), for the service integrations' resource ARNs.
         container_name: the container whose command and environment are overridden.
         heartbeat_seconds: a task that sends no heartbeat for this long fails with
             ``States.HeartbeatTimeout`` (and is retried, then run on demand).
@@ -138,6 +126,7 @@ class StateMachineTarget:
     alert_topic_arn: str
     environment: str
     scoring_concurrency: int
+    partition: str
     container_name: str = CONTAINER_NAME
     heartbeat_seconds: int = 300
     retry_interval_seconds: int = 30
@@ -273,20 +262,22 @@ def _handlers(retry: Sequence[Retrier], catch: Sequence[Catcher]) -> dict[str, A
 
 @dataclass(frozen=True)
 class EcsLaunch:
-    """Where and how ECS tasks start: cluster, awsvpc network, container, heartbeat."""
+    """Where and how ECS tasks start: cluster, awsvpc network, container, heartbeat, and the
+    partition of the service integration's ARN."""
 
     cluster_arn: str
     subnets: tuple[str, ...]
     security_groups: tuple[str, ...]
     container_name: str
     heartbeat_seconds: int
+    partition: str
 
 
 @dataclass(frozen=True)
 class EcsTaskState:
     """A Task state running one ECS task and waiting for its task token.
 
-    The container gets ``command`` as its arguments and the token in ``TASK_TOKEN_ENV``;
+    The container gets ``command`` as its arguments and the token in ``Env.TASK_TOKEN``;
     ``result_selector`` keeps part of its SendTaskSuccess output.
     """
 
@@ -307,7 +298,7 @@ class EcsTaskState:
         state: dict[str, Any] = {
             "Type": "Task",
             "Comment": self.comment,
-            "Resource": RUN_TASK_RESOURCE,
+            "Resource": states_integration(self.launch.partition, RUN_TASK),
             "Parameters": {
                 "Cluster": self.launch.cluster_arn,
                 "TaskDefinition": self.task_definition_arn,
@@ -326,8 +317,8 @@ class EcsTaskState:
                             "Name": self.launch.container_name,
                             "Command.$": self.command.render(),
                             "Environment": [
-                                {"Name": TASK_TOKEN_ENV, "Value.$": "$$.Task.Token"},
-                                {"Name": CAPACITY_PROVIDER_ENV, "Value": self.capacity_provider},
+                                {"Name": Env.TASK_TOKEN, "Value.$": "$$.Task.Token"},
+                                {"Name": Env.CAPACITY_PROVIDER, "Value": self.capacity_provider},
                             ],
                         }
                     ]
@@ -356,6 +347,7 @@ class SnsPublishState:
     subject: str
     message: Intrinsic
     next: str
+    partition: str
     retry: tuple[Retrier, ...] = ()
     catch: tuple[Catcher, ...] = ()
 
@@ -366,7 +358,7 @@ class SnsPublishState:
         state = {
             "Type": "Task",
             "Comment": self.comment,
-            "Resource": SNS_PUBLISH_RESOURCE,
+            "Resource": states_integration(self.partition, SNS_PUBLISH),
             "Parameters": {"TopicArn": self.topic_arn, "Subject": self.subject, "Message.$": self.message.render()},
             "ResultPath": None,
         }
@@ -526,23 +518,23 @@ class _Failure:
 
 _FAILURES = (
     _Failure(
-        (VALIDATION_FAILED,),
+        (TaskError.VALIDATION_FAILED,),
         "NotifyValidationFailed",
         "ValidationFailed",
         "validation failed",
         "run {} of model {} stopped: the data at {} failed validation. {} Execution: {}",
         ("$.run_id", "$.model", "$.data", "$.error.Cause", "$$.Execution.Id"),
-        VALIDATION_FAILED,
+        TaskError.VALIDATION_FAILED,
         False,
     ),
     _Failure(
-        (GATE_FAILED,),
+        (TaskError.GATE_FAILED,),
         "NotifyGateFailed",
         "GateFailed",
         "gate failed",
         "run {} of model {} on {} stopped: the offline gate rejected the new version. {} Execution: {}",
         ("$.run_id", "$.model", "$.data", "$.error.Cause", "$$.Execution.Id"),
-        GATE_FAILED,
+        TaskError.GATE_FAILED,
         False,
     ),
     _Failure(
@@ -552,7 +544,7 @@ _FAILURES = (
         "pipeline failed",
         "run {} of model {} on {} failed with {}. {} Execution: {}",
         ("$.run_id", "$.model", "$.data", "$.error.Error", "$.error.Cause", "$$.Execution.Id"),
-        PIPELINE_FAILED,
+        TaskError.PIPELINE_FAILED,
         True,
     ),
 )
@@ -598,7 +590,7 @@ def _describe(steps: Sequence[Step]) -> str:
 def _task_retry(target: StateMachineTarget) -> tuple[Retrier, ...]:
     return (
         Retrier(
-            (SPOT_INTERRUPTION, HEARTBEAT_TIMEOUT, ECS_API_ERROR),
+            (TaskError.SPOT_INTERRUPTION, HEARTBEAT_TIMEOUT, ECS_API_ERROR),
             interval_seconds=target.retry_interval_seconds,
             max_attempts=2,
             backoff_rate=2.0,
@@ -636,7 +628,7 @@ def _task_pair(
         result_path=result_path,
         result_selector=result_selector,
         retry=retry,
-        catch=(Catcher((SPOT_INTERRUPTION, HEARTBEAT_TIMEOUT), fallback), *catch),
+        catch=(Catcher((TaskError.SPOT_INTERRUPTION, HEARTBEAT_TIMEOUT), fallback), *catch),
     )
     on_demand = dataclasses.replace(
         spot, name=fallback, capacity_provider=ON_DEMAND, catch=catch,
@@ -707,6 +699,7 @@ def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str
         security_groups=tuple(target.security_groups),
         container_name=target.container_name,
         heartbeat_seconds=target.heartbeat_seconds,
+        partition=target.partition,
     )
     names = [state_name(g) for g, _ in groups]
     states: list[State] = []
@@ -779,6 +772,7 @@ def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str
                 subject=f"[Stagewise {env}] {pipeline.name}: {f.what}",
                 message=states_format(f"Stagewise {env}: {f.message}", *(JsonPath(a) for a in f.args)),
                 next=f.fail,
+                partition=target.partition,
                 retry=(Retrier(("States.TaskFailed",), _NOTIFY_RETRY_INTERVAL_SECONDS, max_attempts=3),),
                 catch=(Catcher((ALL_ERRORS,), f.fail, result_path="$.notify_error"),),
             )
@@ -832,6 +826,7 @@ def target_for_environment(
         alert_topic_arn=resources.alert_topic_arn,
         environment=settings.environment,
         scoring_concurrency=settings.scoring_concurrency,
+        partition=settings.partition,
     )
 
 

@@ -27,9 +27,9 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stagewise.platform.cli import (
-    AWS_OPT, ENV_OPT, EXIT_AWS, EXIT_BAD_INPUT, EXIT_CONFLICT, JSON_OPT, emit_json, err, fail, handles_errors, local_app, out,
-)
+from stagewise.platform.cli import AWS_OPT, ENV_OPT, JSON_OPT, emit_json, err, fail, handles_errors, out
+from stagewise.platform.contract import ExitCode
+from stagewise.platform.runtime.local_cli import local_app
 from stagewise.monitoring.alerts_cli import alerts_app
 from stagewise.monitoring.cli import dashboard_command
 from stagewise.registry.cli import agent_app, registry_app
@@ -85,7 +85,7 @@ def data_generate(
     try:
         shifts = parse_drift(drift)
     except ValueError as e:
-        fail(str(e), EXIT_BAD_INPUT, as_json)
+        fail(str(e), ExitCode.BAD_INPUT, as_json)
 
     t = time.perf_counter()
     with err.status(f"generating {rows:,} customers (seed {seed})"):
@@ -173,7 +173,7 @@ the model: resuming would reach the same one)."""
 def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Optional[str], aws: bool, actor: Optional[str],
              port: Optional[int], project_dir: Optional[Path], as_json: bool, resume: Optional[str] = None) -> None:
     from stagewise.pipeline.journal import JournalError, RunJournal
-    from stagewise.pipeline.runner import EXIT_SIGTERM, RunInterrupted, new_run_id, run_pipeline, sigterm_interrupts
+    from stagewise.pipeline.runner import RunInterrupted, new_run_id, run_pipeline, sigterm_interrupts
     from stagewise.pipeline.spec import load_spec
     from stagewise.pipeline.steps import RunContext
     from stagewise.platform.runtime.embedded import stagewise_home
@@ -187,12 +187,12 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
             journal = RunJournal.load(runs_dir, resume)
             journal.check_resumable(command)
         except JournalError as e:
-            fail(str(e), EXIT_CONFLICT if "still running" in str(e) else EXIT_BAD_INPUT, as_json)
+            fail(str(e), ExitCode.CONFLICT if "still running" in str(e) else ExitCode.BAD_INPUT, as_json)
         data, model, env, aws = _resumed_arguments(journal, data, model, env, aws, as_json)
     data, model, env = data or DEFAULT_DATA, model or DEFAULT_MODEL, env or DEFAULT_ENV
     source = str(data)
     if not source.startswith("s3:/") and not data.is_file():
-        fail(f"input data {data} does not exist", EXIT_BAD_INPUT, as_json,
+        fail(f"input data {data} does not exist", ExitCode.BAD_INPUT, as_json,
              hint=f"generate it with `stagewise data generate --out {data}`, or pass --data FILE")
     if source.startswith("s3:/") and not source.startswith("s3://"):
         source = "s3://" + source[len("s3:/"):]  # Path() collapses the double slash
@@ -203,7 +203,7 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
 
         if sha256_file(Path(source)) != journal.doc["data_sha256"]:
             fail(f"{source} changed since run {journal.run_id} read it (sha256 differs): it cannot be resumed",
-                 EXIT_BAD_INPUT, as_json, hint="start a new run without --resume")
+                 ExitCode.BAD_INPUT, as_json, hint="start a new run without --resume")
     from stagewise.pipeline import spec_store
     from stagewise.pipeline.spec import builtin_spec_names
 
@@ -241,7 +241,7 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
         with sigterm_interrupts():
             result = _run_with_progress(ctx, lambda c, **kw: run_pipeline(c, pipeline, **kw), quiet=as_json, track=track)
     except (RunInterrupted, KeyboardInterrupt) as e:
-        code = EXIT_SIGTERM if isinstance(e, RunInterrupted) else 130
+        code = ExitCode.SIGTERM if isinstance(e, RunInterrupted) else ExitCode.INTERRUPTED
         what = "SIGTERM" if isinstance(e, RunInterrupted) else "Ctrl-C"
         journal.update(status="interrupted", exit_code=code, error=f"{what} during step {journal.doc['step']}")
         fail(f"run {run_id} stopped by {what} during step {journal.doc['step']}; nothing half-done is visible",
@@ -270,10 +270,10 @@ def _resumed_arguments(journal: Any, data: Optional[Path], model: Optional[str],
              "--data": (None if data is None else str(data) if str(data).startswith("s3:/") else str(data.resolve()), d["data"])}
     for flag, (now, then) in given.items():
         if now is not None and now != then and not (flag == "--data" and now.replace("s3:/", "s3://", 1) == then):
-            fail(f"run {journal.run_id} was started with {flag} {then}, not {now}", EXIT_BAD_INPUT, as_json,
+            fail(f"run {journal.run_id} was started with {flag} {then}, not {now}", ExitCode.BAD_INPUT, as_json,
                  hint="resume it without that option, or start a new run without --resume")
     if aws != d["aws"] and aws:
-        fail(f"run {journal.run_id} ran on the embedded AWS; it cannot be resumed on AWS", EXIT_BAD_INPUT, as_json)
+        fail(f"run {journal.run_id} ran on the embedded AWS; it cannot be resumed on AWS", ExitCode.BAD_INPUT, as_json)
     return Path(d["data"]), d["model"], d["env"], bool(d["aws"])
 
 
@@ -307,7 +307,7 @@ def query(
     try:
         columns, rows = catalog.query(db, sql, None if as_json else max_rows + 1)
     except catalog.QueryError as e:
-        fail(str(e), EXIT_BAD_INPUT, as_json, hint="tables and views: " + (", ".join(db.names()) or "none yet"))
+        fail(str(e), ExitCode.BAD_INPUT, as_json, hint="tables and views: " + (", ".join(db.names()) or "none yet"))
     if as_json:
         emit_json({"columns": columns, "rows": [dict(zip(columns, r)) for r in rows]})
         return
@@ -407,7 +407,7 @@ def explain(
                             lambda n: registry.get_version(name, n), read_id_salt(conn.clients, conn.resources).key,
                             entity_id, stagewise_home() / "cache", run_id)
     except ex.ExplainError as e:
-        fail(str(e), EXIT_BAD_INPUT, as_json, hint="check the id against the input file (ids as written there); --run RUN_ID explains another run")
+        fail(str(e), ExitCode.BAD_INPUT, as_json, hint="check the id against the input file (ids as written there); --run RUN_ID explains another run")
     if as_json:
         emit_json(result.to_dict())
         return
@@ -461,10 +461,10 @@ def review(
     try:
         manifest = ex.latest_manifest(objects, bucket, name, run_id)
     except ex.ExplainError as e:
-        fail(str(e), EXIT_BAD_INPUT, as_json, hint="score the model first: stagewise run / stagewise score")
+        fail(str(e), ExitCode.BAD_INPUT, as_json, hint="score the model first: stagewise run / stagewise score")
     ref = manifest.get("review_queue")
     if not ref:
-        fail(f"run {manifest['run_id']} of {name!r} has no review queue", EXIT_BAD_INPUT, as_json,
+        fail(f"run {manifest['run_id']} of {name!r} has no review queue", ExitCode.BAD_INPUT, as_json,
              hint="the spec's review.size is 0, or the run was published before review queues existed")
     queue = pd.read_parquet(io.BytesIO(objects.get_bytes(bucket, ref["key"])))
     if as_json:
@@ -514,10 +514,10 @@ def agent_ask(
     registry = conn.registry
     version = registry.champion(name)
     if version is None or version.agent is None:
-        fail(f"{name!r} has no champion agent version", EXIT_BAD_INPUT, as_json,
+        fail(f"{name!r} has no champion agent version", ExitCode.BAD_INPUT, as_json,
              hint="register one: stagewise agent register NAME --prompt FILE --model-id ID --tool query_results ...")
     if conn.embedded:
-        fail("the embedded AWS has no Bedrock runtime, so the agent cannot call its model here", EXIT_AWS, as_json,
+        fail("the embedded AWS has no Bedrock runtime, so the agent cannot call its model here", ExitCode.AWS_UNREACHABLE, as_json,
              hint="ask with --aws (Bedrock in the stack's account), or run its tools yourself: `stagewise query`, `stagewise explain`")
     objects = ObjectStore(conn.clients.client("s3"))
     uri = S3Uri.parse(version.agent.prompt_uri)

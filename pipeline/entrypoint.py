@@ -71,13 +71,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from stagewise.monitoring import metrics as m
 from stagewise.pipeline import modeling
-from stagewise.pipeline.asl import CAPACITY_PROVIDER_ENV
 from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, Pipeline, Step
 from stagewise.pipeline.handover import SCORE_KEYS, decode as _decode, dumps as _dumps, encode as _encode
 from stagewise.pipeline.runner import StepRecord, run_pipeline
 from stagewise.pipeline.scoring import (  # noqa: F401 - re-exported: the task's partition contract
     DEFAULT_ROWS_PER_PARTITION,
-    ROWS_PER_PARTITION_ENV,
     merge_partitions,
     merge_version_stats,
     partition_count,
@@ -89,23 +87,12 @@ from stagewise.pipeline.steps import (
     GateRejected, RunContext, ValidationFailed, challenger_observations, input_reference, predictions_summary, read_table,
     review_queue,
 )
+from stagewise.platform.contract import Env, ExitCode, Sigterm, StagewiseError, TaskError
 from stagewise.platform.runtime.objects import S3Uri, sha256_file
 from stagewise.platform.runtime.aws import utc_now
 
-TASK_TOKEN_ENV = "STAGEWISE_TASK_TOKEN"
-IN_AWS_ENV = "STAGEWISE_IN_AWS"
-HEARTBEAT_ENV = "STAGEWISE_HEARTBEAT_SECONDS"
 HEARTBEAT_SECONDS = 60.0
 PROGRESS_SECONDS = 30.0
-
-EXIT_OK, EXIT_FAILED, EXIT_VALIDATION_FAILED, EXIT_GATE_FAILED = 0, 1, 2, 3
-EXIT_BAD_INPUT, EXIT_AWS = 4, 5  # as the local CLI (stagewise.platform.cli)
-EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
-
-ERROR_VALIDATION = "Stagewise.ValidationFailed"
-ERROR_GATE = "Stagewise.GateFailed"
-ERROR_SPOT = "Stagewise.SpotInterruption"
-ERROR_STEP = "Stagewise.StepFailed"
 MAX_CAUSE = 32_768  # SendTaskFailure: cause at most 32,768 characters
 MAX_ERROR = 256  # SendTaskFailure: error at most 256 characters
 MAX_OUTPUT_BYTES = 256 * 1024 - 1024  # Step Functions payloads are at most 256 KiB (UTF-8)
@@ -233,36 +220,7 @@ class _Heartbeat:
 
 
 # ------------------------------------------------------------------------------------ SIGTERM
-class _Sigterm:
-    """SIGTERM handler: raises ``SpotInterruption`` in the main thread (Python runs signal
-    handlers there, between bytecodes), once. Inside ``deferred()`` (writing the state, sending a
-    callback) it only records the signal, so those finish; after ``disarm()`` (the outcome was
-    reported) it only records it too."""
-
-    def __init__(self) -> None:
-        self.received = False
-        self.armed = True
-        self._deferred = 0
-
-    def handle(self, signum: int, frame: Any) -> None:
-        first = not self.received
-        self.received = True
-        if first and self.armed and self._deferred == 0:
-            raise SpotInterruption("SIGTERM received")
-
-    def disarm(self) -> None:
-        self.armed = False
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        self._deferred += 1
-        try:
-            yield
-        finally:
-            self._deferred -= 1
-
-
-_SIGTERM = _Sigterm()
+_SIGTERM = Sigterm(SpotInterruption)
 
 
 # ---------------------------------------------------------------------------------------- log
@@ -459,13 +417,13 @@ def run_task(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks)
         raise ValueError(f"unknown task group {group!r}; one of {', '.join(GROUPS)}")
     partition = tuple(ctx.memo.get("partition", (0, 1))) if group in MAPPED_GROUPS else None
     log = _Log(run_id=ctx.run_id, group=group, **({"partition": list(partition)} if partition else {}))
-    interval = float(os.environ.get(HEARTBEAT_ENV, HEARTBEAT_SECONDS))
+    interval = float(os.environ.get(Env.HEARTBEAT_SECONDS, HEARTBEAT_SECONDS))
     current = {"step": None}
     t0 = time.perf_counter()
     log(event="group", status="started")
     failure: TaskFailed | None = None
     output: dict[str, Any] = {}
-    if os.environ.get(CAPACITY_PROVIDER_ENV) == "FARGATE":  # the state machine's on-demand fallback
+    if os.environ.get(Env.CAPACITY_PROVIDER) == "FARGATE":  # the state machine's on-demand fallback
         _publish_capacity_metric(ctx, m.ON_DEMAND_FALLBACKS, group)
     with _Heartbeat(callbacks, interval, log):
         try:
@@ -485,17 +443,17 @@ def run_task(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks)
             where = f"during step {current['step']}" if current["step"] else "before its steps started"
             with _SIGTERM.deferred():
                 _publish_capacity_metric(ctx, m.SPOT_INTERRUPTIONS, group)
-            failure = TaskFailed(ERROR_SPOT, (
+            failure = TaskFailed(TaskError.SPOT_INTERRUPTION, (
                 f"SIGTERM received {where} of group {group} (run {ctx.run_id}): Fargate Spot reclaimed the task or it "
                 "was stopped. The group stopped cleanly without recording a result; re-running it is safe "
                 "(finished groups are skipped, the registry's register step is idempotent)."
-            ), EXIT_SIGTERM)
+            ), ExitCode.SIGTERM)
         except TaskFailed as e:
             failure = e
         except Exception as e:  # noqa: BLE001 - restoring or recording the state failed
-            failure = TaskFailed(ERROR_STEP, (
+            failure = TaskFailed(TaskError.STEP_FAILED, (
                 f"group {group} of run {ctx.run_id} failed: {type(e).__name__}: {e}\n\n{traceback.format_exc(limit=8)}"
-            ), EXIT_FAILED)
+            ), ExitCode.FAILED)
             with _SIGTERM.deferred():
                 ctx.send_alert(ctx.alert(
                     "step.failed", f"Task group {group} failed", f"{type(e).__name__}: {e}",
@@ -616,11 +574,11 @@ def _task_failure(group: str, ctx: RunContext, result: Any, failure: dict[str, A
     failed = next((s for s in result.steps if s.status in ("failed", "stopped")), None)
     step = failed.name if failed else "?"
     if isinstance(exc, ValidationFailed):
-        return TaskFailed(ERROR_VALIDATION, exc.alert.body(), result.exit_code)
+        return TaskFailed(TaskError.VALIDATION_FAILED, exc.alert.body(), result.exit_code)
     if isinstance(exc, GateRejected):
-        return TaskFailed(ERROR_GATE, exc.alert.body(), result.exit_code)
+        return TaskFailed(TaskError.GATE_FAILED, exc.alert.body(), result.exit_code)
     detail = failure.get("traceback", "")
-    return TaskFailed(ERROR_STEP, f"step {step} of group {group} (run {ctx.run_id}) failed: {result.error}\n\n{detail}", EXIT_FAILED)
+    return TaskFailed(TaskError.STEP_FAILED, f"step {step} of group {group} (run {ctx.run_id}) failed: {result.error}\n\n{detail}", ExitCode.FAILED)
 
 
 def _output(group: str, ctx: RunContext, result: Any, state: RunState, partition: tuple[int, int] | None) -> dict[str, Any]:
@@ -734,7 +692,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def in_aws() -> bool:
     """True inside the ECS task (``STAGEWISE_IN_AWS=1``, set by the task definition)."""
-    return os.environ.get(IN_AWS_ENV) == "1"
+    return os.environ.get(Env.IN_AWS) == "1"
 
 
 def _connect(args: argparse.Namespace) -> Any:
@@ -756,7 +714,7 @@ def _connect(args: argparse.Namespace) -> Any:
 def _callbacks(clients: Any | None) -> Callbacks:
     """Step Functions callbacks if a task token is set, through ``clients`` (or, in the ECS task
     before clients exist, the default credential chain); else ``NoCallbacks``."""
-    token = os.environ.get(TASK_TOKEN_ENV)
+    token = os.environ.get(Env.TASK_TOKEN)
     if not token:
         return NoCallbacks()
     try:
@@ -772,16 +730,13 @@ def _callbacks(clients: Any | None) -> Callbacks:
 
 
 def _setup_exit_code(e: BaseException) -> int:
-    from stagewise.pipeline.spec import SpecError
-    from stagewise.platform.runtime.aws import AwsAccessError
-    from stagewise.platform.runtime.embedded import EmbeddedAWSError
-    from stagewise.stacks.settings import SettingsError
-
-    if isinstance(e, (SettingsError, SpecError, FileNotFoundError, _UsageError)):
-        return EXIT_BAD_INPUT
-    if isinstance(e, (EmbeddedAWSError, AwsAccessError)):
-        return EXIT_AWS
-    return EXIT_FAILED
+    """A setup failure's exit code: the error's own (settings, spec, AWS access), 4 for bad
+    arguments or a missing file, else 1."""
+    if isinstance(e, StagewiseError):
+        return e.exit_code
+    if isinstance(e, (FileNotFoundError, _UsageError)):
+        return ExitCode.BAD_INPUT
+    return ExitCode.FAILED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -792,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
         configuration, 5 AWS unreachable, 143 SIGTERM.
     """
     global _SIGTERM
-    _SIGTERM = _Sigterm()
+    _SIGTERM = Sigterm(SpotInterruption)
     previous = signal.signal(signal.SIGTERM, _SIGTERM.handle)
     clients, log = None, _Log()
     try:
@@ -807,17 +762,17 @@ def main(argv: list[str] | None = None) -> int:
             return int(e.code or 0)
         except Exception as e:  # noqa: BLE001 - arguments, settings, spec, AWS access, state
             code = _setup_exit_code(e)
-            _setup_failed(log, clients, ERROR_STEP, f"the task could not start: {type(e).__name__}: {e}", code)
+            _setup_failed(log, clients, TaskError.STEP_FAILED, f"the task could not start: {type(e).__name__}: {e}", code)
             return code
         try:
             run_task(args.group, ctx, state, callbacks)
-            return EXIT_OK
+            return ExitCode.OK
         except TaskFailed as e:
             return e.exit_code
     except SpotInterruption:  # while starting, or in run_task before it reported (it disarms then)
-        _setup_failed(log, clients, ERROR_SPOT, "SIGTERM received before the group ran or reported; nothing was recorded",
-                      EXIT_SIGTERM)
-        return EXIT_SIGTERM
+        _setup_failed(log, clients, TaskError.SPOT_INTERRUPTION, "SIGTERM received before the group ran or reported; nothing was recorded",
+                      ExitCode.SIGTERM)
+        return ExitCode.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)
 

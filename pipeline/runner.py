@@ -19,21 +19,17 @@ are transactions), and re-running the run under its run id finishes it.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from stagewise.monitoring import metrics as m
 from stagewise.pipeline.definition import PIPELINE, Pipeline
 from stagewise.pipeline.steps import PipelineStop, RunContext, run_metrics
+from stagewise.platform.contract import ExitCode, Sigterm
 from stagewise.platform.runtime.aws import unreachable, utc_now
-
-EXIT_AWS_UNREACHABLE = 5
-EXIT_SIGTERM = 128 + signal.SIGTERM  # 143, as a shell reports a process killed by SIGTERM
 
 
 class RunInterrupted(BaseException):
@@ -41,20 +37,11 @@ class RunInterrupted(BaseException):
     ``KeyboardInterrupt``, so no ``except Exception`` in a step mistakes it for a failure."""
 
 
-@contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """While active, SIGTERM raises ``RunInterrupted`` in the main thread (at the next Python
-    instruction: within a boosting round or a scoring batch, far inside Spot's 120-second
-    notice). The previous handler is restored on exit."""
-
-    def handle(signum: int, frame: Any) -> None:
-        raise RunInterrupted("SIGTERM received")
-
-    previous = signal.signal(signal.SIGTERM, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def sigterm_interrupts() -> Any:
+    """A context manager: while inside, SIGTERM raises ``RunInterrupted`` in the main thread (at
+    the next Python instruction: within a boosting round or a scoring batch, far inside Spot's
+    120-second notice); the previous handler is restored on exit (``contract.Sigterm``)."""
+    return Sigterm(RunInterrupted).installed()
 
 
 @dataclass
@@ -150,7 +137,7 @@ def run_pipeline(ctx: RunContext, pipeline: Pipeline = PIPELINE, on_step: StepHo
             rec = StepRecord(st.name, "failed", time.perf_counter() - t, {}, f"{type(e).__name__}: {e}")
             exit_code, error = 1, f"step {st.name} failed: {type(e).__name__}: {e}"
             if unreachable(e):
-                exit_code = EXIT_AWS_UNREACHABLE
+                exit_code = ExitCode.AWS_UNREACHABLE
                 error = (f"step {st.name} failed: AWS could not be reached ({type(e).__name__}: {e}); when it is back, "
                          "re-run this run (nothing it did is lost or half-visible)")
             ctx.send_alert(ctx.alert(

@@ -51,13 +51,13 @@ from stagewise.monitoring import drift as driftlib
 from stagewise.pipeline import modeling, review, splitting
 from stagewise.pipeline.spec import ModelSpec
 from stagewise.platform.runtime.objects import ObjectStore, S3Uri
+from stagewise.platform.contract import Env
 from stagewise.platform.runtime.aws import AwsClients, AwsTarget, utc_now
 from stagewise.platform.runtime.failpoints import failpoint
 from stagewise.platform.runtime.idhash import hash_ids
 from stagewise.registry import routing
 from stagewise.registry.records import ModelRecord, VersionRecord
 
-ROWS_PER_PARTITION_ENV = "STAGEWISE_ROWS_PER_PARTITION"
 DEFAULT_ROWS_PER_PARTITION = 1_000_000
 BATCH_ROWS = 100_000
 """Rows read, scored and written at a time within a partition (bounds the memory of a task)."""
@@ -73,13 +73,13 @@ def rows_per_partition() -> int:
     Raises:
         ValueError: the variable is not a positive integer.
     """
-    raw = os.environ.get(ROWS_PER_PARTITION_ENV, str(DEFAULT_ROWS_PER_PARTITION))
+    raw = os.environ.get(Env.ROWS_PER_PARTITION, str(DEFAULT_ROWS_PER_PARTITION))
     try:
         value = int(raw)
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"{ROWS_PER_PARTITION_ENV} must be a positive integer, not {raw!r}")
+        raise ValueError(f"{Env.ROWS_PER_PARTITION} must be a positive integer, not {raw!r}")
     return value
 
 

@@ -17,12 +17,17 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stagewise.platform.contract import ExitCode, StagewiseError
+
 FeatureType = Literal["integer", "float", "categorical", "boolean"]
 Comparator = Literal[">=", ">", "<=", "<"]
 
 
-class SpecError(ValueError):
-    """A model spec could not be found or is invalid; the message names the file and the field."""
+class SpecError(StagewiseError, ValueError):
+    """A model spec could not be found or is invalid; the message names the file and the field.
+    Exit 4."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class _Strict(BaseModel):

@@ -42,6 +42,7 @@ from stagewise.monitoring.alerts import Alert, publish_alert
 from stagewise.pipeline import handover, modeling, spec_store, splitting
 from stagewise.pipeline.spec import ModelSpec
 from stagewise.platform.runtime.objects import ObjectStore, S3Uri, sha256_bytes, sha256_file
+from stagewise.platform.contract import ExitCode
 from stagewise.platform.runtime.aws import AwsClients
 from stagewise.platform.runtime.failpoints import failpoint
 from stagewise.platform.runtime.idhash import read_id_salt
@@ -54,14 +55,12 @@ from stagewise.registry.service import Registry, RolloutPlan
 from stagewise.stacks.settings import EnvironmentSettings
 
 Progress = Callable[[int, int, str], None]
-EXIT_VALIDATION_FAILED = 2
-EXIT_GATE_FAILED = 3
 
 
 class PipelineStop(Exception):
     """A step decided the run must stop. Carries the process exit code and the alert to publish."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
     def __init__(self, message: str, alert: Alert, summary: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -72,13 +71,13 @@ class PipelineStop(Exception):
 class ValidationFailed(PipelineStop):
     """The input failed its expectation suite (or could not be read): nothing trains."""
 
-    exit_code = EXIT_VALIDATION_FAILED
+    exit_code = ExitCode.VALIDATION_FAILED
 
 
 class GateRejected(PipelineStop):
     """The new version failed an offline gate: it is recorded as rejected, nothing served changes."""
 
-    exit_code = EXIT_GATE_FAILED
+    exit_code = ExitCode.GATE_FAILED
 
 
 @dataclass

@@ -16,7 +16,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from stagewise.platform.cli import AWS_OPT, ENV_OPT, EXIT_BAD_INPUT, JSON_OPT, emit_json, fail, handles_errors, out
+from stagewise.platform.cli import AWS_OPT, ENV_OPT, JSON_OPT, emit_json, fail, handles_errors, out
+from stagewise.platform.contract import ExitCode
 from stagewise.platform.runtime.environment import Environment, connect
 from stagewise.registry import routing
 from stagewise.registry.gates import parse_gate
@@ -269,7 +270,7 @@ def register(
         try:
             metrics[name] = float(value)
         except ValueError:
-            fail(f"--metric {item!r} is not NAME=NUMBER", EXIT_BAD_INPUT, as_json)
+            fail(f"--metric {item!r} is not NAME=NUMBER", ExitCode.BAD_INPUT, as_json)
     data = artifact.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     bucket = conn.resources.artifact_bucket.name
@@ -316,7 +317,7 @@ def promote(
             bake_minutes=conn.settings.bake.min_minutes if bake_minutes is None else bake_minutes,
         )
     except ValueError as e:
-        fail(f"--plan {plan!r}: {e}", EXIT_BAD_INPUT, as_json)
+        fail(f"--plan {plan!r}: {e}", ExitCode.BAD_INPUT, as_json)
     m = reg.promote(model, version, rollout_plan, actor=_actor(conn, actor), token=token or uuid.uuid4().hex,
                     reason=reason, expected_revision=expected_revision)
     _changed(m, "promote", as_json, env)
@@ -372,7 +373,7 @@ def alias(
 ) -> None:
     """Point a user alias at a version, or delete it."""
     if (version is None) != delete:
-        fail("give a VERSION, or --delete", EXIT_BAD_INPUT, as_json)
+        fail("give a VERSION, or --delete", ExitCode.BAD_INPUT, as_json)
     conn, reg = _connect(env, aws)
     m = reg.set_alias(model, name, version, actor=_actor(conn, actor), token=token or uuid.uuid4().hex)
     _changed(m, "alias", as_json, env)
@@ -391,7 +392,7 @@ def feedback(
 ) -> None:
     """Record a human or judge verdict; for a challenger it feeds the rollout's gates at once."""
     if approved is None:
-        fail("give --approved or --rejected", EXIT_BAD_INPUT, as_json)
+        fail("give --approved or --rejected", ExitCode.BAD_INPUT, as_json)
     conn, reg = _connect(env, aws)
     d = reg.feedback(agent, version, approved=approved, score=score, actor=_actor(conn, actor),
                      token=token or uuid.uuid4().hex, comment=comment)
@@ -425,7 +426,7 @@ def agent_register(
     try:
         gates = tuple(parse_gate(g) for g in gate) or DEFAULT_AGENT_GATES
     except ValueError as e:
-        fail(str(e), EXIT_BAD_INPUT, as_json)
+        fail(str(e), ExitCode.BAD_INPUT, as_json)
     conn, reg = _connect(env, aws)
     text = prompt.read_bytes()
     sha = hashlib.sha256(text).hexdigest()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from stagewise.platform.contract import ExitCode, StagewiseError
 
-class RegistryError(Exception):
+
+class RegistryError(StagewiseError):
     """Base of every registry error; ``code`` is a stable machine-readable name and ``exit_code``
-    the CLI's exit code for it (see ``stagewise.platform.cli``)."""
+    the process's exit code for it (``stagewise.platform.contract.ExitCode``)."""
 
     code = "RegistryError"
-    exit_code = 1
+    exit_code = ExitCode.FAILED
     hint: str | None = None
 
     def to_dict(self) -> dict[str, str]:
@@ -20,7 +22,7 @@ class NotFound(RegistryError):
     """The model, version or event does not exist."""
 
     code = "NotFound"
-    exit_code = 4
+    exit_code = ExitCode.BAD_INPUT
 
 
 class AlreadyExists(RegistryError):
@@ -33,7 +35,7 @@ class Conflict(RegistryError):
     """Another writer changed the record first (its revision moved); re-read and retry."""
 
     code = "Conflict"
-    exit_code = 6
+    exit_code = ExitCode.CONFLICT
     hint = "someone else changed it first: re-read and retry"
 
 
@@ -41,11 +43,11 @@ class InvalidTransition(RegistryError):
     """The requested state change is not allowed from the current state."""
 
     code = "InvalidTransition"
-    exit_code = 7
+    exit_code = ExitCode.INVALID_TRANSITION
 
 
 class GateFailed(RegistryError):
     """A gate failed, so the change was refused; the message carries the gate values."""
 
     code = "GateFailed"
-    exit_code = 3
+    exit_code = ExitCode.GATE_FAILED

@@ -21,6 +21,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stagewise.platform.contract import ExitCode, StagewiseError
+
 ENVIRONMENTS = ("dev", "test", "prod")
 ACCOUNT_ID = r"^\d{12}$"
 _ROLE_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):iam::(\d{12}):role/[\w+=,.@/-]+$")
@@ -36,8 +38,11 @@ _FARGATE_MEMORY = {
 }
 
 
-class SettingsError(ValueError):
-    """A stack file is missing or a setting in it is invalid; the message names the file and key."""
+class SettingsError(StagewiseError, ValueError):
+    """A stack file is missing or a setting in it is invalid; the message names the file and key.
+    Exit 4."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class _Strict(BaseModel):

@@ -25,9 +25,10 @@ from conftest import REPO, engagement_spec
 from stagewise.monitoring import metrics as m
 from stagewise.monitoring.cli import dashboard_command
 from stagewise.monitoring.dashboard import dashboard_body
-from stagewise.monitoring.preview import (
-    MAX_SEARCH_RESULTS, PreviewError, Series, parse_search, render_html, resolve_widget, search_metrics,
-)
+from stagewise.monitoring.preview import resolve_widget
+from stagewise.monitoring.preview_metrics import PreviewError, Series
+from stagewise.monitoring.preview_render import render_html
+from stagewise.monitoring.preview_search import MAX_SEARCH_RESULTS, parse_search, search_metrics
 from stagewise.pipeline.cli import app as stagewise_app
 from stagewise.pipeline.generator import generate_customers, write_dataset
 

@@ -45,6 +45,7 @@ from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import NotFound
 from stagewise.registry.service import Registry
+from stagewise.platform.contract import Env, ExitCode
 
 ROWS = 20_000
 MODEL = "engagement-task"
@@ -91,9 +92,9 @@ def run_group(spec_path: Path, group: str, run_id: str, data: str, *extra: str) 
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
         mp.setattr(ep, "StepFunctionsCallbacks", Recording)
-        mp.setenv(ep.TASK_TOKEN_ENV, f"token-{group}-{uuid.uuid4().hex}")
-        mp.setenv(ep.HEARTBEAT_ENV, "0.2")
-        mp.delenv(ep.IN_AWS_ENV, raising=False)
+        mp.setenv(Env.TASK_TOKEN, f"token-{group}-{uuid.uuid4().hex}")
+        mp.setenv(Env.HEARTBEAT_SECONDS, "0.2")
+        mp.delenv(Env.IN_AWS, raising=False)
         code = ep.main([group, "--run-id", run_id, "--data", data, "--model", str(spec_path), "--env", "dev",
                         "--project-dir", str(REPO), *extra])
     return TaskRun(code, sent, _json_lines(out.getvalue()), out.getvalue())
@@ -156,8 +157,8 @@ def interrupted(dev, spec_path, inputs, validated) -> dict:
     exe = Path(sys.executable).parent / "stagewise-task"
     assert exe.is_file(), f"{exe} missing: pip install -e '.[dev]'"
     before = _versions(dev)
-    env = {**os.environ, ep.TASK_TOKEN_ENV: "token-sigterm"}
-    env.pop(ep.IN_AWS_ENV, None)
+    env = {**os.environ, Env.TASK_TOKEN: "token-sigterm"}
+    env.pop(Env.IN_AWS, None)
     cmd = [str(exe), "train", "--run-id", RUN, "--data", inputs["good"], "--model", str(spec_path), "--env", "dev",
            "--project-dir", str(REPO)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -232,7 +233,7 @@ def test_validate_reports_partitions_and_hands_over_the_input(dev, validated, in
 
 
 def test_sigterm_stops_the_train_group_with_exit_143_and_registers_nothing(interrupted):
-    assert interrupted["code"] == ep.EXIT_SIGTERM == 143
+    assert interrupted["code"] == ExitCode.SIGTERM == 143
     assert interrupted["seconds"] < 120
     failed = next(x for x in interrupted["lines"] if x.get("event") == "group" and x.get("status") == "failed")
     assert failed["error"] == "Stagewise.SpotInterruption" and failed["exit_code"] == 143
@@ -319,7 +320,7 @@ def test_score_then_report_finish_the_run(dev, finished, trained, inputs):
 def test_invalid_input_fails_validation_with_exit_2_and_nothing_is_registered(dev, spec_path, inputs, finished):
     before = _versions(dev)
     run = run_group(spec_path, "validate", BAD_RUN, inputs["bad"])
-    assert run.code == ep.EXIT_VALIDATION_FAILED == 2
+    assert run.code == ExitCode.VALIDATION_FAILED == 2
     kind, error, cause = run.sent[-1]
     assert (kind, error) == ("failure", "Stagewise.ValidationFailed")
     assert "age" in cause and len(cause) <= ep.MAX_CAUSE
@@ -352,7 +353,7 @@ def test_a_gate_failure_is_reported_as_gate_failed_with_exit_3(dev, spec_path, i
 
     with contextlib.redirect_stdout(io.StringIO()), pytest.raises(ep.TaskFailed) as failed:
         ep.run_task("train", ctx, state, Recorder())
-    assert failed.value.exit_code == ep.EXIT_GATE_FAILED == 3
+    assert failed.value.exit_code == ExitCode.GATE_FAILED == 3
     assert sent == [("Stagewise.GateFailed", failed.value.cause)] and "r2 0.41 < 0.70" in sent[0][1]
 
 
@@ -383,12 +384,12 @@ def test_bad_arguments_exit_4():
 
 
 def test_partition_count_follows_rows_per_partition(monkeypatch):
-    monkeypatch.delenv(ep.ROWS_PER_PARTITION_ENV, raising=False)
+    monkeypatch.delenv(Env.ROWS_PER_PARTITION, raising=False)
     assert ep.rows_per_partition() == 1_000_000
-    monkeypatch.setenv(ep.ROWS_PER_PARTITION_ENV, "8000")
+    monkeypatch.setenv(Env.ROWS_PER_PARTITION, "8000")
     assert ep.partition_count(ROWS, ep.rows_per_partition()) == 3
     assert ep.partition_count(16_000, 8000) == 2 and ep.partition_count(0, 8000) == 1
-    monkeypatch.setenv(ep.ROWS_PER_PARTITION_ENV, "0")
+    monkeypatch.setenv(Env.ROWS_PER_PARTITION, "0")
     with pytest.raises(ValueError):
         ep.rows_per_partition()
 

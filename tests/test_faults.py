@@ -46,9 +46,9 @@ from stagewise.pipeline.spec import load_spec
 from stagewise.pipeline.steps import RunContext
 from stagewise.platform.runtime.objects import StorageError
 from stagewise.platform.runtime.embedded import EmbeddedAWS
-from stagewise.platform.runtime.failpoints import FAILPOINTS_ENV
 from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
 from stagewise.registry import routing
+from stagewise.platform.contract import Env
 
 ROWS, GROUP = 3_000, 1_000
 STAGEWISE = str(Path(sys.executable).parent / "stagewise")
@@ -61,8 +61,8 @@ class Faults:
         self.home, self.port, self.folder = home, port, folder
         self.server = EmbeddedAWS(home)
         self.env = {**os.environ, "STAGEWISE_HOME": str(home), "STAGEWISE_EMBEDDED_PORT": str(port),
-                    scoring.ROWS_PER_PARTITION_ENV: str(GROUP)}
-        self.env.pop(FAILPOINTS_ENV, None)
+                    Env.ROWS_PER_PARTITION: str(GROUP)}
+        self.env.pop(Env.FAILPOINTS, None)
         self.conn: Any = None
 
     def connect(self) -> None:
@@ -100,7 +100,7 @@ class Faults:
 
     def start(self, spec_path: Path, *args: str, failpoints: str | None = None, **env: str) -> subprocess.Popen:
         cmd = [STAGEWISE, "run", "--model", str(spec_path), "--data", str(self.folder / "b.parquet"), "--json", *args]
-        extra = {FAILPOINTS_ENV: failpoints} if failpoints else {}
+        extra = {Env.FAILPOINTS: failpoints} if failpoints else {}
         return subprocess.Popen(cmd, env={**self.env, **extra, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, cwd=self.folder)
 

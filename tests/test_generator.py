@@ -1,4 +1,4 @@
-"""Tests of the synthetic engagement data generator (pipeline/generator.py).
+"""Tests of the synthetic engagement data generator (pipeline/generator/).
 
 They check what a user of the dataset would notice: the spec's columns, dtypes, ranges,
 categories and null limits; unique ids and e-mails; determinism; the documented target and its

@@ -24,6 +24,7 @@ from stagewise.pipeline.generator import generate_customers
 from stagewise.pipeline.runner import new_run_id, run_pipeline
 from stagewise.pipeline.spec import load_spec
 from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
+from stagewise.platform.contract import Env
 
 MODEL = "engagement-review"
 ROWS, GROUP, SIZE = 6_000, 1_500, 50
@@ -59,9 +60,9 @@ def scored(dev, spec, tmp_path_factory):
 
 def _score(dev, spec, scored, monkeypatch, per_partition: int | None):
     if per_partition:
-        monkeypatch.setenv(scoring.ROWS_PER_PARTITION_ENV, str(per_partition))
+        monkeypatch.setenv(Env.ROWS_PER_PARTITION, str(per_partition))
     else:
-        monkeypatch.delenv(scoring.ROWS_PER_PARTITION_ENV, raising=False)
+        monkeypatch.delenv(Env.ROWS_PER_PARTITION, raising=False)
     ctx = _context(dev, spec, scored["data"], scored["folder"])
     steps.ingest(ctx)
     steps.validate(ctx)

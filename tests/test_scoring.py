@@ -29,6 +29,7 @@ from stagewise.pipeline.generator import generate_customers
 from stagewise.pipeline.runner import new_run_id, run_pipeline
 from stagewise.pipeline.spec import load_spec
 from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
+from stagewise.platform.contract import Env
 
 MODEL = "engagement-partitions"
 ROWS, GROUP = 24_000, 3_000
@@ -67,9 +68,9 @@ def rollout(dev, spec, tmp_path_factory):
 def _score(dev, spec, data: Path, tmp_path: Path, monkeypatch, per_partition: int | None, partition=None, frame=True,
            run_id: str | None = None):
     if per_partition is None:
-        monkeypatch.delenv(scoring.ROWS_PER_PARTITION_ENV, raising=False)
+        monkeypatch.delenv(Env.ROWS_PER_PARTITION, raising=False)
     else:
-        monkeypatch.setenv(scoring.ROWS_PER_PARTITION_ENV, str(per_partition))
+        monkeypatch.setenv(Env.ROWS_PER_PARTITION, str(per_partition))
     ctx = _context(dev, spec, data, tmp_path, run_id)
     steps.ingest(ctx)
     if frame:

@@ -57,12 +57,6 @@ import botocore.session
 import pytest
 
 from stagewise.pipeline.asl import (
-    GATE_FAILED,
-    PIPELINE_FAILED,
-    SPOT_INTERRUPTION,
-    STEP_FAILED,
-    TASK_TOKEN_ENV,
-    VALIDATION_FAILED,
     StateMachineTarget,
     compile_for_environment,
     compile_pipeline,
@@ -70,6 +64,7 @@ from stagewise.pipeline.asl import (
     to_json,
 )
 from stagewise.pipeline.definition import PIPELINE, SCORING, Pipeline
+from stagewise.platform.contract import Env, TaskError
 from stagewise.platform.runtime.aws import AwsClients, AwsTarget
 from stagewise.platform.runtime.provision import ensure_environment
 from stagewise.platform.resources import EnvironmentResources, environment_resources
@@ -245,10 +240,10 @@ def test_failure_paths_alert_then_fail() -> None:
         assert states[notify]["ResultPath"] is None
         assert states[notify]["Next"] == fail
         assert states[fail]["Type"] == "Fail"
-    assert (states["ValidationFailed"]["Error"], states["ValidationFailed"]["CausePath"]) == (VALIDATION_FAILED, "$.error.Cause")
-    assert (states["GateFailed"]["Error"], states["GateFailed"]["CausePath"]) == (GATE_FAILED, "$.error.Cause")
+    assert (states["ValidationFailed"]["Error"], states["ValidationFailed"]["CausePath"]) == (TaskError.VALIDATION_FAILED, "$.error.Cause")
+    assert (states["GateFailed"]["Error"], states["GateFailed"]["CausePath"]) == (TaskError.GATE_FAILED, "$.error.Cause")
     assert (states["PipelineFailed"]["Error"], states["PipelineFailed"]["CausePath"]) == (
-        PIPELINE_FAILED, "States.Format('{}: {}', $.error.Error, $.error.Cause)",
+        TaskError.PIPELINE_FAILED, "States.Format('{}: {}', $.error.Error, $.error.Cause)",
     )  # fmt: skip
 
 
@@ -552,7 +547,7 @@ class Containers:
             command=override["command"],
             capacity_provider=task["capacityProviderName"],
             task_definition_arn=task["taskDefinitionArn"],
-            token=env[TASK_TOKEN_ENV],
+            token=env[Env.TASK_TOKEN],
         )
 
     def succeed(self, task: StartedTask, output: dict[str, Any]) -> None:
@@ -679,7 +674,7 @@ def test_spot_interruptions_are_retried_then_run_on_demand(deployed: Deployed) -
     for attempt in range(3):  # the first try and two retries, 1 s then 2 s apart
         train = containers.next()
         assert (train.command, train.capacity_provider) == (_args("train", run_id), "FARGATE_SPOT"), f"attempt {attempt + 1}"
-        containers.fail(train, SPOT_INTERRUPTION, "SIGTERM: Fargate Spot reclaimed the task")
+        containers.fail(train, TaskError.SPOT_INTERRUPTION, "SIGTERM: Fargate Spot reclaimed the task")
     assert time.monotonic() - started >= 3 - 0.5  # IntervalSeconds 1, BackoffRate 2
 
     on_demand = containers.next()
@@ -697,7 +692,7 @@ def test_spot_interruptions_are_retried_then_run_on_demand(deployed: Deployed) -
     assert json.loads(execution["output"])["results"]["train"] == {"version": 4}
     assert _entered(sfn, execution_arn) == ["Validate", "Train", "TrainOnDemand", "Score", "Report", "Done"]
     failures = [e["taskFailedEventDetails"]["error"] for e in _history(sfn, execution_arn) if e["type"] == "TaskFailed"]
-    assert failures == [SPOT_INTERRUPTION] * 3
+    assert failures == [TaskError.SPOT_INTERRUPTION] * 3
 
 
 def test_a_partition_interrupted_on_spot_runs_on_demand_in_its_child_execution(deployed: Deployed) -> None:
@@ -710,7 +705,7 @@ def test_a_partition_interrupted_on_spot_runs_on_demand_in_its_child_execution(d
     for attempt in range(3):  # the first try and two retries
         task = containers.next()
         assert (task.command, task.capacity_provider) == (partition, "FARGATE_SPOT"), f"attempt {attempt + 1}"
-        containers.fail(task, SPOT_INTERRUPTION, "SIGTERM: Fargate Spot reclaimed the task")
+        containers.fail(task, TaskError.SPOT_INTERRUPTION, "SIGTERM: Fargate Spot reclaimed the task")
     on_demand = containers.next()
     assert (on_demand.command, on_demand.capacity_provider, on_demand.task_definition_arn) == (
         partition, "FARGATE", deployed.target.task_definition_arns["score"],
@@ -771,11 +766,11 @@ def test_validation_failure_alerts_and_fails_the_execution(deployed: Deployed) -
     run_id = "run-invalid"
     cause = "2 of 14 expectations failed: expect_column_values_to_not_be_null(customer_id), expect_column_values_to_be_between(tenure_months)"
     execution_arn, containers = _start(deployed, run_id)
-    containers.fail(containers.next(), VALIDATION_FAILED, cause)
+    containers.fail(containers.next(), TaskError.VALIDATION_FAILED, cause)
 
     sfn = deployed.client("stepfunctions")
     execution = _finished(sfn, execution_arn)
-    assert (execution["status"], execution["error"], execution["cause"]) == ("FAILED", VALIDATION_FAILED, cause)
+    assert (execution["status"], execution["error"], execution["cause"]) == ("FAILED", TaskError.VALIDATION_FAILED, cause)
     assert _entered(sfn, execution_arn) == ["Validate", "NotifyValidationFailed", "ValidationFailed"]
     alert = _alert(deployed, run_id)
     assert alert["TopicArn"] == deployed.resources.alert_topic_arn
@@ -793,13 +788,13 @@ def test_a_failed_partition_fails_the_map_run_and_the_run(deployed: Deployed) ->
     containers.succeed(containers.next(), {"version": 5})
     first, second = sorted(containers.started(2), key=lambda t: t.command)
     containers.succeed(first, _score_output(first))
-    containers.fail(second, STEP_FAILED, cause)  # no retry, no fallback: the child execution fails
+    containers.fail(second, TaskError.STEP_FAILED, cause)  # no retry, no fallback: the child execution fails
 
     sfn = deployed.client("stepfunctions")
     execution = _finished(sfn, execution_arn)
     # ToleratedFailurePercentage 0: the Map Run fails with States.ExceedToleratedFailureThreshold;
     # the partition's own error and cause stay in its child execution's history
-    assert (execution["status"], execution["error"]) == ("FAILED", PIPELINE_FAILED)
+    assert (execution["status"], execution["error"]) == ("FAILED", TaskError.PIPELINE_FAILED)
     assert execution["cause"].startswith(f"{EXCEED_TOLERATED_FAILURE}: ")
     assert _entered(sfn, execution_arn)[-2:] == ["NotifyFailure", "PipelineFailed"]
     assert "Report" not in _entered(sfn, execution_arn)

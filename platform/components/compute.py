@@ -10,6 +10,7 @@ import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
 from stagewise.platform import policies
+from stagewise.platform.contract import Env
 from stagewise.platform.resources import CONTAINER_NAME, ComputeNames
 from stagewise.stacks.settings import TaskSizes
 
@@ -123,8 +124,8 @@ class Compute(pulumi.ComponentResource):
                     "command": ["--help"],  # the state machine overrides it with the task group and run
                     "stopTimeout": SPOT_STOP_TIMEOUT,
                     "environment": [
-                        {"name": "STAGEWISE_ENV", "value": args.environment},
-                        {"name": "STAGEWISE_IN_AWS", "value": "1"},
+                        {"name": Env.ENVIRONMENT, "value": args.environment},
+                        {"name": Env.IN_AWS, "value": "1"},
                         {"name": "AWS_REGION", "value": args.region},
                     ],
                     "logConfiguration": {"logDriver": "awslogs", "options": {

@@ -24,6 +24,7 @@ import botocore.credentials
 import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stagewise.platform.contract import Env, ExitCode, StagewiseError
 from stagewise.stacks.settings import EnvironmentSettings
 
 EMBEDDED_ACCESS_KEY = "testing"  # moto accepts any credentials; these are never real
@@ -32,13 +33,13 @@ _RETRIES = {"mode": "standard", "max_attempts": 8}
 _EMBEDDED_RETRIES = {"mode": "standard", "max_attempts": 3}
 """The embedded AWS is on loopback: a refused or timed-out call means it is down or stuck, not
 throttled, so three attempts say so in seconds instead of a minute of back-off."""
-TIMEOUT_ENV = "STAGEWISE_AWS_TIMEOUT"
-"""Seconds botocore waits to connect and for each read (default 60, botocore's own)."""
 
 
-class AwsAccessError(RuntimeError):
+class AwsAccessError(StagewiseError, RuntimeError):
     """Credentials could not be obtained for the target (no base credentials, AssumeRole denied,
-    endpoint unreachable). The message says which and how to fix it."""
+    endpoint unreachable). The message says which and how to fix it. Exit 5."""
+
+    exit_code = ExitCode.AWS_UNREACHABLE
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class AwsClients:
         self._clients: dict[str, Any] = {}
         self._session: boto3.Session | None = None
         # a pool larger than urllib3's default 10: the registry is used from many threads at once
-        timeout = float(os.environ.get(TIMEOUT_ENV, 60))
+        timeout = float(os.environ.get(Env.AWS_TIMEOUT, 60))
         self._config = botocore.config.Config(
             region_name=target.region, retries=_EMBEDDED_RETRIES if target.embedded else _RETRIES,
             max_pool_connections=64, connect_timeout=timeout, read_timeout=timeout,

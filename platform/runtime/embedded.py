@@ -28,23 +28,27 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from stagewise.platform.contract import Env, ExitCode, StagewiseError
+
 DEFAULT_PORT = 5055
 STATE_FILE = "embedded.json"
 
 
-class EmbeddedAWSError(RuntimeError):
+class EmbeddedAWSError(StagewiseError, RuntimeError):
     """The embedded AWS could not be started, or is needed and not running (the message says how
-    to start it)."""
+    to start it). Exit 5."""
+
+    exit_code = ExitCode.AWS_UNREACHABLE
 
 
 def stagewise_home() -> Path:
     """Stagewise's local state folder: ``$STAGEWISE_HOME`` or ``./.stagewise``."""
-    return Path(os.environ.get("STAGEWISE_HOME", ".stagewise")).resolve()
+    return Path(os.environ.get(Env.HOME, ".stagewise")).resolve()
 
 
 def default_port() -> int:
     """Port of the embedded AWS: ``$STAGEWISE_EMBEDDED_PORT`` or 5055."""
-    return int(os.environ.get("STAGEWISE_EMBEDDED_PORT", DEFAULT_PORT))
+    return int(os.environ.get(Env.EMBEDDED_PORT, DEFAULT_PORT))
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ class EmbeddedAWS:
         if _port_in_use(port):
             raise EmbeddedAWSError(
                 f"port {port} on 127.0.0.1 is in use by another program; "
-                f"pick another with `stagewise local up --port N` or STAGEWISE_EMBEDDED_PORT"
+                f"pick another with `stagewise local up --port N` or {Env.EMBEDDED_PORT}"
             )
         self.home.mkdir(parents=True, exist_ok=True)
         log = self.home / "embedded-aws.log"

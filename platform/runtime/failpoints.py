@@ -30,7 +30,8 @@ import functools
 import os
 import signal
 
-FAILPOINTS_ENV = "STAGEWISE_FAILPOINTS"
+from stagewise.platform.contract import Env
+
 ACTIONS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}
 
 _hits: dict[str, int] = {}
@@ -53,7 +54,7 @@ def parse(text: str) -> dict[str, tuple[signal.Signals, int]]:
         action, _, nth = action.partition("@")
         if not name or action not in ACTIONS or (nth and (not nth.isdigit() or int(nth) < 1)):
             raise FailpointError(
-                f"{FAILPOINTS_ENV} entry {entry!r} is not NAME=ACTION[@N] with ACTION one of {', '.join(ACTIONS)} and N >= 1")
+                f"{Env.FAILPOINTS} entry {entry!r} is not NAME=ACTION[@N] with ACTION one of {', '.join(ACTIONS)} and N >= 1")
         points[name.strip()] = (ACTIONS[action], int(nth or 1))
     return points
 
@@ -65,7 +66,7 @@ def failpoint(name: str) -> None:
     Raises:
         FailpointError: ``$STAGEWISE_FAILPOINTS`` is malformed.
     """
-    text = os.environ.get(FAILPOINTS_ENV)
+    text = os.environ.get(Env.FAILPOINTS)
     if not text:
         return
     armed = parse(text).get(name)

@@ -1,0 +1,157 @@
+"""The contract between Stagewise's processes, written once.
+
+What the CLI, the local runner, the ECS task entrypoint and the Step Functions state machine must
+agree on, because it crosses a process boundary: the process exit codes (``ExitCode``), the base of
+the errors that carry one (``StagewiseError``), the environment variable names (``Env``), the error
+names a task reports to Step Functions and the state machine catches (``TaskError``), the SIGTERM
+handling both the runner and the entrypoint use (``Sigterm``), and the ARNs of Step Functions'
+service integrations, built from the partition (``states_integration``). Pure: no I/O, no AWS
+SDK, no Pulumi; every layer may import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from enum import IntEnum
+from typing import Any, Iterator
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, the same for every command and the container entrypoint."""
+
+    OK = 0
+    FAILED = 1
+    """An unexpected error (an alert is published when the topic is reachable)."""
+    VALIDATION_FAILED = 2
+    """The input failed its expectation suite (or cannot be split): nothing trained or registered."""
+    GATE_FAILED = 3
+    """An offline gate rejected the new version: recorded as ``rejected``, nothing served changed."""
+    BAD_INPUT = 4
+    """Bad input or configuration: a stack file, a model spec, a missing file, an unknown model."""
+    AWS_UNREACHABLE = 5
+    """AWS (or the embedded AWS) could not be reached, or the stack's role could not be assumed."""
+    CONFLICT = 6
+    """The record changed since it was read: re-read and retry."""
+    INVALID_TRANSITION = 7
+    """The registry refused the state change."""
+    INTERRUPTED = 130
+    """Stopped by Ctrl-C (SIGINT), as a shell reports it."""
+    SIGTERM = 128 + signal.SIGTERM
+    """Stopped by SIGTERM (143): Fargate Spot's notice, ``docker stop``, ``kill``."""
+
+
+RESUMABLE = frozenset({ExitCode.FAILED, ExitCode.AWS_UNREACHABLE, ExitCode.INTERRUPTED, ExitCode.SIGTERM})
+"""Exit codes after which ``--resume`` can finish the run (2 and 3 are verdicts on the data or the
+model: resuming would reach the same one)."""
+
+
+class StagewiseError(Exception):
+    """Base of the errors a command reports with their own exit code.
+
+    Attributes:
+        exit_code: what the process exits with (``ExitCode``).
+        code: a stable machine-readable name (``--json`` output's ``code_name``).
+        hint: what to do about it, when there is one thing to say.
+    """
+
+    exit_code: ExitCode = ExitCode.FAILED
+    code = "StagewiseError"
+    hint: str | None = None
+
+
+class Env:
+    """Environment variable names read by Stagewise's processes."""
+
+    HOME = "STAGEWISE_HOME"
+    """Local state: the embedded AWS's files, run folders and journals, caches (default ``./.stagewise``)."""
+    EMBEDDED_PORT = "STAGEWISE_EMBEDDED_PORT"
+    """The embedded AWS's port on 127.0.0.1 (default 5055)."""
+    AWS_TIMEOUT = "STAGEWISE_AWS_TIMEOUT"
+    """Connect and read timeout of every AWS call, seconds (default 60)."""
+    ROWS_PER_PARTITION = "STAGEWISE_ROWS_PER_PARTITION"
+    """Rows per scoring partition (default 1,000,000)."""
+    FAILPOINTS = "STAGEWISE_FAILPOINTS"
+    """Fault tests only: ``name=kill|term[@N],...`` (``stagewise.platform.runtime.failpoints``)."""
+    ENVIRONMENT = "STAGEWISE_ENV"
+    """In a task container: the environment (``dev``, ``test``, ``prod``) it runs in."""
+    IN_AWS = "STAGEWISE_IN_AWS"
+    """In a task container: ``1`` (credentials come from the task role, not an assumed role)."""
+    TASK_TOKEN = "STAGEWISE_TASK_TOKEN"
+    """In a task container: the Step Functions task token to report with (``waitForTaskToken``)."""
+    CAPACITY_PROVIDER = "STAGEWISE_CAPACITY_PROVIDER"
+    """In a task container: ``FARGATE_SPOT`` or ``FARGATE`` (the on-demand fallback)."""
+    HEARTBEAT_SECONDS = "STAGEWISE_HEARTBEAT_SECONDS"
+    """In a task container: seconds between ``SendTaskHeartbeat`` calls."""
+
+
+class TaskError:
+    """Error names a task reports with ``SendTaskFailure`` and the state machine catches."""
+
+    VALIDATION_FAILED = "Stagewise.ValidationFailed"
+    """The data failed the model spec's expectation suite."""
+    GATE_FAILED = "Stagewise.GateFailed"
+    """An offline gate rejected the new version."""
+    SPOT_INTERRUPTION = "Stagewise.SpotInterruption"
+    """The task got SIGTERM: Fargate Spot reclaimed it (retried on Spot, then on demand)."""
+    STEP_FAILED = "Stagewise.StepFailed"
+    """Any other failure of a step."""
+    PIPELINE_FAILED = "Stagewise.PipelineFailed"
+    """The execution's error after any failure but validation or a gate (the cause names the task's error)."""
+
+
+class Sigterm:
+    """Turns SIGTERM into an exception in the main thread (Python runs signal handlers there,
+    between bytecodes: within a boosting round or a scoring batch, far inside Spot's 120 seconds).
+
+    The exception is raised once. Inside ``deferred()`` (writing state, sending a callback) the
+    signal is only recorded, so that work finishes; after ``disarm()`` (the outcome is reported)
+    likewise. ``received`` says whether it came.
+
+    Args:
+        exception: the ``BaseException`` subclass to raise (a ``BaseException``, like
+            ``KeyboardInterrupt``, so no ``except Exception`` mistakes it for a step failure).
+    """
+
+    def __init__(self, exception: type[BaseException]) -> None:
+        self.exception = exception
+        self.received = False
+        self.armed = True
+        self._deferred = 0
+
+    def handle(self, signum: int, frame: Any) -> None:
+        """The signal handler."""
+        first = not self.received
+        self.received = True
+        if first and self.armed and self._deferred == 0:
+            raise self.exception("SIGTERM received")
+
+    def disarm(self) -> None:
+        """From now on only record the signal."""
+        self.armed = False
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """While inside, a SIGTERM is recorded, not raised."""
+        self._deferred += 1
+        try:
+            yield
+        finally:
+            self._deferred -= 1
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["Sigterm"]:
+        """Install ``handle`` for SIGTERM while inside; the previous handler is restored after."""
+        previous = signal.signal(signal.SIGTERM, self.handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def states_integration(partition: str, action: str) -> str:
+    """A Step Functions service integration's resource ARN, e.g.
+    ``states_integration("aws", "ecs:runTask.waitForTaskToken")`` ->
+    ``arn:aws:states:::ecs:runTask.waitForTaskToken``; the partition comes from the environment's
+    settings (``EnvironmentSettings.partition``), never written as ``aws``."""
+    return f"arn:{partition}:states:::{action}"
