@@ -11,8 +11,10 @@ from typing import Optional
 
 import typer
 
+from stagewise.monitoring.preview import collect_preview, write_preview
 from stagewise.platform.cli import AWS_OPT, ENV_OPT, JSON_OPT, emit_json, err, handles_errors
 from stagewise.platform.cli import out as console
+from stagewise.platform.runtime.environment import connect
 
 
 @handles_errors
@@ -31,9 +33,6 @@ def dashboard_command(
     (the embedded AWS, or the real account with --aws). The page loads nothing from the network.
     Without --aws the embedded AWS must be running (`stagewise run` leaves it up).
     """
-    from stagewise.monitoring.preview import collect_preview, write_preview
-    from stagewise.platform.runtime.environment import connect
-
     conn = connect(env, aws=aws, project_dir=project_dir)
     with err.status(f"reading the {env} dashboard's metrics ({'AWS' if aws else 'embedded AWS'})"):
         preview = collect_preview(conn, hours)
