@@ -26,8 +26,6 @@ subscribe your own SQS queue or AWS Chatbot channel to the topic.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import math
 import re
@@ -35,10 +33,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional
 
 import typer
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 from rich.markup import escape
 from rich.table import Table
 
@@ -48,7 +46,7 @@ from stagewise.platform.runtime.environment import Environment, connect
 from stagewise.platform.runtime.provision import TailQueue, tail_queue_name
 from stagewise.platform.runtime.provision import ensure_tail_queue as provision_tail_queue
 from stagewise.platform.resources import EnvironmentResources, environment_resources
-from stagewise.stacks.settings import load_settings
+from stagewise.stacks.settings import EMAIL_MAX_LENGTH, EMAIL_PATTERN, load_settings
 
 alerts_app = typer.Typer(
     help="Alert e-mails and alerts: subscribe an address to an environment's SNS alert topic, list the "
@@ -57,8 +55,6 @@ alerts_app = typer.Typer(
 )
 
 # the pattern the stack file's alertEmails are checked with (stacks.settings), so both agree
-EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-EMAIL_MAX_LENGTH = 254  # RFC 5321 path limit
 CONFIRMED = "confirmed"
 PENDING = "pending confirmation"
 DELETED = "deleted"
@@ -73,54 +69,10 @@ EMBEDDED_CONFIRMATION_NOTE = (
     "the embedded AWS (moto) sends no e-mail and confirms e-mail subscriptions at once; on AWS a new "
     "address stays 'pending confirmation' until the link in the confirmation e-mail is clicked"
 )
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _command(name: str) -> Callable[[F], F]:
-    """``alerts_app.command(name)`` with the docstring as help, its paragraphs unwrapped (typer keeps
-    a docstring's single line breaks, which the terminal then wraps a second time)."""
-
-    def register(fn: F) -> F:
-        paragraphs = inspect.cleandoc(fn.__doc__ or "").split("\n\n")
-        return alerts_app.command(name, help="\n\n".join(" ".join(p.split()) for p in paragraphs))(fn)
-
-    return register
 
 
 class TailUnavailable(RuntimeError):
     """The alerts tail queue is only created on the embedded AWS, never in a real account."""
-
-
-# ------------------------------------------------------------------------------- AWS errors
-def _translates_aws_errors(fn: F) -> F:
-    """Turn boto errors of a command into a message and an exit code (inside ``handles_errors``).
-
-    A missing topic or queue and a refused parameter are bad input (4); denied access, bad
-    credentials and an unreachable endpoint mean AWS is unreachable for us (5); anything else is 1.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        as_json = bool(kwargs.get("as_json"))
-        env = kwargs.get("env", "dev")
-        try:
-            return fn(*args, **kwargs)
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "")
-            text = f"{e.operation_name} failed: {code}: {e.response.get('Error', {}).get('Message', '')}"
-            if code in ("NotFound", "NotFoundException", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-                fail(text, ExitCode.BAD_INPUT, as_json, hint=f"deploy the stack first (`pulumi up -s {env}`), or check --env")
-            if code in ("InvalidParameter", "InvalidParameterValue", "ValidationError"):
-                fail(text, ExitCode.BAD_INPUT, as_json)
-            if code in ("AuthorizationError", "AccessDenied", "AccessDeniedException", "InvalidClientTokenId",
-                        "ExpiredToken", "UnrecognizedClientException", "SignatureDoesNotMatch"):
-                fail(text, ExitCode.AWS_UNREACHABLE, as_json, hint=f"check your credentials and that the stack's role may call "
-                     f"{e.operation_name} on the alert topic")
-            fail(text, ExitCode.FAILED, as_json)
-        except BotoCoreError as e:
-            fail(f"AWS unreachable: {e}", ExitCode.AWS_UNREACHABLE, as_json)
-
-    return wrapper  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------- subscriptions
@@ -200,9 +152,8 @@ def _where(conn: Environment) -> str:
     return "the embedded AWS" if conn.embedded else f"AWS account {conn.settings.account_id}"
 
 
-@_command("subscribe")
+@alerts_app.command("subscribe")
 @handles_errors
-@_translates_aws_errors
 def subscribe(
     email: str = typer.Argument(..., help="The address to send the environment's alerts to."),
     env: str = ENV_OPT,
@@ -218,9 +169,13 @@ def subscribe(
     An address already subscribed (confirmed or pending, in any letter case) is reported as such
     and not subscribed again. Addresses the whole team needs belong in the stack file's alertEmails.
     Exit 4 if EMAIL is not an address or the topic does not exist.
+
+    Examples:
+
+      stagewise alerts subscribe oncall@example.com --env prod
     """
     address = email.strip()
-    if len(address) > EMAIL_MAX_LENGTH or not EMAIL_PATTERN.fullmatch(address):
+    if len(address) > EMAIL_MAX_LENGTH or not re.fullmatch(EMAIL_PATTERN, address):
         fail(f"{email!r} is not an e-mail address", ExitCode.BAD_INPUT, as_json, hint="give one address like name@example.com")
     conn = connect(env, aws=aws, provision=True)  # on the embedded AWS: make sure the topic exists
     topic_arn = conn.resources.alert_topic_arn
@@ -262,9 +217,8 @@ def subscribe(
         out.print(f"{escape(note)}. Check with `stagewise alerts list --env {env} --aws`.")
 
 
-@_command("list")
+@alerts_app.command("list")
 @handles_errors
-@_translates_aws_errors
 def list_command(env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT) -> None:
     """List every subscription of the environment's alert topic, with its confirmation status.
 
@@ -273,6 +227,10 @@ def list_command(env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_O
     alertEmails missing from the topic are named too (deploying the stack adds them).
 
     The embedded AWS (moto) confirms e-mail subscriptions at once, so there all show confirmed.
+
+    Examples:
+
+      stagewise alerts list --env prod --json
     """
     conn = connect(env, aws=aws, provision=True)
     subs = list_subscriptions(conn)
@@ -433,9 +391,8 @@ def _refuse_on_aws(env: str, as_json: bool) -> None:
     )
 
 
-@_command("tail")
+@alerts_app.command("tail")
 @handles_errors
-@_translates_aws_errors
 def tail(
     env: str = ENV_OPT,
     follow: bool = typer.Option(False, "--follow/--no-follow", "-f", help="Keep waiting for new alerts until Ctrl-C "
@@ -460,6 +417,10 @@ def tail(
     Without --follow it prints what is queued and exits 0; with --follow it waits for more until
     Ctrl-C (exit 0). With --aws it is refused (exit 4) before any AWS call; exit 5 if the embedded
     AWS is not running.
+
+    Examples:
+
+      stagewise alerts tail --env dev --follow
     """
     if aws:
         _refuse_on_aws(env, as_json)

@@ -32,6 +32,11 @@ def dashboard_command(
     The widgets are the ones the stack deploys; the data comes from the environment's account
     (the embedded AWS, or the real account with --aws). The page loads nothing from the network.
     Without --aws the embedded AWS must be running (`stagewise run` leaves it up).
+
+    Examples:
+
+      stagewise dashboard --env dev --open
+      stagewise dashboard --env prod --hours 72
     """
     conn = connect(env, aws=aws, project_dir=project_dir)
     with err.status(f"reading the {env} dashboard's metrics ({'AWS' if aws else 'embedded AWS'})"):

@@ -54,7 +54,6 @@ targets the embedded AWS.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -65,7 +64,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 
 from stagewise.platform.contract import ExitCode, StagewiseError
+from stagewise.platform.strict import StrictModel
 
 FeatureType = Literal["integer", "float", "categorical", "boolean"]
 Comparator = Literal[">=", ">", "<=", "<"]
@@ -30,11 +31,7 @@ class SpecError(StagewiseError, ValueError):
     exit_code = ExitCode.BAD_INPUT
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FeatureSpec(_Strict):
+class FeatureSpec(StrictModel):
     """One model input column.
 
     Attributes:
@@ -84,7 +81,7 @@ class FeatureSpec(_Strict):
         return self
 
 
-class TargetSpec(_Strict):
+class TargetSpec(StrictModel):
     """The label column: its name and inclusive valid range."""
 
     name: str
@@ -111,7 +108,7 @@ def category_string(value: object) -> str:
     raise ValueError(f"a category is a string or a number, not {value!r}")
 
 
-class SplitSpec(_Strict):
+class SplitSpec(StrictModel):
     """How rows are split into train and holdout (``stagewise.pipeline.splitting``); the split
     definition is recorded with every version so each row's membership is known later.
 
@@ -175,14 +172,14 @@ class SplitSpec(_Strict):
         return self
 
 
-class RowCountSpec(_Strict):
+class RowCountSpec(StrictModel):
     """Inclusive bounds on the number of rows an input dataset may have."""
 
     min: Annotated[int, Field(ge=1)] = 1
     max: int | None = None
 
 
-class ExpectationsSpec(_Strict):
+class ExpectationsSpec(StrictModel):
     """Table-level expectations beyond the per-column ones derived from the features.
 
     The per-column expectations (presence, type, range, nulls, category set) come from ``features``
@@ -193,7 +190,7 @@ class ExpectationsSpec(_Strict):
     unique: tuple[str, ...] = ()
 
 
-class GateSpec(_Strict):
+class GateSpec(StrictModel):
     """An offline or online gate declared as data.
 
     A gate passes when ``metric comparator threshold`` holds on at least ``min_samples`` rows;
@@ -206,14 +203,14 @@ class GateSpec(_Strict):
     min_samples: Annotated[int, Field(ge=0)] = 0
 
 
-class BakeSpec(_Strict):
+class BakeSpec(StrictModel):
     """How long a rollout step must run before it may advance (minutes and scoring runs)."""
 
     min_minutes: Annotated[float, Field(ge=0)] = 0
     min_scoring_runs: Annotated[int, Field(ge=0)] = 1
 
 
-class RolloutSpec(_Strict):
+class RolloutSpec(StrictModel):
     """How a new version of the model rolls out.
 
     Attributes:
@@ -250,7 +247,7 @@ class RolloutSpec(_Strict):
         return self.plan.get(environment, stack_plan)  # type: ignore[call-overload]
 
 
-class DriftSpec(_Strict):
+class DriftSpec(StrictModel):
     """Drift thresholds and what drift does to a rollout in progress.
 
     Attributes:
@@ -269,7 +266,7 @@ class DriftSpec(_Strict):
     on_rollout: Literal["hold", "rollback"] = "hold"
 
 
-class DecisionSpec(_Strict):
+class DecisionSpec(StrictModel):
     """How a classifier's probability becomes a decision: the threshold is chosen on the holdout
     split as the one with the best precision among those with recall >= ``min_recall`` (stored
     with the version as the metric ``threshold``)."""
@@ -277,7 +274,7 @@ class DecisionSpec(_Strict):
     min_recall: Annotated[float, Field(gt=0, le=1)] = 0.7
 
 
-class ReviewSpec(_Strict):
+class ReviewSpec(StrictModel):
     """The review queue after scoring (``stagewise.pipeline.review``): the ``size`` rows most worth
     a human look, published beside the predictions; 0 turns it off."""
 
@@ -297,7 +294,7 @@ PIPELINE_XGBOOST_KEYS = {
 VIEW_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
 
 
-class ModelSpec(_Strict):
+class ModelSpec(StrictModel):
     """A whole model spec, as loaded from YAML. See ``pipeline/specs/engagement.yaml``."""
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")]

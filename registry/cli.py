@@ -72,7 +72,13 @@ def _changed(m: ModelRecord, action: str, as_json: bool, env: str) -> None:
 @registry_app.command("list")
 @handles_errors
 def list_models(env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT) -> None:
-    """List models and agents with their versions and aliases."""
+    """List models and agents with their versions and aliases.
+
+    Examples:
+
+      stagewise registry list
+      stagewise registry list --env prod --json
+    """
     reg = _registry(env, aws)
     rows = []
     for model in reg.list_models():
@@ -119,7 +125,13 @@ def show(
     aws: bool = AWS_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Show a model (aliases, versions) or one version (metrics, gates, lineage, artifact)."""
+    """Show a model (aliases, versions) or one version (metrics, gates, lineage, artifact).
+
+    Examples:
+
+      stagewise registry show engagement
+      stagewise registry show engagement 2 --json
+    """
     reg = _registry(env, aws)
     if version is not None:
         v = reg.get_version(model, version)
@@ -175,7 +187,12 @@ def history(
     limit: int = typer.Option(0, "--limit", "-n", help="Only the last N events (0: all)."),
     env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
 ) -> None:
-    """The audit trail: every state change with actor, reason, evidence and before/after."""
+    """The audit trail: every state change with actor, reason, evidence and before/after.
+
+    Examples:
+
+      stagewise registry history engagement --env prod --limit 10
+    """
     events = _registry(env, aws).history(model)
     events = events[-limit:] if limit else events
     if as_json:
@@ -214,7 +231,12 @@ def serving(
     at: Optional[str] = typer.Option(None, "--at", help="ISO 8601 time (UTC if no offset); default: now."),
     env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
 ) -> None:
-    """What serves now, or what was serving at a given time (replayed from the audit trail)."""
+    """What serves now, or what was serving at a given time (replayed from the audit trail).
+
+    Examples:
+
+      stagewise registry serving engagement --env prod --at 2026-11-22T05:00:00Z
+    """
     reg = _registry(env, aws)
     when = _parse_time(at) if at else datetime.now(timezone.utc)
     state = reg.serving_at(model, when)
@@ -237,7 +259,12 @@ def route(
     key: str = typer.Argument(..., help="Routing key, e.g. a customer_id."),
     env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
 ) -> None:
-    """Which version serves KEY now (sticky hash of model, rollout id and key)."""
+    """Which version serves KEY now (sticky hash of model, rollout id and key).
+
+    Examples:
+
+      stagewise registry route engagement cus_0b8001434a --env prod
+    """
     record = _registry(env, aws).get_model(model)
     version = int(routing.assign(record, [key])[0])
     r = record.rollout
@@ -262,7 +289,12 @@ def register(
     actor: Optional[str] = ACTOR_OPT, token: Optional[str] = TOKEN_OPT,
     env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
 ) -> None:
-    """Register a model file trained elsewhere as a new version (uploaded, addressed by sha256)."""
+    """Register a model file trained elsewhere as a new version (uploaded, addressed by sha256).
+
+    Examples:
+
+      stagewise registry register engagement --artifact model.ubj --metric r2=0.81
+    """
     conn, reg = _connect(env, aws)
     metrics = {}
     for item in metric:
@@ -307,7 +339,13 @@ def promote(
     actor: Optional[str] = ACTOR_OPT, token: Optional[str] = TOKEN_OPT, expected_revision: Optional[int] = REVISION_OPT,
     env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
 ) -> None:
-    """Start a rollout of VERSION as challenger at the plan's first step (or crown it if nothing serves)."""
+    """Start a rollout of VERSION as challenger at the plan's first step (or crown it if nothing serves).
+
+    Examples:
+
+      stagewise registry promote engagement 3 --env prod
+      stagewise registry promote engagement 3 --plan 10,50,100 --shadow
+    """
     conn, reg = _connect(env, aws)
     try:
         steps = tuple(int(x) for x in plan.split(",")) if plan else conn.settings.rollout_plan
@@ -341,9 +379,11 @@ def _rollout_command(action: str, help_text: str) -> None:
         _changed(m, action, as_json, env)
 
 
-_rollout_command("advance", "Move the challenger to the next traffic step now, skipping the bake (100% = champion).")
-_rollout_command("pause", "Pause the rollout: traffic stays where it is and the controller holds.")
-_rollout_command("resume", "Resume a paused rollout.")
+_rollout_command("advance", "Move the challenger to the next traffic step now, skipping the bake (100% = champion).\n\n"
+                 "Examples:\n\n  stagewise registry advance engagement --env prod --reason \"clean week\"")
+_rollout_command("pause", "Pause the rollout: traffic stays where it is and the controller holds.\n\n"
+                 "Examples:\n\n  stagewise registry pause engagement --env prod --reason \"investigating a spike\"")
+_rollout_command("resume", "Resume a paused rollout.\n\nExamples:\n\n  stagewise registry resume engagement --env prod")
 
 
 @registry_app.command("rollback")
@@ -355,7 +395,12 @@ def rollback(
     env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Abort the rollout in progress (all traffic to the champion), or, with none, restore the
-    last known-good champion."""
+    last known-good champion.
+
+    Examples:
+
+      stagewise registry rollback engagement --env prod --reason "labels broke upstream"
+    """
     conn, reg = _connect(env, aws)
     m = reg.rollback(model, actor=_actor(conn, actor), token=token or uuid.uuid4().hex, reason=reason, expected_revision=expected_revision)
     _changed(m, "rollback", as_json, env)
@@ -371,7 +416,13 @@ def alias(
     actor: Optional[str] = ACTOR_OPT, token: Optional[str] = TOKEN_OPT,
     env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
 ) -> None:
-    """Point a user alias at a version, or delete it."""
+    """Point a user alias at a version, or delete it.
+
+    Examples:
+
+      stagewise registry alias engagement stable 2
+      stagewise registry alias engagement stable --delete
+    """
     if (version is None) != delete:
         fail("give a VERSION, or --delete", ExitCode.BAD_INPUT, as_json)
     conn, reg = _connect(env, aws)
@@ -390,7 +441,12 @@ def feedback(
     actor: Optional[str] = ACTOR_OPT, token: Optional[str] = TOKEN_OPT,
     env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
 ) -> None:
-    """Record a human or judge verdict; for a challenger it feeds the rollout's gates at once."""
+    """Record a human or judge verdict; for a challenger it feeds the rollout's gates at once.
+
+    Examples:
+
+      stagewise registry feedback analyst 2 --rejected --comment "hallucinated a metric"
+    """
     if approved is None:
         fail("give --approved or --rejected", ExitCode.BAD_INPUT, as_json)
     conn, reg = _connect(env, aws)
@@ -422,7 +478,12 @@ def agent_register(
     actor: Optional[str] = ACTOR_OPT,
     env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
 ) -> None:
-    """Register a new agent version. The same prompt and settings again is a no-op."""
+    """Register a new agent version. The same prompt and settings again is a no-op.
+
+    Examples:
+
+      stagewise agent register analyst --prompt prompt.md --model-id anthropic.claude-3-5-sonnet-20240620-v1:0 --tool query_results
+    """
     try:
         gates = tuple(parse_gate(g) for g in gate) or DEFAULT_AGENT_GATES
     except ValueError as e:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from stagewise.platform.strict import StrictModel
 
 Kind = Literal["model", "agent"]
 VersionStatus = Literal["registered", "rejected"]
@@ -19,11 +21,7 @@ Comparator = Literal[">=", ">", "<=", "<"]
 Stage = Literal["champion", "challenger", "candidate", "registered", "retired", "rolled_back"]
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GateResult(_Record):
+class GateResult(StrictModel):
     """One gate evaluated: ``value comparator threshold`` on ``samples`` rows gave ``outcome``.
 
     ``on_inconclusive`` says what an inconclusive offline gate does to a new version at
@@ -48,7 +46,7 @@ class GateResult(_Record):
                 f"({self.samples:,} rows, min {self.min_samples:,}): {self.outcome}{why}")
 
 
-class Gate(_Record):
+class Gate(StrictModel):
     """A gate declared as data: passes when ``metric comparator threshold`` holds on at least
     ``min_samples`` samples; with fewer samples (or no value) it is inconclusive.
 
@@ -64,7 +62,7 @@ class Gate(_Record):
     on_inconclusive: OnInconclusive = "reject"
 
 
-class RolloutState(_Record):
+class RolloutState(StrictModel):
     """A rollout in progress: the challenger's place in the plan and what it has proven so far.
 
     Attributes:
@@ -99,7 +97,7 @@ class RolloutState(_Record):
     evaluated_runs: tuple[str, ...] = ()
 
 
-class FeedbackTally(_Record):
+class FeedbackTally(StrictModel):
     """Human or judge verdicts on an agent version: counts and the sum of optional scores."""
 
     approved: int = 0
@@ -122,7 +120,7 @@ class FeedbackTally(_Record):
         return self.score_sum / self.scored if self.scored else None
 
 
-class ModelRecord(_Record):
+class ModelRecord(StrictModel):
     """The mutable head of a model or agent: what serves, guarded by ``revision``.
 
     Attributes:
@@ -172,7 +170,7 @@ class ModelRecord(_Record):
         }
 
 
-class AgentConfig(_Record):
+class AgentConfig(StrictModel):
     """What makes an agent version: its prompt template (in S3, by sha256), the model it calls and
     how (e.g. a Bedrock model id), and the tools it may use."""
 
@@ -184,7 +182,7 @@ class AgentConfig(_Record):
     tools: tuple[str, ...] = ()
 
 
-class VersionRecord(_Record):
+class VersionRecord(StrictModel):
     """An immutable model version.
 
     Attributes:
@@ -213,7 +211,7 @@ class VersionRecord(_Record):
     agent: AgentConfig | None = None
 
 
-class AuditEvent(_Record):
+class AuditEvent(StrictModel):
     """An append-only record of one state change: who, why, on what evidence, before and after.
 
     ``revision`` is the model revision the change produced (0 for the model's creation): exactly

@@ -19,12 +19,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from stagewise.platform.contract import ExitCode, StagewiseError
+from stagewise.platform.strict import StrictModel
 
 ENVIRONMENTS = ("dev", "test", "prod")
 ACCOUNT_ID = r"^\d{12}$"
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+"""An e-mail address as the alert topic takes it: something@domain.tld, no spaces (stack files and
+``stagewise alerts subscribe`` check it alike)."""
+EMAIL_MAX_LENGTH = 254  # RFC 5321 path limit
 _ROLE_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):iam::(\d{12}):role/[\w+=,.@/-]+$")
 # Fargate's valid (cpu units, memory MiB) pairs: https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-cpu-memory-error.html
 _FARGATE_MEMORY = {
@@ -45,11 +50,7 @@ class SettingsError(StagewiseError, ValueError):
     exit_code = ExitCode.BAD_INPUT
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class AssumeRole(_Strict):
+class AssumeRole(StrictModel):
     """The role the Pulumi AWS provider and the runtime assume in the environment's account."""
 
     role_arn: Annotated[str, Field(alias="roleArn")]
@@ -77,7 +78,7 @@ class AssumeRole(_Strict):
         return self.role_arn.split(":")[1]
 
 
-class TaskSize(_Strict):
+class TaskSize(StrictModel):
     """Fargate task size: ``cpu`` in CPU units (1024 = 1 vCPU) and memory in MiB."""
 
     cpu: int
@@ -96,7 +97,7 @@ class TaskSize(_Strict):
         return self
 
 
-class TaskSizes(_Strict):
+class TaskSizes(StrictModel):
     """Task size of each heavy pipeline step."""
 
     validate_: Annotated[TaskSize, Field(alias="validate")]
@@ -104,14 +105,14 @@ class TaskSizes(_Strict):
     score: TaskSize
 
 
-class Bake(_Strict):
+class Bake(StrictModel):
     """What each rollout step must run before it may advance: minutes and scoring runs."""
 
     min_minutes: Annotated[float, Field(alias="minMinutes", ge=0)] = 0
     min_scoring_runs: Annotated[int, Field(alias="minScoringRuns", ge=0)] = 1
 
 
-class EnvironmentSettings(_Strict):
+class EnvironmentSettings(StrictModel):
     """Everything that differs between dev, test and prod, read from ``Pulumi.<env>.yaml``.
 
     Attributes:
@@ -141,7 +142,7 @@ class EnvironmentSettings(_Strict):
     assume_roles: tuple[AssumeRole, ...]
     default_tags: dict[str, str]
     tooling_account_id: Annotated[str, Field(pattern=ACCOUNT_ID)]
-    alert_emails: tuple[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")], ...]
+    alert_emails: tuple[Annotated[str, Field(pattern=EMAIL_PATTERN)], ...]
     rollout_plan: tuple[Annotated[int, Field(gt=0, le=100)], ...]
     bake: Bake = Bake()
     task_sizes: TaskSizes

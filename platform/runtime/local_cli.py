@@ -18,7 +18,12 @@ def local_up(
     port: int = typer.Option(None, "--port", "-p", help="TCP port on 127.0.0.1 (default 5055 or $STAGEWISE_EMBEDDED_PORT)."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Start the embedded AWS in the background (no-op if it is running)."""
+    """Start the embedded AWS in the background (no-op if it is running).
+
+    Examples:
+
+      stagewise local up --port 5055
+    """
     was = EmbeddedAWS().status().running
     st = EmbeddedAWS().up(port=port)
     if as_json:
@@ -30,7 +35,12 @@ def local_up(
 @local_app.command("down")
 @handles_errors
 def local_down(as_json: bool = JSON_OPT) -> None:
-    """Stop the embedded AWS. Everything it held (registry, buckets, metrics) is lost."""
+    """Stop the embedded AWS. Everything it held (registry, buckets, metrics) is lost.
+
+    Examples:
+
+      stagewise local down
+    """
     stopped = EmbeddedAWS().down()
     if as_json:
         emit_json({"stopped": stopped})
@@ -41,7 +51,12 @@ def local_down(as_json: bool = JSON_OPT) -> None:
 @local_app.command("status")
 @handles_errors
 def local_status(as_json: bool = JSON_OPT) -> None:
-    """Show whether the embedded AWS runs, where, and its log file. Exit 0 if running, 5 if not."""
+    """Show whether the embedded AWS runs, where, and its log file. Exit 0 if running, 5 if not.
+
+    Examples:
+
+      stagewise local status --json
+    """
     st = EmbeddedAWS().status()
     if as_json:
         emit_json(st.to_dict())

@@ -1,0 +1,289 @@
+"""Reading what runs published: ``stagewise query`` (SQL over the results catalog), ``explain`` (one
+row's SHAP contributions), ``review`` (a run's review queue) and ``agent ask`` (the analyst agent
+over the same tools)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.table import Table
+
+from stagewise.platform.cli import AWS_OPT, ENV_OPT, JSON_OPT, PROJECT_OPT, emit_json, err, fail, handles_errors, out
+from stagewise.platform.contract import ExitCode
+
+
+@handles_errors
+def query(
+    sql: str = typer.Argument(..., help='SQL over the results catalog, e.g. "SELECT * FROM at_risk LIMIT 5".'),
+    max_rows: int = typer.Option(50, "--max-rows", min=1, help="Rows to print (--json prints them all)."),
+    env: str = ENV_OPT, aws: bool = AWS_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
+) -> None:
+    """Query the results catalog with SQL (DuckDB, over the same Parquet files Athena reads on AWS).
+
+    Tables: <model>_results, one per model with published results (e.g. engagement_results:
+    customer_id_hash, run_id, prediction, in_training, the features, the label; partitions
+    run_date, model_version). Views: those the models' specs declare (`views:` in the spec; the
+    engagement spec's high_value, at_risk, model_performance). New results objects are copied to
+    $STAGEWISE_HOME/cache/<env> first. The table is cut to the terminal's width (--json has every
+    column and row). Exit 4 if the SQL fails (the message names the tables and views there are).
+
+    Examples:
+
+      stagewise query "SELECT * FROM at_risk LIMIT 5"
+      stagewise query "SELECT * FROM model_performance" --json
+    """
+    from stagewise.pipeline import catalog, spec_store
+    from stagewise.platform.runtime.objects import ObjectStore
+    from stagewise.platform.runtime.embedded import stagewise_home
+    from stagewise.platform.runtime.environment import connect
+
+    conn = connect(env, aws=aws, project_dir=project_dir)
+    objects = ObjectStore(conn.clients.client("s3"))
+    with err.status("syncing the results catalog"):
+        models = catalog.sync(objects, conn.resources.data_bucket.name, stagewise_home() / "cache" / env)
+        views = catalog.views(spec_store.catalog_specs(conn.registry, objects))
+    db = catalog.connect(models, views)
+    try:
+        columns, rows = catalog.query(db, sql, None if as_json else max_rows + 1)
+    except catalog.QueryError as e:
+        fail(str(e), ExitCode.BAD_INPUT, as_json, hint="tables and views: " + (", ".join(db.names()) or "none yet"))
+    if as_json:
+        emit_json({"columns": columns, "rows": [dict(zip(columns, r)) for r in rows]})
+        return
+    print_rows(columns, rows[:max_rows])
+    if len(rows) > max_rows:
+        err.print("[dim]more rows not shown: --max-rows N, or --json for all[/]")
+
+
+def print_rows(columns: list[str], rows: list[tuple[Any, ...]], max_cell: int = 24) -> None:
+    """Print query rows as a table that fits the terminal: numbers to 4 decimals, long text cut
+    with an ellipsis at ``max_cell`` characters (a 32-character id hash shows its first 12), and
+    columns that do not fit the width left out with a note naming them (``--json`` has all)."""
+    def cell(v: Any, name: str) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        text = str(v)
+        if name.endswith("_hash") and len(text) > 12:
+            return text[:12] + "…"
+        return text if len(text) <= max_cell else text[: max_cell - 1] + "…"
+
+    cells = [[cell(v, c) for v, c in zip(r, columns)] for r in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    budget, shown = out.width - 4, []
+    for i, w in enumerate(widths):
+        if shown and sum(widths[j] + 3 for j in shown) + w + 3 > budget:
+            break
+        shown.append(i)
+    table = Table()
+    for i in shown:
+        table.add_column(columns[i], no_wrap=True, overflow="ellipsis")
+    for r in cells:
+        table.add_row(*(r[i] for i in shown))
+    out.print(table)
+    hidden = [columns[i] for i in range(len(columns)) if i not in shown]
+    out.file.flush()  # the table first, then the note on stderr
+    if hidden:
+        err.print(f"[dim]{len(hidden)} more column(s) not shown ({', '.join(hidden[:8])}{', …' if len(hidden) > 8 else ''}): "
+                  "SELECT fewer columns, or --json for all[/]")
+
+
+MODEL_ARG = typer.Argument(..., help="A registered model's name (e.g. engagement), or the path of its spec file.")
+
+
+def _spec_lookup(conn: Any, model: str) -> tuple[str, Any, Callable[[Any], Any]]:
+    """For a command given a model's name or its spec file: the model's name, its spec (the
+    file's; else the champion's, from the registry) and ``spec_of(version) -> spec`` (each
+    version's own spec, from the registry).
+
+    Raises:
+        SpecError: the name is neither registered, built in nor a file.
+    """
+    from stagewise.pipeline import spec_store
+    from stagewise.pipeline.spec import load_spec
+    from stagewise.platform.runtime.objects import ObjectStore
+
+    if spec_store.is_spec_path(model):
+        spec = load_spec(model)
+        return spec.name, spec, lambda version: spec
+    objects = ObjectStore(conn.clients.client("s3"))
+    current = spec_store.resolve_spec(model, conn.registry, objects)  # raises for an unknown name
+    return model, current, lambda version: spec_store.version_spec(objects, version) or current
+
+
+@handles_errors
+def explain(
+    model: str = MODEL_ARG,
+    entity_id: str = typer.Argument(..., metavar="ID", help="The row's id as in the input, e.g. a customer_id (cus_0123456789)."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="Explain this run's prediction (default: the newest published run)."),
+    top: int = typer.Option(10, "--top", min=1, help="Show the N largest contributions (--json has them all)."),
+    env: str = ENV_OPT, aws: bool = AWS_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
+) -> None:
+    """Why one row (a customer, a house: the spec's entity) got its prediction: the version that
+    made it, and each feature's SHAP contribution.
+
+    Reads the newest published run (or --run), finds the row by the keyed hash of its id, reads its
+    features from the run's input, and asks XGBoost for the TreeSHAP contributions of that
+    version's model (with the spec that version was trained with); beside each, where the value
+    sits in the version's training data. The contributions plus the bias add up to the model's
+    raw output; the prediction is that output clipped to the target's range (a classifier: its
+    probability, and the decision at the version's threshold). Exit 4 if the model is unknown, has
+    no published run or the id is not in it; 5 if the embedded AWS is not running.
+
+    Examples:
+
+      stagewise explain engagement cus_0b8001434a
+      stagewise explain my-model 17 --run 20261122T041500Z-1a2b3c --json
+    """
+    from stagewise.pipeline import explain as ex
+    from stagewise.platform.runtime.objects import ObjectStore
+    from stagewise.platform.runtime.embedded import stagewise_home
+    from stagewise.platform.runtime.environment import connect
+    from stagewise.platform.runtime.idhash import read_id_salt
+
+    conn = connect(env, aws=aws, project_dir=project_dir)
+    name, _, spec_of = _spec_lookup(conn, model)
+    registry = conn.registry
+    try:
+        result = ex.explain(ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name, name, spec_of,
+                            lambda n: registry.get_version(name, n), read_id_salt(conn.clients, conn.resources).key,
+                            entity_id, stagewise_home() / "cache", run_id)
+    except ex.ExplainError as e:
+        fail(str(e), ExitCode.BAD_INPUT, as_json, hint="check the id against the input file (ids as written there); --run RUN_ID explains another run")
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    log_odds = result.threshold is not None
+    out.print(f"[bold]{name}[/] {result.entity} {entity_id} · run {result.run_id} · version [bold]v{result.version}[/]")
+    out.print(f"prediction [bold]{result.prediction:.4f}[/] (raw {result.raw:.4f}{' log-odds' if log_odds else ''}"
+              f" = bias {result.bias:.4f} + contributions)")
+    if log_odds:
+        out.print(f"decision [bold]{'yes' if result.decision else 'no'}[/] (threshold {result.threshold:.4f}: "
+                  f"{result.prediction:.4f} {'>=' if result.decision else '<'} {result.threshold:.4f})")
+    if result.in_training:
+        out.print(f"[dim]v{result.version} trained on this {result.entity} (its split's training side): "
+                  "this prediction is not evidence of how it does on unseen rows[/]")
+    table = Table(title=f"Top {min(top, len(result.contributions))} of {len(result.contributions)} contributions (TreeSHAP)")
+    for col in ("feature", "value", "contribution", "in training data"):
+        table.add_column(col, justify="right" if col == "contribution" else "left")
+    for c in result.contributions[:top]:
+        where = (f"percentile {c.percentile:g}" if c.percentile is not None
+                 else f"{c.training_share:.1%} of rows" if c.training_share is not None else "-")
+        color = "green" if c.contribution > 0 else "red"
+        table.add_row(c.feature, "-" if c.value is None else str(c.value), f"[{color}]{c.contribution:+.4f}[/]", where)
+    out.print(table)
+
+
+@handles_errors
+def review(
+    model: str = MODEL_ARG,
+    run_id: Optional[str] = typer.Option(None, "--run", help="This run's queue (default: the newest published run)."),
+    top: int = typer.Option(20, "--top", min=1, help="Show the N rows of highest priority (--json has the whole queue)."),
+    env: str = ENV_OPT, aws: bool = AWS_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
+) -> None:
+    """The review queue of a run: the rows most worth a human look, highest priority first, each
+    with its reason (disagreement between champion and challenger, an extreme prediction, features
+    outside the training range) and a detail; priorities are in standard deviations.
+
+    Rows are identified by the keyed hash of their id (join back with the salt). Exit 4 if the
+    model is unknown, has no published run, or the run has no queue (review.size: 0).
+
+    Examples:
+
+      stagewise review engagement --top 10
+      stagewise review churn --json
+    """
+    import io
+
+    import pandas as pd
+
+    from stagewise.pipeline import explain as ex
+    from stagewise.platform.runtime.objects import ObjectStore
+    from stagewise.platform.runtime.environment import connect
+
+    conn = connect(env, aws=aws, project_dir=project_dir)
+    name, spec, _ = _spec_lookup(conn, model)
+    objects, bucket = ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name
+    try:
+        manifest = ex.latest_manifest(objects, bucket, name, run_id)
+    except ex.ExplainError as e:
+        fail(str(e), ExitCode.BAD_INPUT, as_json, hint="score the model first: stagewise run / stagewise score")
+    ref = manifest.get("review_queue")
+    if not ref:
+        fail(f"run {manifest['run_id']} of {name!r} has no review queue", ExitCode.BAD_INPUT, as_json,
+             hint="the spec's review.size is 0, or the run was published before review queues existed")
+    queue = pd.read_parquet(io.BytesIO(objects.get_bytes(bucket, ref["key"])))
+    if as_json:
+        emit_json({"model": name, "run_id": manifest["run_id"], "rows": len(queue),
+                   "reasons": queue["reason"].value_counts().to_dict() if len(queue) else {},
+                   "queue": json_records(queue)})
+        return
+    reasons = ", ".join(f"{k} {v}" for k, v in queue["reason"].value_counts().items()) if len(queue) else "empty"
+    out.print(f"[bold]{name}[/] run {manifest['run_id']}: {len(queue):,} {spec.entity}(s) to review ({reasons})")
+    table = Table("#", queue.columns[0] if len(queue.columns) else "id", "reason", "priority (sd)", "prediction", "version", "detail")
+    for i, r in enumerate(queue.head(top).itertuples(index=False), start=1):
+        table.add_row(str(i), str(r[0])[:12] + "…", r.reason, f"{r.priority:.2f}", f"{r.prediction:.4f}", f"v{r.model_version}",
+                      r.detail)
+    out.print(table)
+    if len(queue) > top:
+        err.print(f"[dim]{len(queue) - top} more not shown: --top N, or --json for all[/]")
+
+
+def json_records(frame: Any) -> list[dict[str, Any]]:
+    """A DataFrame's rows as JSON-ready records (NaN becomes null)."""
+    import json as _json
+
+    return _json.loads(frame.to_json(orient="records"))
+
+
+@handles_errors
+def agent_ask(
+    name: str = typer.Argument(..., help="The agent, e.g. engagement-analyst."),
+    question: str = typer.Argument(..., help="What to ask, in plain words."),
+    env: str = ENV_OPT, aws: bool = AWS_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
+) -> None:
+    """Ask an analyst agent (its champion version): Bedrock's Converse API with the agent's prompt,
+    model and tools (query_results, feature_statistics, explain_prediction).
+
+    Needs --aws: the embedded AWS has no Bedrock runtime (exit 5); locally use the tools directly,
+    `stagewise query` and `stagewise explain`.
+
+    Examples:
+
+      stagewise agent ask engagement-analyst "Which customers are at risk, and why?" --aws
+    """
+    from stagewise.pipeline import analyst, spec_store
+    from stagewise.pipeline.spec import load_spec
+    from stagewise.platform.runtime.objects import ObjectStore, S3Uri
+    from stagewise.platform.runtime.embedded import stagewise_home
+    from stagewise.platform.runtime.environment import connect
+    from stagewise.platform.runtime.idhash import read_id_salt
+
+    conn = connect(env, aws=aws, project_dir=project_dir)
+    registry = conn.registry
+    version = registry.champion(name)
+    if version is None or version.agent is None:
+        fail(f"{name!r} has no champion agent version", ExitCode.BAD_INPUT, as_json,
+             hint="register one: stagewise agent register NAME --prompt FILE --model-id ID --tool query_results ...")
+    if conn.embedded:
+        fail("the embedded AWS has no Bedrock runtime, so the agent cannot call its model here", ExitCode.AWS_UNREACHABLE, as_json,
+             hint="ask with --aws (Bedrock in the stack's account), or run its tools yourself: `stagewise query`, `stagewise explain`")
+    objects = ObjectStore(conn.clients.client("s3"))
+    uri = S3Uri.parse(version.agent.prompt_uri)
+    prompt = objects.get_bytes(uri.bucket, uri.key, expect_sha256=version.agent.prompt_sha256).decode()
+    tools = analyst.AnalystTools(
+        objects, conn.resources.data_bucket.name, registry.get_version, registry.champion,
+        read_id_salt(conn.clients, conn.resources).key, stagewise_home() / "cache" / env,
+        spec_of=lambda v: spec_store.version_spec(objects, v) or load_spec(v.model),
+        specs=lambda: spec_store.catalog_specs(registry, objects))
+    answer = analyst.converse(conn.clients.client("bedrock-runtime"), version.agent, prompt, question, tools)
+    if as_json:
+        emit_json({"agent": name, "version": version.version, "answer": answer.text, "tool_calls": answer.tool_calls,
+                   "turns": answer.turns, "usage": answer.usage})
+    else:
+        out.print(answer.text)
+        err.print(f"[dim]{name} v{version.version} · {answer.turns} turn(s) · tools: "
+                  f"{', '.join(c['tool'] for c in answer.tool_calls) or 'none'}[/]")

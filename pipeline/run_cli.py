@@ -1,0 +1,343 @@
+"""``stagewise run`` and ``stagewise score``: one pipeline run from the terminal, with progress, the
+run table, ``--json`` and ``--resume``; the run's journal makes an interrupted run resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stagewise.platform.cli import AWS_OPT, JSON_OPT, PROJECT_OPT, emit_json, err, fail, handles_errors, out
+from stagewise.platform.contract import ExitCode
+
+
+DATA_OPT = typer.Option(None, "--data", "-d", help="Dataset (parquet or CSV), or an s3:// URI. [default: data/customers.parquet]")
+MODEL_OPT = typer.Option(None, "--model", "-m", help="A spec YAML's path, a built-in spec's name, or a registered model's name "
+                         "(its champion's spec). [default: engagement]")
+RUN_ENV_OPT = typer.Option(None, "--env", "-e", help="Environment (stack): dev, test or prod. [default: dev]")
+RUN_ACTOR_OPT = typer.Option(None, "--actor", help="Who runs it, for the audit (default: the assumed role's identity).")
+PORT_OPT = typer.Option(None, "--port", help="Port for the embedded AWS if it has to be started.")
+RESUME_OPT = typer.Option(
+    None, "--resume", metavar="RUN_ID|last",
+    help="Finish an interrupted run (killed, SIGTERM, AWS unreachable) under its run id, with the model, data and "
+    "environment it started with; `last` is the latest unfinished run. Steps are idempotent: the result is what an "
+    "uninterrupted run would have made (no duplicate version, rollout counted once).",
+)
+DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_ENV = Path("data/customers.parquet"), "engagement", "dev"
+
+
+@handles_errors
+def run(
+    data: Optional[Path] = DATA_OPT, model: Optional[str] = MODEL_OPT, env: Optional[str] = RUN_ENV_OPT, aws: bool = AWS_OPT,
+    actor: Optional[str] = RUN_ACTOR_OPT, port: Optional[int] = PORT_OPT, project_dir: Optional[Path] = PROJECT_OPT,
+    resume: Optional[str] = RESUME_OPT, as_json: bool = JSON_OPT,
+) -> None:
+    """Run the pipeline: ingest, validate, train, evaluate, register, score, rollout, publish.
+
+    A new version that passes its gates becomes champion (the first), challenger at the first step
+    of the rollout plan, or candidate (while another rollout is in progress). Without --aws it runs
+    against the embedded AWS (started if needed, and left running so that `stagewise registry ...`
+    can read the result; stop it with `stagewise local down`).
+
+    Exit codes: 0 ok, 1 a step failed, 2 validation failed, 3 gate failed, 4 bad input, 5 AWS
+    unreachable, 143 stopped by SIGTERM. After 1, 5 or 143 (or a crash), `--resume RUN_ID` finishes the run.
+
+    Examples:
+
+      stagewise run --data data/customers.parquet
+      stagewise run --model churn --env test --json
+      stagewise run --resume last
+    """
+    from stagewise.pipeline.definition import PIPELINE
+
+    _execute(PIPELINE, data, model, env, aws, actor, port, project_dir, as_json, resume)
+
+
+@handles_errors
+def score(
+    data: Optional[Path] = DATA_OPT, model: Optional[str] = MODEL_OPT, env: Optional[str] = RUN_ENV_OPT, aws: bool = AWS_OPT,
+    actor: Optional[str] = RUN_ACTOR_OPT, port: Optional[int] = PORT_OPT, project_dir: Optional[Path] = PROJECT_OPT,
+    resume: Optional[str] = RESUME_OPT, as_json: bool = JSON_OPT,
+) -> None:
+    """Score with the current rollout, without training: ingest, validate, score, rollout, publish.
+
+    Each run counts toward the bake of the rollout in progress; the controller then advances,
+    holds or rolls back on the online gates, so repeated scoring runs walk a challenger through
+    its plan. Exit codes as `stagewise run`; `--resume RUN_ID` finishes an interrupted run.
+
+    Examples:
+
+      stagewise score --data week2.parquet --env prod
+      stagewise score --model my-model --data new.csv --json
+    """
+    from stagewise.pipeline.definition import SCORING
+
+    _execute(SCORING, data, model, env, aws, actor, port, project_dir, as_json, resume)
+
+
+RESUMABLE_EXITS = frozenset({1, 5, 130, 143})
+"""Exit codes after which ``--resume`` can finish the run (2 and 3 are verdicts on the data or
+the model: resuming would reach the same one)."""
+
+
+def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Optional[str], aws: bool, actor: Optional[str],
+             port: Optional[int], project_dir: Optional[Path], as_json: bool, resume: Optional[str] = None) -> None:
+    from stagewise.pipeline.journal import JournalError, RunJournal
+    from stagewise.pipeline.runner import RunInterrupted, new_run_id, run_pipeline, sigterm_interrupts
+    from stagewise.pipeline.spec import load_spec
+    from stagewise.pipeline.steps import RunContext
+    from stagewise.platform.runtime.embedded import stagewise_home
+    from stagewise.platform.runtime.environment import connect
+
+    command = "run" if pipeline.name == "stagewise" else "score"
+    runs_dir = stagewise_home() / "runs"
+    journal = None
+    if resume:
+        try:
+            journal = RunJournal.load(runs_dir, resume)
+            journal.check_resumable(command)
+        except JournalError as e:
+            fail(str(e), ExitCode.CONFLICT if "still running" in str(e) else ExitCode.BAD_INPUT, as_json)
+        data, model, env, aws = _resumed_arguments(journal, data, model, env, aws, as_json)
+    data, model, env = data or DEFAULT_DATA, model or DEFAULT_MODEL, env or DEFAULT_ENV
+    source = str(data)
+    if not source.startswith("s3:/") and not data.is_file():
+        fail(f"input data {data} does not exist", ExitCode.BAD_INPUT, as_json,
+             hint=f"generate it with `stagewise data generate --out {data}`, or pass --data FILE")
+    if source.startswith("s3:/") and not source.startswith("s3://"):
+        source = "s3://" + source[len("s3:/"):]  # Path() collapses the double slash
+    elif not source.startswith("s3://"):
+        source = str(data.resolve())
+    if journal is not None and journal.doc.get("data_sha256") and not source.startswith("s3://"):
+        from stagewise.platform.runtime.objects import sha256_file
+
+        if sha256_file(Path(source)) != journal.doc["data_sha256"]:
+            fail(f"{source} changed since run {journal.run_id} read it (sha256 differs): it cannot be resumed",
+                 ExitCode.BAD_INPUT, as_json, hint="start a new run without --resume")
+    from stagewise.pipeline import spec_store
+    from stagewise.pipeline.spec import builtin_spec_names
+
+    registered = not spec_store.is_spec_path(model) and model not in builtin_spec_names()
+    spec = None if registered else load_spec(model)  # a bad spec file fails before anything starts
+    with err.status(f"connecting to {env} ({'AWS' if aws else 'embedded AWS'})"):
+        conn = connect(env, aws=aws, project_dir=project_dir, start_embedded=True, provision=True, port=port)
+        identity = conn.clients.caller_identity()
+    if spec is None:  # a model trained from its own spec file, named by its registered name
+        from stagewise.platform.runtime.objects import ObjectStore
+
+        spec = spec_store.resolve_spec(model, conn.registry, ObjectStore(conn.clients.client("s3")))
+    run_id = journal.run_id if journal else new_run_id()
+    workdir = runs_dir / run_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    if journal is None:
+        spec_ref = str(Path(model).resolve()) if Path(model).is_file() else model  # resumable from any folder
+        journal = RunJournal.create(workdir, run_id, command, spec_ref, source, env, aws)
+    else:
+        journal.resume()
+    ctx = RunContext(
+        run_id=run_id, settings=conn.settings, resources=conn.resources, clients=conn.clients, spec=spec,
+        data_source=source, workdir=workdir, actor=actor or identity["Arn"],
+    )
+    where = f"embedded AWS {conn.clients.target.endpoint_url}" if conn.embedded else "AWS"
+    if not as_json:
+        out.print(f"[bold]stagewise {command}[/] {run_id}{' (resumed)' if resume else ''} · [cyan]{env}[/] "
+                  f"account {identity['Account']} ({conn.settings.region}, {where}) · model [bold]{spec.name}[/]")
+
+    def track(name: str, phase: str, rec: Any) -> None:
+        if phase == "start":
+            journal.update(step=name, data_sha256=ctx.memo.get("data_sha256", journal.doc.get("data_sha256")))
+
+    try:
+        with sigterm_interrupts():
+            result = _run_with_progress(ctx, lambda c, **kw: run_pipeline(c, pipeline, **kw), quiet=as_json, track=track)
+    except (RunInterrupted, KeyboardInterrupt) as e:
+        code = ExitCode.SIGTERM if isinstance(e, RunInterrupted) else ExitCode.INTERRUPTED
+        what = "SIGTERM" if isinstance(e, RunInterrupted) else "Ctrl-C"
+        journal.update(status="interrupted", exit_code=code, error=f"{what} during step {journal.doc['step']}")
+        fail(f"run {run_id} stopped by {what} during step {journal.doc['step']}; nothing half-done is visible",
+             code, as_json, hint=f"finish it with `stagewise {command} --resume {run_id}`", run_id=run_id, status="interrupted")
+    status = "succeeded" if result.exit_code == 0 else "failed" if result.exit_code in RESUMABLE_EXITS else "rejected"
+    journal.update(status=status, exit_code=result.exit_code, error=result.error)
+    doc = result.to_dict()
+    doc["outputs"] = {"workdir": str(workdir), "journal": str(journal.path)}
+    if result.exit_code in RESUMABLE_EXITS:
+        doc["resume"] = f"stagewise {command} --resume {run_id}"
+    if as_json:
+        emit_json(doc)
+    else:
+        _report(doc, ctx)
+        if "resume" in doc:
+            err.print(f"[dim]hint:[/] fix the cause, then finish this run with `{doc['resume']}`")
+    raise typer.Exit(result.exit_code)
+
+
+def _resumed_arguments(journal: Any, data: Optional[Path], model: Optional[str], env: Optional[str], aws: bool,
+                       as_json: bool) -> tuple[Path, str, str, bool]:
+    """The data, model, environment and target a resumed run was started with; an option given
+    now that differs from them is refused (exit 4)."""
+    d = journal.doc
+    given = {"--model": (model, d["model"]), "--env": (env, d["env"]),
+             "--data": (None if data is None else str(data) if str(data).startswith("s3:/") else str(data.resolve()), d["data"])}
+    for flag, (now, then) in given.items():
+        if now is not None and now != then and not (flag == "--data" and now.replace("s3:/", "s3://", 1) == then):
+            fail(f"run {journal.run_id} was started with {flag} {then}, not {now}", ExitCode.BAD_INPUT, as_json,
+                 hint="resume it without that option, or start a new run without --resume")
+    if aws != d["aws"] and aws:
+        fail(f"run {journal.run_id} ran on the embedded AWS; it cannot be resumed on AWS", ExitCode.BAD_INPUT, as_json)
+    return Path(d["data"]), d["model"], d["env"], bool(d["aws"])
+
+
+def _run_with_progress(ctx: Any, run_pipeline: Callable[..., Any], quiet: bool,
+                       track: Callable[[str, str, Any], None] = lambda *_: None) -> Any:
+    if quiet:
+        return run_pipeline(ctx, on_step=track)
+    progress = Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.fields[step]:<9}"), BarColumn(), TaskProgressColumn(),
+        TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True,
+    )
+    tasks: dict[str, Any] = {}
+    current: dict[str, str] = {}
+
+    def on_step(name: str, phase: str, rec: Any) -> None:
+        track(name, phase, rec)
+        if phase == "start":
+            tasks[name] = progress.add_task("", total=None, step=name)
+            current["step"] = name
+        else:
+            progress.update(tasks[name], total=1, completed=1, description=f"{rec.status} in {rec.seconds:.1f} s")
+
+    def report(done: int, total: int, message: str) -> None:
+        task = tasks.get(current.get("step", ""))
+        if task is not None:
+            progress.update(task, completed=done, total=total if total > 1 else None, description=message)
+
+    ctx.progress = report
+    with progress:
+        return run_pipeline(ctx, on_step=on_step)
+
+
+_STATUS_STYLE = {"succeeded": "green", "failed": "red", "stopped": "red", "skipped": "dim"}
+
+
+def _report(doc: dict[str, Any], ctx: Any) -> None:
+    steps = Table(title="Steps")
+    for col in ("step", "status", "seconds", "result"):
+        steps.add_column(col, justify="right" if col == "seconds" else "left", overflow="fold")
+    for s in doc["steps"]:
+        style = _STATUS_STYLE.get(s["status"], "")
+        steps.add_row(s["name"], f"[{style}]{s['status']}[/]", f"{s['seconds']:.2f}", _step_line(s))
+    steps.add_row("[bold]total", "", f"[bold]{doc['seconds']:.2f}", "")
+    out.print(steps)
+    ev = next((s["summary"] for s in doc["steps"] if s["name"] == "evaluate" and s["summary"]), None)
+    if ev:
+        metrics = Table(title="Holdout metrics vs gates")
+        for col in ("metric", "value", "best achievable", "gate", "rows", "outcome"):
+            metrics.add_column(col, justify="right" if col == "rows" else "left")
+        best = ev.get("best_achievable") or {}
+        gates = {g["metric"]: g for g in ev["gates"]}
+        # the holdout metrics, then the gates on other values (the champion comparison)
+        rows = [(k, v, gates.get(k)) for k, v in ev["metrics"].items()]
+        rows += [(g["metric"], g["value"], g) for g in ev["gates"] if g["metric"] not in ev["metrics"]]
+        for k, v, g in rows:
+            outcome = g["outcome"] if g else ""
+            color = {"pass": "green", "fail": "red", "inconclusive": "yellow"}.get(outcome, "")
+            metrics.add_row(k, "-" if v is None else f"{v:+.4f}" if k.endswith("_vs_champion") else f"{v:.4f}",
+                            f"{best[k]:.4f}" if k in best else "-", f"{g['comparator']} {g['threshold']:g}" if g else "-",
+                            f"{g['samples']:,}" if g else "-", f"[{color}]{outcome}[/]" if outcome else "-")
+        out.print(metrics)
+        champ = ev.get("champion")
+        if champ and champ.get("note"):
+            out.print(f"[dim]champion comparison vs v{champ['version']}: {champ['note']}[/]")
+    reg = next((s["summary"] for s in doc["steps"] if s["name"] == "register" and s["summary"]), None)
+    if reg:
+        again = ", already registered by an identical earlier run" if not reg.get("created", True) else ""
+        if reg["status"] == "rejected":
+            out.print(f"version: [bold]{ctx.spec.name} v{reg['version']}[/] [red]rejected[/]{again}; what serves is unchanged. Failed:")
+            for line in reg.get("failed_gates", []):
+                out.print(f"  [red]✗[/] {line}")
+        elif reg.get("held"):
+            out.print(f"version: [bold]{ctx.spec.name} v{reg['version']}[/] registered but [yellow]held[/] (not rolled out){again}:")
+            for line in reg["held"]:
+                out.print(f"  [yellow]?[/] {line}")
+            out.print(f"  roll it out by hand after a look: stagewise registry promote {ctx.spec.name} {reg['version']} --env {ctx.settings.environment}")
+        else:
+            out.print(f"version: [bold]{ctx.spec.name} v{reg['version']}[/] ({reg['status']}, {reg['stage']}{again}) "
+                      f"sha256 {reg['artifact_sha256'][:16]}…")
+    roll = next((s["summary"] for s in doc["steps"] if s["name"] == "rollout" and s["summary"]), None)
+    if roll:
+        sv = roll["serving"]
+        line = f"serving: champion v{sv['champion']}"
+        if sv.get("challenger"):
+            where = "shadow" if sv["shadow"] else f"{sv['weight']:g}%"
+            line += f", challenger v{sv['challenger']} at {where}"
+            line += " (paused)" if sv.get("paused") else ""
+        color = {"rolled_back": "red", "advanced": "green", "completed": "green"}.get(roll["outcome"], "yellow")
+        out.print(f"{line} · rollout [{color}]{roll['outcome'].replace('_', ' ')}[/]" + (f": {roll['reason']}" if roll.get("reason") else ""))
+    outputs = Table(show_header=False, box=None, title="Outputs", title_justify="left")
+    outputs.add_column("what", no_wrap=True)
+    outputs.add_column("where", overflow="fold")
+    shown: dict[str, str] = {}
+    for s in doc["steps"]:
+        for key in ("predictions_uri", "shadow_predictions_uri", "artifact_uri", "baseline_uri", "result_uri", "data_docs_uri", "data_docs_local"):
+            if s["summary"].get(key):
+                shown[key.replace("_uri", "").replace("_", " ")] = str(s["summary"][key])
+        if (s["summary"].get("review_queue") or {}).get("uri"):
+            shown["review queue"] = s["summary"]["review_queue"]["uri"]
+    for what, where in shown.items():
+        outputs.add_row(what, where)
+    out.print(outputs)
+    for a in doc["alerts"]:
+        out.print(f"[yellow]alert published[/] to {a.get('topic_arn')}: {a.get('subject')} {a.get('error', '')}")
+    if doc["exit_code"]:
+        err.print(f"[bold red]run failed[/] (exit {doc['exit_code']}): {doc['error']}")
+        val = next((s for s in doc["steps"] if s["name"] == "validate"), None)
+        for line in (val or {}).get("summary", {}).get("failed_expectations", []):
+            err.print(f"  [red]✗[/] {line}")
+    elif ctx.clients.target.embedded:
+        out.print("[dim]the embedded AWS keeps running: try `stagewise registry list`; stop it with `stagewise local down`[/]")
+
+
+def _step_line(s: dict[str, Any]) -> str:
+    if s["error"] and s["status"] == "failed":
+        return f"[red]{s['error'][:80]}[/]"
+    sm = s["summary"]
+    match s["name"]:
+        case "ingest":
+            return f"{sm.get('bytes', 0) / 1e6:.1f} MB, sha256 {sm.get('data_sha256', '')[:12]}…" if sm else ""
+        case "validate":
+            return f"{sm.get('rows', 0):,} rows, {sm.get('evaluated', 0)} expectations, {sm.get('failed', 0)} failed" if sm else ""
+        case "train":
+            return f"{sm['train_rows']:,} train / {sm['holdout_rows']:,} holdout rows" if sm else ""
+        case "evaluate":
+            if not sm:
+                return ""
+            failed = [g["metric"] for g in sm.get("gates", []) if g["outcome"] == "fail" or (
+                g["outcome"] == "inconclusive" and g.get("on_inconclusive", "reject") == "reject")]
+            if failed:
+                return "gates failed: " + ", ".join(failed)
+            return f"inconclusive: {', '.join(sm['gates_held'])}" if sm.get("gates_held") else "gates passed"
+        case "register":
+            if not sm:
+                return ""
+            if sm["status"] == "rejected":
+                return f"version {sm['version']} rejected"
+            return f"version {sm['version']} held (not rolled out)" if sm.get("held") else f"version {sm['version']} registered as {sm['stage']}"
+        case "score":
+            if not sm:
+                return ""
+            parts = [f"{v['rows']:,} v{k}" + (" (shadow)" if v.get("shadow") else "") for k, v in sm["versions"].items()]
+            queue = sm.get("review_queue")
+            return f"{sm['rows_scored']:,} rows: " + ", ".join(parts) + (f"; {queue['rows']} to review" if queue else "")
+        case "monitor":
+            if not sm:
+                return ""
+            drifted = sorted({f for v in sm.get("versions", {}).values() for f in v["drifted"]})
+            return f"drift in {', '.join(drifted)} (alert sent)" if drifted else "no drift"
+        case "rollout":
+            return sm.get("outcome", "").replace("_", " ") if sm else ""
+        case "publish":
+            return f"{sm['datapoints']} datapoints to {sm['namespace']}" if sm else ""
+    return ""
