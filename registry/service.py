@@ -15,6 +15,9 @@ Rules enforced here (the store only writes atomically what this module decides):
 * Every change is one conditional write (on the model's ``revision``) carrying an audit event with
   actor, reason, evidence and before/after, and an idempotency token: a retried call acts once.
   Given ``expected_revision``, a stale caller gets ``Conflict``; it never overwrites a newer state.
+
+The rollout transitions themselves (crown, start, next step, abort, the controller's decision) are
+pure functions in ``stagewise.registry.transitions``; this module reads, decides with them, writes.
 """
 
 from __future__ import annotations
@@ -25,34 +28,17 @@ from datetime import datetime
 from typing import Any, Callable, Literal
 
 from stagewise.platform.runtime.aws import utc_now
-from stagewise.registry import gates as gatelib
+from stagewise.registry import transitions
 from stagewise.registry.errors import AlreadyExists, Conflict, InvalidTransition, NotFound
 from stagewise.registry.records import (
-    AgentConfig, AuditEvent, FeedbackTally, Gate, GateResult, Kind, ModelRecord, RolloutState, VersionRecord,
+    AgentConfig, AuditEvent, FeedbackTally, Gate, GateResult, Kind, ModelRecord, VersionRecord,
 )
 from stagewise.registry.store import RegistryStore
+from stagewise.registry.transitions import RolloutPlan
 
 CONFLICT_RETRIES = 5
-KEEP_RUN_TOKENS = 50
 RESERVED_ALIASES = ("champion", "challenger")
 Outcome = Literal["advanced", "completed", "held", "rolled_back", "no_rollout", "already_counted"]
-
-
-@dataclass(frozen=True)
-class RolloutPlan:
-    """How a new challenger rolls out: traffic steps (percent, ending at 100), bake per step
-    (minutes and scoring runs), shadow mode, and the online gates (None: the model's own)."""
-
-    steps: tuple[int, ...]
-    bake_minutes: float = 0.0
-    bake_runs: int = 1
-    shadow: bool = False
-    gates: tuple[Gate, ...] | None = None
-
-    def __post_init__(self) -> None:
-        s = list(self.steps)
-        if not s or s[-1] != 100 or any(b <= a for a, b in zip(s, s[1:])) or s[0] <= 0:
-            raise ValueError(f"a rollout plan strictly increases from above 0 and ends at 100, got {s}")
 
 
 @dataclass(frozen=True)
@@ -104,7 +90,7 @@ class Registry:
     """Model and agent versions, aliases, staged rollout and audit, on an injected store.
 
     Args:
-        store: where records live (``DynamoDBRegistryStore``).
+        store: where records live (``DynamoDBRegistryStore``; ``InMemoryRegistryStore`` in tests).
         clock: returns the current UTC time (injectable so bake times can be tested).
     """
 
@@ -253,14 +239,14 @@ class Registry:
                                                                f"{g.min_samples}){': ' + g.note if g.note else ''}" for g in held)
                           + f"; what serves is unchanged. Promote it by hand to roll it out: stagewise registry promote {name} {number}")
             elif model.champion is None:
-                head, stage, reason = _crown(base, number), "champion", "first version to pass its gates becomes champion"
+                head, stage, reason = transitions.crown(base, number), "champion", "first version to pass its gates becomes champion"
             elif model.rollout is not None:
                 head = base.model_copy(update={"stages": {**base.stages, number: "candidate"}})
                 stage, reason = "candidate", f"rollout of v{model.rollout.challenger} in progress: waits as candidate"
             elif rollout is not None:
-                head = _start_rollout(base, number, rollout, actor, now)
+                head = transitions.start_rollout(base, number, rollout, actor, now, uuid.uuid4().hex)
                 stage = "champion" if head.champion == number else "challenger"
-                reason = f"offline gates passed: rollout started at {_step_label(head)}"
+                reason = f"offline gates passed: rollout started at {transitions.step_label(head)}"
             else:
                 head = base.model_copy(update={"stages": {**base.stages, number: "registered"}})
                 stage, reason = "registered", "offline gates passed"
@@ -313,9 +299,11 @@ class Registry:
                 raise InvalidTransition(
                     f"a rollout of v{m.rollout.challenger} is in progress; advance, roll back or wait for it first")
             if m.champion is None:
-                return _fields(_crown(m, version)), "version.promote", reason or "no champion yet: crowned directly", {}, version
-            head = _start_rollout(m, version, plan, actor, now)
-            return _fields(head), "rollout.start", reason or f"manual promote at {_step_label(head)}", {"plan": list(plan.steps)}, version
+                crowned = transitions.crown(m, version)
+                return transitions.fields(crowned), "version.promote", reason or "no champion yet: crowned directly", {}, version
+            head = transitions.start_rollout(m, version, plan, actor, now, uuid.uuid4().hex)
+            why = reason or f"manual promote at {transitions.step_label(head)}"
+            return transitions.fields(head), "rollout.start", why, {"plan": list(plan.steps)}, version
 
         return self._change(name, actor, token, expected_revision, mutate)
 
@@ -328,12 +316,12 @@ class Registry:
         """
 
         def mutate(m: ModelRecord, now: datetime):
-            r = _require_rollout(m, "advance")
+            r = transitions.require_rollout(m, "advance")
             if r.paused:
                 raise InvalidTransition(f"the rollout of v{r.challenger} is paused; resume it first")
-            head = _next_step(m, now)
+            head = transitions.next_step(m, now)
             action = "rollout.complete" if head.rollout is None else "rollout.advance"
-            return _fields(head), action, reason or "manual advance", {}, r.challenger
+            return transitions.fields(head), action, reason or "manual advance", {}, r.challenger
 
         return self._change(name, actor, token, expected_revision, mutate)
 
@@ -348,7 +336,7 @@ class Registry:
 
         def mutate(m: ModelRecord, now: datetime):
             if m.rollout is not None:
-                return _fields(_abort(m)), "rollout.rollback", reason, {}, m.rollout.challenger
+                return transitions.fields(transitions.abort(m)), "rollout.rollback", reason, {}, m.rollout.challenger
             current = m.champion
             previous = next((v for v in reversed(m.champion_history) if v != current and m.stages.get(v) == "retired"), None)
             if current is None or previous is None:
@@ -356,7 +344,7 @@ class Registry:
             stages = {**m.stages, current: "rolled_back", previous: "champion"}
             aliases = {**m.aliases, "champion": previous}
             head = m.model_copy(update={"stages": stages, "aliases": aliases, "champion_history": m.champion_history + (previous,)})
-            return _fields(head), "champion.rollback", reason, {"from": current, "to": previous}, current
+            return transitions.fields(head), "champion.rollback", reason, {"from": current, "to": previous}, current
 
         return self._change(name, actor, token, expected_revision, mutate)
 
@@ -368,7 +356,7 @@ class Registry:
         """
 
         def mutate(m: ModelRecord, now: datetime):
-            r = _require_rollout(m, "pause")
+            r = transitions.require_rollout(m, "pause")
             if r.paused:
                 raise InvalidTransition(f"the rollout of v{r.challenger} is already paused")
             return {"rollout": r.model_copy(update={"paused": True})}, "rollout.pause", reason or "manual pause", {}, r.challenger
@@ -383,7 +371,7 @@ class Registry:
         """
 
         def mutate(m: ModelRecord, now: datetime):
-            r = _require_rollout(m, "resume")
+            r = transitions.require_rollout(m, "resume")
             if not r.paused:
                 raise InvalidTransition(f"the rollout of v{r.challenger} is not paused")
             return {"rollout": r.model_copy(update={"paused": False})}, "rollout.resume", reason or "manual resume", {}, r.challenger
@@ -460,7 +448,9 @@ class Registry:
         box: dict[str, Any] = {}
 
         def mutate(m: ModelRecord, now: datetime):
-            return _decide(m, now, observations, run_token, box, extra_results, hold_reason)
+            decision = transitions.decide(m, now, observations, run_token, extra_results, hold_reason)
+            box.update(outcome=decision.outcome, results=decision.results, reason=decision.reason)
+            return decision.change()
 
         try:
             head = self._change(name, actor, f"eval-{run_token}", model.revision, mutate)
@@ -496,8 +486,10 @@ class Registry:
                 box.update(outcome="no_rollout", reason="feedback recorded; the version is not rolling out")
                 return {"feedback": m2.feedback}, "feedback.record", "feedback recorded", evidence, version
             observations = {"approval_rate": (tally.approval_rate, tally.verdicts), "mean_score": (tally.mean_score, tally.scored)}
-            fields, action, reason, ev, v = _decide(m2, now, observations, token, box)
-            return {**fields, "feedback": m2.feedback}, action, reason, {**ev, "feedback": evidence}, v
+            decision = transitions.decide(m2, now, observations, token)
+            box.update(outcome=decision.outcome, results=decision.results, reason=decision.reason)
+            return ({**decision.fields, "feedback": m2.feedback}, decision.action, decision.reason,
+                    {**decision.evidence, "feedback": evidence}, decision.version)
 
         for _ in range(CONFLICT_RETRIES):
             try:
@@ -520,112 +512,9 @@ class Registry:
         event = AuditEvent(
             model=name, event_id=uuid.uuid4().hex, revision=head.revision, at=now, actor=actor, action=action,
             reason=reason, version=version,
-            evidence=evidence, before={"serving": model.serving(), "stages": _stages(model)},
-            after={"serving": head.serving(), "stages": _stages(head)},
+            evidence=evidence, before={"serving": model.serving(), "stages": transitions.stages(model)},
+            after={"serving": head.serving(), "stages": transitions.stages(head)},
         )
         written, _ = self.store.update_model(head, model.revision, event, token)
         return written
 
-
-# ------------------------------------------------------------------------------------ helpers
-def _fields(head: ModelRecord) -> dict[str, Any]:
-    return {k: getattr(head, k) for k in ("aliases", "stages", "champion_history", "rollout")}
-
-
-def _stages(m: ModelRecord) -> dict[str, str]:
-    return {str(k): v for k, v in sorted(m.stages.items())}
-
-
-def _step_label(m: ModelRecord) -> str:
-    r = m.rollout
-    if r is None:
-        return "100% (champion)"
-    return "shadow (0%)" if r.shadow else f"{r.weight:g}%"
-
-
-def _require_rollout(m: ModelRecord, what: str) -> RolloutState:
-    if m.rollout is None:
-        raise InvalidTransition(f"cannot {what} {m.name!r}: no rollout in progress")
-    return m.rollout
-
-
-def _crown(m: ModelRecord, version: int) -> ModelRecord:
-    """``version`` becomes champion; the old champion retires (known-good, can be rolled back to)."""
-    stages = dict(m.stages)
-    if m.champion is not None:
-        stages[m.champion] = "retired"
-    stages[version] = "champion"
-    aliases = {k: v for k, v in m.aliases.items() if k != "challenger"}
-    aliases["champion"] = version
-    return m.model_copy(update={"stages": stages, "aliases": aliases, "rollout": None,
-                                "champion_history": m.champion_history + (version,)})
-
-
-def _start_rollout(m: ModelRecord, version: int, plan: RolloutPlan, actor: str, now: datetime) -> ModelRecord:
-    if not plan.shadow and plan.steps[0] >= 100:
-        return _crown(m, version)
-    state = RolloutState(
-        id=uuid.uuid4().hex, challenger=version, baseline=m.champion, plan=plan.steps,
-        step=-1 if plan.shadow else 0, weight=0.0 if plan.shadow else float(plan.steps[0]), shadow=plan.shadow,
-        started_at=now, started_by=actor, step_started_at=now, bake_minutes=plan.bake_minutes, bake_runs=plan.bake_runs,
-        gates=plan.gates if plan.gates is not None else m.gates,
-    )
-    return m.model_copy(update={"rollout": state, "aliases": {**m.aliases, "challenger": version},
-                                "stages": {**m.stages, version: "challenger"}})
-
-
-def _next_step(m: ModelRecord, now: datetime) -> ModelRecord:
-    r = m.rollout
-    assert r is not None
-    step = r.step + 1
-    if step >= len(r.plan) or r.plan[step] >= 100:
-        return _crown(m, r.challenger)
-    state = r.model_copy(update={"step": step, "weight": float(r.plan[step]), "shadow": False,
-                                 "step_started_at": now, "step_runs": 0})
-    return m.model_copy(update={"rollout": state})
-
-
-def _abort(m: ModelRecord) -> ModelRecord:
-    r = m.rollout
-    assert r is not None
-    aliases = {k: v for k, v in m.aliases.items() if k != "challenger"}
-    return m.model_copy(update={"rollout": None, "aliases": aliases, "stages": {**m.stages, r.challenger: "rolled_back"}})
-
-
-def _decide(m: ModelRecord, now: datetime, observations: dict[str, tuple[float | None, int]], run_token: str,
-            box: dict[str, Any], extra_results: tuple[GateResult, ...] = (), hold_reason: str | None = None):
-    """The controller's rule for one run: fail -> roll back; pass + baked -> advance; else hold
-    (paused, held for a reason such as data drift, inconclusive gates, or baking)."""
-    r = m.rollout
-    if r is None:
-        raise InvalidTransition(f"{m.name!r} has no rollout in progress")
-    results = gatelib.evaluate(r.gates, observations) + list(extra_results)
-    runs = r.step_runs + (0 if (r.paused or hold_reason) else 1)
-    tokens = (r.evaluated_runs + (run_token,))[-KEEP_RUN_TOKENS:]
-    minutes = (now - r.step_started_at).total_seconds() / 60
-    evidence = {"gates": [x.model_dump() for x in results], "step_runs": runs, "bake_runs": r.bake_runs,
-                "step_minutes": round(minutes, 2), "bake_minutes": r.bake_minutes, "run": run_token}
-    failed = [x for x in results if x.outcome == "fail"]
-    box["results"] = results
-    if failed:
-        reason = "gate failed: " + "; ".join(f"{x.metric}={x.value:.4g} needs {x.comparator} {x.threshold:g}" for x in failed)
-        box.update(outcome="rolled_back", reason=reason)
-        return _fields(_abort(m)), "rollout.rollback", reason, evidence, r.challenger
-    held = r.model_copy(update={"step_runs": runs, "evaluated_runs": tokens})
-    inconclusive = [x for x in results if x.outcome == "inconclusive"]
-    if r.paused:
-        reason = "paused: holding"
-    elif hold_reason:
-        reason = f"holding: {hold_reason}"
-    elif inconclusive:
-        reason = "inconclusive: " + "; ".join(f"{x.metric} on {x.samples}/{x.min_samples} samples" for x in inconclusive)
-    elif runs < r.bake_runs or minutes < r.bake_minutes:
-        reason = f"baking: {runs}/{r.bake_runs} runs, {minutes:.1f}/{r.bake_minutes:g} minutes at {_step_label(m)}"
-    else:
-        head = _next_step(m.model_copy(update={"rollout": held}), now)
-        done = head.rollout is None
-        reason = "gates passed and bake complete: " + ("champion" if done else f"advanced to {_step_label(head)}")
-        box.update(outcome="completed" if done else "advanced", reason=reason)
-        return _fields(head), "rollout.complete" if done else "rollout.advance", reason, evidence, r.challenger
-    box.update(outcome="held", reason=reason)
-    return {"rollout": held}, "rollout.hold", reason, evidence, r.challenger

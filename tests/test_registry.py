@@ -1,4 +1,7 @@
-"""The registry on DynamoDB (embedded AWS): numbering, champion, idempotency, conflicts, audit."""
+"""The registry's rules: numbering, champion, idempotency, conflicts, audit.
+
+They run on the in-memory store, without the embedded AWS; ``tests/test_store_contract.py`` holds
+the store contract these rules rely on, for the DynamoDB store and the in-memory one alike."""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ import uuid
 import pytest
 
 from stagewise.platform.runtime.aws import utc_now
-from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import Conflict, NotFound
+from stagewise.registry.memory import InMemoryRegistryStore
 from stagewise.registry.records import AuditEvent, GateResult
 from stagewise.registry.service import Registry
 
@@ -17,8 +20,8 @@ FAIL = GateResult(metric="r2", comparator=">=", threshold=0.7, value=0.4, sample
 
 
 @pytest.fixture()
-def registry(dev) -> Registry:
-    return Registry(DynamoDBRegistryStore(dev.clients.client("dynamodb"), dev.resources.registry_table.name))
+def registry() -> Registry:
+    return Registry(InMemoryRegistryStore(), clock=utc_now)
 
 
 @pytest.fixture()
@@ -58,7 +61,7 @@ def test_failed_gate_records_rejected_version_and_serves_nothing(registry, name)
     assert event.action == "version.reject" and event.evidence["gates"][0]["value"] == 0.4
 
 
-def test_stale_revision_is_a_conflict(registry, name, dev):
+def test_stale_revision_is_a_conflict(registry, name):
     _register(registry, name)
     store = registry.store
     model = store.get_model(name)

@@ -1,5 +1,9 @@
-"""Staged rollout on the registry (DynamoDB on the embedded AWS): concurrency, idempotency,
-transitions, the controller's gates and bake, shadow mode, and routing shares."""
+"""Staged rollout on the registry: concurrency, idempotency, transitions, the controller's gates
+and bake, shadow mode, and routing shares.
+
+These are the registry's rules, so they run on the in-memory store, without the embedded AWS; that
+DynamoDB keeps the same store contract (conditional writes, tokens, races between 16 threads) is
+``tests/test_store_contract.py``, run on both stores."""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ import numpy as np
 import pytest
 
 from stagewise.registry import routing
-from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import Conflict, InvalidTransition
+from stagewise.registry.memory import InMemoryRegistryStore
 from stagewise.registry.records import Gate, GateResult
 from stagewise.registry.service import Registry, RolloutPlan
 
@@ -40,8 +44,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture()
-def registry(dev, clock) -> Registry:
-    return Registry(DynamoDBRegistryStore(dev.clients.client("dynamodb"), dev.resources.registry_table.name), clock=clock)
+def registry(clock) -> Registry:
+    return Registry(InMemoryRegistryStore(), clock=clock)
 
 
 @pytest.fixture()
