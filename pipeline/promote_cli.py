@@ -47,10 +47,10 @@ def promote(
         conns[env] = connect(env, aws=aws, project_dir=project_dir, provision=not aws, role_arn=role)
     settings = conns[target].settings
     try:
-        steps = load_spec(model).rollout.plan_for(target, settings.rollout_plan)
+        steps = load_spec(model).rollout.plan.get(target)  # type: ignore[call-overload]
     except SpecError:
-        steps = settings.rollout_plan
-    plan = RolloutPlan(steps=tuple(steps), bake_minutes=settings.bake.min_minutes, bake_runs=settings.bake.min_scoring_runs)
+        steps = None  # not a built-in spec: the target stack's plan
+    plan = RolloutPlan.for_environment(settings, steps)
     result = run_promotion(conns[source], conns[target], model, version,
                            actor=actor or conns[source].clients.caller_identity()["Arn"],
                            approver=approver, reason=reason, plan=plan)

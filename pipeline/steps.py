@@ -474,14 +474,11 @@ def load_baseline(ctx: RunContext, version: VersionRecord) -> dict[str, Any] | N
 def rollout_plan(ctx: RunContext) -> RolloutPlan:
     """The rollout plan of this model in this environment: the spec's per-environment override or
     the stack's ``rolloutPlan``; the spec's bake or the stack's ``bake``; the spec's online gates."""
-    spec, st = ctx.spec, ctx.settings
-    bake = spec.rollout.bake
-    return RolloutPlan(
-        steps=tuple(spec.rollout.plan_for(st.environment, st.rollout_plan)),
-        bake_minutes=bake.min_minutes if bake else st.bake.min_minutes,
-        bake_runs=bake.min_scoring_runs if bake else st.bake.min_scoring_runs,
-        gates=modeling.registry_gates(spec.rollout.gates),
-    )
+    spec, bake = ctx.spec, ctx.spec.rollout.bake
+    return RolloutPlan.for_environment(
+        ctx.settings, spec.rollout.plan.get(ctx.settings.environment),  # type: ignore[call-overload]
+        bake.min_minutes if bake else None, bake.min_scoring_runs if bake else None,
+        gates=modeling.registry_gates(spec.rollout.gates))
 
 
 def register(ctx: RunContext) -> dict[str, Any]:

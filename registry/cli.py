@@ -348,12 +348,8 @@ def promote(
     """
     conn, reg = _connect(env, aws)
     try:
-        steps = tuple(int(x) for x in plan.split(",")) if plan else conn.settings.rollout_plan
-        rollout_plan = RolloutPlan(
-            steps=steps, shadow=shadow,
-            bake_runs=conn.settings.bake.min_scoring_runs if bake_runs is None else bake_runs,
-            bake_minutes=conn.settings.bake.min_minutes if bake_minutes is None else bake_minutes,
-        )
+        steps = tuple(int(x) for x in plan.split(",")) if plan else None
+        rollout_plan = RolloutPlan.for_environment(conn.settings, steps, bake_minutes, bake_runs, shadow=shadow)
     except ValueError as e:
         fail(f"--plan {plan!r}: {e}", ExitCode.BAD_INPUT, as_json)
     m = reg.promote(model, version, rollout_plan, actor=_actor(conn, actor), token=token or uuid.uuid4().hex,

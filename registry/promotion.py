@@ -141,8 +141,7 @@ def promote(
         lineage["spec_uri"] = f"s3://{target.resources.artifact_bucket.name}/{S3Uri.parse(v.lineage['spec_uri']).key}"
     prefix = f"s3://{target.resources.artifact_bucket.name}/models/{model}/{v.artifact_sha256}"
     settings = target.settings
-    plan = plan or RolloutPlan(steps=settings.rollout_plan, bake_minutes=settings.bake.min_minutes,
-                               bake_runs=settings.bake.min_scoring_runs)
+    plan = plan or RolloutPlan.for_environment(settings)
     note = f"promoted from {src_env} v{version}" + (f", approved by {approver}: {reason}" if approver else (f": {reason}" if reason else ""))
     reg = dst_reg.register_version(
         # a gate that held the version in the source was settled there by whoever made it champion

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from stagewise.registry import gates as gatelib
 from stagewise.registry.errors import InvalidTransition
 from stagewise.registry.records import Gate, GateResult, ModelRecord, RolloutState
+from stagewise.stacks.settings import EnvironmentSettings
 
 KEEP_RUN_TOKENS = 50
 RunOutcome = Literal["advanced", "completed", "held", "rolled_back"]
@@ -50,6 +51,23 @@ class RolloutPlan:
         s = list(self.steps)
         if not s or s[-1] != 100 or any(b <= a for a, b in zip(s, s[1:])) or s[0] <= 0:
             raise ValueError(f"a rollout plan strictly increases from above 0 and ends at 100, got {s}")
+
+    @classmethod
+    def for_environment(cls, settings: EnvironmentSettings, steps: Sequence[int] | None = None, bake_minutes: float | None = None,
+                        bake_runs: int | None = None, shadow: bool = False, gates: tuple[Gate, ...] | None = None) -> "RolloutPlan":
+        """The plan in an environment: the given steps and bake (a model spec's per-environment
+        override, or a command's options) where given, else the stack's ``rolloutPlan`` and
+        ``bake`` (``Pulumi.<env>.yaml``). The one place a plan is resolved.
+
+        Raises:
+            ValueError: the steps do not strictly increase from above 0 to 100.
+        """
+        return cls(
+            steps=tuple(steps) if steps is not None else tuple(settings.rollout_plan),
+            bake_minutes=settings.bake.min_minutes if bake_minutes is None else bake_minutes,
+            bake_runs=settings.bake.min_scoring_runs if bake_runs is None else bake_runs,
+            shadow=shadow, gates=gates,
+        )
 
 
 @dataclass(frozen=True)
