@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # The Stagewise job image: one container for every task group of the pipeline. Step Functions runs
 # it on ECS Fargate (Spot) as `stagewise-task <group> --run-id R --data s3://... --env <env>` with
-# the task token in STAGEWISE_TASK_TOKEN (see pipeline/entrypoint.py for the whole contract).
+# the task token in the environment (platform/contract.py names it; pipeline/entrypoint.py has the
+# whole contract).
 #
 # Two stages: the builder turns the package and its dependencies into wheels; the runtime installs
 # only those wheels (bind-mounted, so they never land in a layer) on a clean python:3.11-slim, and
@@ -17,7 +18,8 @@ COPY platform/ platform/
 COPY registry/ registry/
 COPY pipeline/ pipeline/
 COPY monitoring/ monitoring/
-# The package only: no `deploy` (Pulumi) or `dev` extras. XGBoost comes as `xgboost-cpu` (the
+# The package only: no `local` (the embedded AWS, the data generator), `deploy` (Pulumi) or `dev`
+# extras (tests/test_lean_install.py runs a task group without them). XGBoost comes as `xgboost-cpu` (the
 # CPU-only build, no CUDA or NCCL, ~10x smaller than the `xgboost` wheel): fail the build if the
 # GPU wheel or NCCL slipped in through a dependency.
 RUN pip wheel --wheel-dir /wheels . \

@@ -149,7 +149,7 @@ def bench_size(rows: int, rss: PeakRSS, home: Path) -> dict:
         raise SystemExit(f"the pipeline failed at {rows} rows: {result.error}")
 
     # XGBoost alone, same data, split and hyperparameters
-    df = ctx.memo["frame"]
+    df = ctx.work.frame
     X = modeling.feature_matrix(df, spec)
     y = df[spec.target.name].to_numpy(dtype="float64")
     train_idx = np.flatnonzero(~splitting.holdout_mask(splitting.define(spec, df), df))
@@ -224,14 +224,16 @@ def bench_large(rows: int, home: Path) -> dict:
 def _score_only(data: Path) -> dict:
     """The score step alone on ``data`` (run in a child process by ``bench_large``)."""
     from stagewise.pipeline import scoring, steps
+    from stagewise.pipeline.steps.results import Ingested
     from stagewise.platform.runtime.embedded import stagewise_home
 
     ctx = _context(data, stagewise_home(), provision=False)
-    ctx.memo.update(data_uri=str(data), data_sha256="-", data_name=data.name)  # a local file: read in place
+    # a local file, read in place (never ingested)
+    ctx.results.ingest = Ingested(data_uri=str(data), data_sha256="-", data_name=data.name, bytes=data.stat().st_size, uploaded=False)
     t = time.perf_counter()
-    summary = steps.score(ctx)
-    return {"score_seconds": time.perf_counter() - t, "partitions": summary["partitions"],
-            "rows_per_partition": scoring.rows_per_partition(), "rows_scored": summary["rows_scored"]}
+    scored = steps.score(ctx)
+    return {"score_seconds": time.perf_counter() - t, "partitions": scored.partitions,
+            "rows_per_partition": scoring.rows_per_partition(), "rows_scored": scored.rows_scored}
 
 
 def _champion(ctx) -> int | None:

@@ -66,15 +66,25 @@ def _expected_numeric(stats: dict[str, Any], edges: np.ndarray) -> np.ndarray:
     return np.append(shares * (1 - nulls), nulls)
 
 
+def category_codes(col: pd.Series, categories: list[str]) -> np.ndarray:
+    """Position of each value in the baseline's ``categories`` (-1: null or another value), shape
+    (n,). A ``pd.Categorical`` column (the model's feature matrix, already encoded by the spec)
+    is re-mapped through its categories' names (a handful, not the rows); any other column is
+    looked up by pandas."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        lookup = np.append(pd.Index(categories).get_indexer(col.cat.categories), -1)  # code -1 (null) -> -1
+        return lookup[col.cat.codes.to_numpy()]
+    return pd.Categorical(col, categories=categories).codes.astype("int64")
+
+
 def collect(frame: pd.DataFrame, baseline: dict[str, Any], seed: int = 0) -> dict[str, Any]:
-    """Mergeable drift counts of ``frame`` (the spec's feature columns) against ``baseline``.
+    """Mergeable drift counts of ``frame`` (the spec's feature columns; scoring passes the model's
+    feature matrix) against ``baseline``.
 
     Returns:
         ``{"rows": n, "features": {name: {"counts": [...], "sample": [...]}}}``; categorical
         features carry counts per baseline category plus ``other`` and nulls, and no sample.
     """
-    from stagewise.pipeline.modeling import category_codes  # pyarrow lookup; heavy import only when collecting
-
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {"rows": int(len(frame)), "features": {}}
     for name, stats in baseline.get("features", {}).items():

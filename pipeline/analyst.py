@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from stagewise.pipeline import catalog
 from stagewise.pipeline.spec import builtin_spec_names, load_spec
 from stagewise.platform.runtime.objects import ObjectStore, S3Uri
 from stagewise.registry.records import AgentConfig
@@ -95,7 +96,6 @@ class AnalystTools:
     _db: Any = field(default=None, repr=False)
 
     def query_results(self, sql: str) -> dict[str, Any]:
-        from stagewise.pipeline import catalog
 
         if self._db is None:  # one sync and one DuckDB catalog per conversation, not per query
             self._db = catalog.connect(catalog.sync(self.objects, self.bucket, self.cache), catalog.views(self.specs()))
@@ -114,7 +114,7 @@ class AnalystTools:
                 **{k: v for k, v in stats.items() if k != "sample"}}
 
     def explain_prediction(self, model: str, customer_id: str) -> dict[str, Any]:
-        from stagewise.pipeline import explain
+        from stagewise.pipeline import explain  # deferred: XGBoost and pandas (~1.4 s)
 
         result = explain.explain(self.objects, self.bucket, model, self.spec_of, lambda n: self.version_of(model, n), self.salt,
                                  customer_id, self.cache).to_dict()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.pipeline.spec import ModelSpec
+from stagewise.platform.contract import ExitCode, StagewiseError
 from stagewise.platform.runtime.objects import ObjectStore
 
 RESULTS = "results"
@@ -39,8 +40,10 @@ GLUE_TYPES = {"integer": "bigint", "float": "double", "boolean": "boolean", "cat
 _RUN_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})T")
 
 
-class QueryError(ValueError):
-    """The SQL failed (the message has DuckDB's reason and what the catalog holds)."""
+class QueryError(StagewiseError, ValueError):
+    """The SQL failed (the message has DuckDB's reason; the hint, the tables and views there are). Exit 4."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 def table_name(model: str) -> str:
@@ -184,9 +187,12 @@ def query(catalog: Catalog, sql: str, max_rows: int | None = None) -> tuple[list
         named = [v for v in catalog.waiting if re.search(rf"\b{re.escape(v)}\b", sql, re.IGNORECASE)]
         if named:
             models = sorted({catalog.waiting[v] for v in named})
-            raise QueryError(
+            error = QueryError(
                 f"{', '.join(named)} belong{'s' if len(named) == 1 else ''} to model {', '.join(models)}, which has no published "
                 f"results here yet (the view reads {', '.join(table_name(m) for m in models)}): run or score that model first. "
-                f"Tables and views there are: {there}") from e
-        raise QueryError(f"{e}\n(tables and views: {there})") from e
+                f"Tables and views there are: {there}")
+        else:
+            error = QueryError(f"{e}\n(tables and views: {there})")
+        error.hint = f"tables and views: {there}"
+        raise error from e
     return [d[0] for d in cursor.description], rows

@@ -32,7 +32,7 @@ def data_generate(
       stagewise data generate --rows 100000 --out data/customers.parquet
       stagewise data generate --seed 9 --drift sessions_per_week=0.8 --out drifted.parquet
     """
-    from stagewise.pipeline.generator import (
+    from stagewise.pipeline.generator import (  # deferred: numpy, pandas and pyarrow (~0.4 s)
         best_achievable_r2, generate_customers, parse_drift, with_drift, with_label_noise, write_dataset,
     )
 

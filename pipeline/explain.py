@@ -26,14 +26,25 @@ import numpy as np
 import pandas as pd
 
 from stagewise.pipeline import modeling, scoring, splitting
+from stagewise.pipeline.inputs import is_parquet, local_input
 from stagewise.pipeline.spec import ModelSpec
+from stagewise.platform.contract import ExitCode, StagewiseError
 from stagewise.platform.runtime.objects import ObjectStore, S3Uri
 from stagewise.platform.runtime.idhash import hash_ids
 from stagewise.registry.records import VersionRecord
 
 
-class ExplainError(LookupError):
-    """Nothing to explain: no published run, or the id is not in it (the message says which)."""
+class ExplainError(StagewiseError, LookupError):
+    """Nothing to explain: the id is not in the run (the message says which). Exit 4."""
+
+    exit_code = ExitCode.BAD_INPUT
+    hint = "check the id against the input file (ids as written there); --run RUN_ID explains another run"
+
+
+class NoPublishedRun(ExplainError):
+    """The model (or the run asked for) has no published predictions. Exit 4."""
+
+    hint = "score the model first: stagewise run / stagewise score"
 
 
 @dataclass(frozen=True)
@@ -113,7 +124,7 @@ def latest_manifest(objects: ObjectStore, bucket: str, model: str, run_id: str |
         manifest = scoring.read_manifest(objects, bucket, model, candidate)
         if manifest is not None:
             return manifest
-    raise ExplainError(f"run {run_id} of {model!r} has no published predictions" if run_id else
+    raise NoPublishedRun(f"run {run_id} of {model!r} has no published predictions" if run_id else
                        f"model {model!r} has no published predictions yet: score with `stagewise run` first")
 
 
@@ -149,8 +160,8 @@ def input_row(objects: ObjectStore, manifest: dict[str, Any], spec: ModelSpec, e
     data = manifest.get("data")
     if not data:
         raise ExplainError(f"run {manifest['run_id']} was published before manifests named their input; explain a newer run")
-    path = scoring.local_input(objects, data["uri"], data["sha256"], data["name"], cache)
-    if scoring.is_parquet(path, data["name"]):
+    path = local_input(objects, data["uri"], data["sha256"], data["name"], cache)
+    if is_parquet(path, data["name"]):
         kind = pq.read_schema(path).field(spec.id_column).type
         try:
             key: Any = int(entity_id) if pa.types.is_integer(kind) else float(entity_id) if pa.types.is_floating(kind) else entity_id

@@ -26,14 +26,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stagewise.platform.contract import Env, ExitCode, StagewiseError
 from stagewise.platform.runtime.aws import utc_now
 
 JOURNAL = "run.json"
 UNFINISHED = ("running", "failed", "interrupted")
 
 
-class JournalError(ValueError):
-    """No such run, or it cannot be resumed (the message says why and what to do)."""
+class JournalError(StagewiseError, ValueError):
+    """No such run, or it cannot be resumed (the message says why and what to do). Exit 4."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class RunStillRunning(JournalError):
+    """The run is still running in another process: wait for it or stop it first. Exit 6."""
+
+    exit_code = ExitCode.CONFLICT
 
 
 @dataclass
@@ -70,7 +79,7 @@ class RunJournal:
             return max(found, key=lambda j: j.doc["started_at"])
         path = runs_dir / run_id / JOURNAL
         if not path.is_file():
-            raise JournalError(f"no run {run_id!r} in {runs_dir} (runs started from this folder's STAGEWISE_HOME "
+            raise JournalError(f"no run {run_id!r} in {runs_dir} (runs started from this folder's {Env.HOME} "
                                "have a run.json there)")
         return cls(path, json.loads(path.read_text()))
 
@@ -117,7 +126,7 @@ class RunJournal:
             raise JournalError(f"run {self.run_id} was rejected (exit {self.doc.get('exit_code')}: the data failed validation "
                                "or the version its gate); resuming reaches the same verdict: fix the cause and start a new run")
         if status == "running" and self.alive():
-            raise JournalError(f"run {self.run_id} is still running (pid {self.doc['pid']}); wait for it or stop it first")
+            raise RunStillRunning(f"run {self.run_id} is still running (pid {self.doc['pid']}); wait for it or stop it first")
 
     def resume(self) -> None:
         """Mark the run as running again in this process."""

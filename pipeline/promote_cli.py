@@ -7,8 +7,14 @@ from typing import Optional
 
 import typer
 
-from stagewise.platform.cli import AWS_OPT, JSON_OPT, PROJECT_OPT, emit_json, handles_errors, out
 from stagewise.pipeline.run_cli import RUN_ACTOR_OPT
+from stagewise.pipeline.spec import SpecError, load_spec
+from stagewise.platform.cli import AWS_OPT, JSON_OPT, PROJECT_OPT, emit_json, handles_errors, out
+from stagewise.platform.resources import environment_resources
+from stagewise.platform.runtime.environment import connect
+from stagewise.registry.promotion import promote as run_promotion
+from stagewise.registry.service import RolloutPlan
+from stagewise.stacks.settings import load_settings
 
 
 @handles_errors
@@ -34,12 +40,6 @@ def promote(
       stagewise promote engagement 1 --from dev --to test
       stagewise promote engagement 1 --from test --to prod --approver "Ada Lovelace" --reason "clean week"
     """
-    from stagewise.pipeline.spec import SpecError, load_spec
-    from stagewise.platform.runtime.environment import connect
-    from stagewise.platform.resources import environment_resources
-    from stagewise.registry.promotion import promote as run_promotion
-    from stagewise.registry.service import RolloutPlan
-    from stagewise.stacks.settings import load_settings
 
     conns = {}
     for env in (source, target):

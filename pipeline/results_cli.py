@@ -10,8 +10,15 @@ from typing import Any, Callable, Optional
 import typer
 from rich.table import Table
 
+from stagewise.pipeline import analyst, catalog, spec_store
+from stagewise.pipeline.spec import load_spec
 from stagewise.platform.cli import AWS_OPT, ENV_OPT, JSON_OPT, PROJECT_OPT, emit_json, err, fail, handles_errors, out
 from stagewise.platform.contract import ExitCode
+from stagewise.platform.runtime.embedded import stagewise_home
+from stagewise.platform.runtime.environment import connect
+from stagewise.platform.runtime.idhash import read_id_salt
+from stagewise.platform.runtime.objects import ObjectStore, S3Uri
+from stagewise.registry.dynamodb import registry_of
 
 
 @handles_errors
@@ -34,21 +41,14 @@ def query(
       stagewise query "SELECT * FROM at_risk LIMIT 5"
       stagewise query "SELECT * FROM model_performance" --json
     """
-    from stagewise.pipeline import catalog, spec_store
-    from stagewise.platform.runtime.objects import ObjectStore
-    from stagewise.platform.runtime.embedded import stagewise_home
-    from stagewise.platform.runtime.environment import connect
 
     conn = connect(env, aws=aws, project_dir=project_dir)
     objects = ObjectStore(conn.clients.client("s3"))
     with err.status("syncing the results catalog"):
         models = catalog.sync(objects, conn.resources.data_bucket.name, stagewise_home() / "cache" / env)
-        views = catalog.views(spec_store.catalog_specs(conn.registry, objects))
+        views = catalog.views(spec_store.catalog_specs(registry_of(conn), objects))
     db = catalog.connect(models, views)
-    try:
-        columns, rows = catalog.query(db, sql, None if as_json else max_rows + 1)
-    except catalog.QueryError as e:
-        fail(str(e), ExitCode.BAD_INPUT, as_json, hint="tables and views: " + (", ".join(db.names()) or "none yet"))
+    columns, rows = catalog.query(db, sql, None if as_json else max_rows + 1)
     if as_json:
         emit_json({"columns": columns, "rows": [dict(zip(columns, r)) for r in rows]})
         return
@@ -102,15 +102,12 @@ def _spec_lookup(conn: Any, model: str) -> tuple[str, Any, Callable[[Any], Any]]
     Raises:
         SpecError: the name is neither registered, built in nor a file.
     """
-    from stagewise.pipeline import spec_store
-    from stagewise.pipeline.spec import load_spec
-    from stagewise.platform.runtime.objects import ObjectStore
 
     if spec_store.is_spec_path(model):
         spec = load_spec(model)
         return spec.name, spec, lambda version: spec
     objects = ObjectStore(conn.clients.client("s3"))
-    current = spec_store.resolve_spec(model, conn.registry, objects)  # raises for an unknown name
+    current = spec_store.resolve_spec(model, registry_of(conn), objects)  # raises for an unknown name
     return model, current, lambda version: spec_store.version_spec(objects, version) or current
 
 
@@ -138,21 +135,14 @@ def explain(
       stagewise explain engagement cus_0b8001434a
       stagewise explain my-model 17 --run 20261122T041500Z-1a2b3c --json
     """
-    from stagewise.pipeline import explain as ex
-    from stagewise.platform.runtime.objects import ObjectStore
-    from stagewise.platform.runtime.embedded import stagewise_home
-    from stagewise.platform.runtime.environment import connect
-    from stagewise.platform.runtime.idhash import read_id_salt
+    from stagewise.pipeline import explain as ex  # deferred: XGBoost and pandas (~1.4 s)
 
     conn = connect(env, aws=aws, project_dir=project_dir)
     name, _, spec_of = _spec_lookup(conn, model)
-    registry = conn.registry
-    try:
-        result = ex.explain(ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name, name, spec_of,
-                            lambda n: registry.get_version(name, n), read_id_salt(conn.clients, conn.resources).key,
-                            entity_id, stagewise_home() / "cache", run_id)
-    except ex.ExplainError as e:
-        fail(str(e), ExitCode.BAD_INPUT, as_json, hint="check the id against the input file (ids as written there); --run RUN_ID explains another run")
+    registry = registry_of(conn)
+    result = ex.explain(ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name, name, spec_of,
+                        lambda n: registry.get_version(name, n), read_id_salt(conn.clients, conn.resources).key,
+                        entity_id, stagewise_home() / "cache", run_id)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -199,18 +189,12 @@ def review(
     import io
 
     import pandas as pd
-
-    from stagewise.pipeline import explain as ex
-    from stagewise.platform.runtime.objects import ObjectStore
-    from stagewise.platform.runtime.environment import connect
+    from stagewise.pipeline import explain as ex  # deferred: XGBoost and pandas (~1.4 s)
 
     conn = connect(env, aws=aws, project_dir=project_dir)
     name, spec, _ = _spec_lookup(conn, model)
     objects, bucket = ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name
-    try:
-        manifest = ex.latest_manifest(objects, bucket, name, run_id)
-    except ex.ExplainError as e:
-        fail(str(e), ExitCode.BAD_INPUT, as_json, hint="score the model first: stagewise run / stagewise score")
+    manifest = ex.latest_manifest(objects, bucket, name, run_id)
     ref = manifest.get("review_queue")
     if not ref:
         fail(f"run {manifest['run_id']} of {name!r} has no review queue", ExitCode.BAD_INPUT, as_json,
@@ -255,15 +239,9 @@ def agent_ask(
 
       stagewise agent ask engagement-analyst "Which customers are at risk, and why?" --aws
     """
-    from stagewise.pipeline import analyst, spec_store
-    from stagewise.pipeline.spec import load_spec
-    from stagewise.platform.runtime.objects import ObjectStore, S3Uri
-    from stagewise.platform.runtime.embedded import stagewise_home
-    from stagewise.platform.runtime.environment import connect
-    from stagewise.platform.runtime.idhash import read_id_salt
 
     conn = connect(env, aws=aws, project_dir=project_dir)
-    registry = conn.registry
+    registry = registry_of(conn)
     version = registry.champion(name)
     if version is None or version.agent is None:
         fail(f"{name!r} has no champion agent version", ExitCode.BAD_INPUT, as_json,

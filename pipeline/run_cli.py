@@ -10,9 +10,15 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from stagewise.pipeline import spec_store
+from stagewise.pipeline.journal import RunJournal
+from stagewise.pipeline.spec import builtin_spec_names, load_spec
 from stagewise.platform.cli import AWS_OPT, JSON_OPT, PROJECT_OPT, emit_json, err, fail, handles_errors, out
-from stagewise.platform.contract import ExitCode
-
+from stagewise.platform.contract import RESUMABLE, ExitCode
+from stagewise.platform.runtime.embedded import stagewise_home
+from stagewise.platform.runtime.environment import connect
+from stagewise.platform.runtime.objects import ObjectStore, sha256_file
+from stagewise.registry.dynamodb import registry_of
 
 DATA_OPT = typer.Option(None, "--data", "-d", help="Dataset (parquet or CSV), or an s3:// URI. [default: data/customers.parquet]")
 MODEL_OPT = typer.Option(None, "--model", "-m", help="A spec YAML's path, a built-in spec's name, or a registered model's name "
@@ -51,7 +57,7 @@ def run(
       stagewise run --model churn --env test --json
       stagewise run --resume last
     """
-    from stagewise.pipeline.definition import PIPELINE
+    from stagewise.pipeline.definition import PIPELINE  # deferred: the steps import pandas, XGBoost and scikit-learn (~2 s)
 
     _execute(PIPELINE, data, model, env, aws, actor, port, project_dir, as_json, resume)
 
@@ -73,34 +79,23 @@ def score(
       stagewise score --data week2.parquet --env prod
       stagewise score --model my-model --data new.csv --json
     """
-    from stagewise.pipeline.definition import SCORING
+    from stagewise.pipeline.definition import SCORING  # deferred: the steps import pandas, XGBoost and scikit-learn (~2 s)
 
     _execute(SCORING, data, model, env, aws, actor, port, project_dir, as_json, resume)
 
 
-RESUMABLE_EXITS = frozenset({1, 5, 130, 143})
-"""Exit codes after which ``--resume`` can finish the run (2 and 3 are verdicts on the data or
-the model: resuming would reach the same one)."""
-
-
 def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Optional[str], aws: bool, actor: Optional[str],
              port: Optional[int], project_dir: Optional[Path], as_json: bool, resume: Optional[str] = None) -> None:
-    from stagewise.pipeline.journal import JournalError, RunJournal
+    # deferred: the runner and the steps import pandas, XGBoost and scikit-learn (~2 s); `--help` needs none of it
     from stagewise.pipeline.runner import RunInterrupted, new_run_id, run_pipeline, sigterm_interrupts
-    from stagewise.pipeline.spec import load_spec
-    from stagewise.pipeline.steps import RunContext
-    from stagewise.platform.runtime.embedded import stagewise_home
-    from stagewise.platform.runtime.environment import connect
+    from stagewise.pipeline.steps import RunContext  # deferred: see above
 
     command = "run" if pipeline.name == "stagewise" else "score"
     runs_dir = stagewise_home() / "runs"
     journal = None
     if resume:
-        try:
-            journal = RunJournal.load(runs_dir, resume)
-            journal.check_resumable(command)
-        except JournalError as e:
-            fail(str(e), ExitCode.CONFLICT if "still running" in str(e) else ExitCode.BAD_INPUT, as_json)
+        journal = RunJournal.load(runs_dir, resume)  # a JournalError exits with its own code (4, or 6: still running)
+        journal.check_resumable(command)
         data, model, env, aws = _resumed_arguments(journal, data, model, env, aws, as_json)
     data, model, env = data or DEFAULT_DATA, model or DEFAULT_MODEL, env or DEFAULT_ENV
     source = str(data)
@@ -112,13 +107,10 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
     elif not source.startswith("s3://"):
         source = str(data.resolve())
     if journal is not None and journal.doc.get("data_sha256") and not source.startswith("s3://"):
-        from stagewise.platform.runtime.objects import sha256_file
 
         if sha256_file(Path(source)) != journal.doc["data_sha256"]:
             fail(f"{source} changed since run {journal.run_id} read it (sha256 differs): it cannot be resumed",
                  ExitCode.BAD_INPUT, as_json, hint="start a new run without --resume")
-    from stagewise.pipeline import spec_store
-    from stagewise.pipeline.spec import builtin_spec_names
 
     registered = not spec_store.is_spec_path(model) and model not in builtin_spec_names()
     spec = None if registered else load_spec(model)  # a bad spec file fails before anything starts
@@ -126,9 +118,8 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
         conn = connect(env, aws=aws, project_dir=project_dir, start_embedded=True, provision=True, port=port)
         identity = conn.clients.caller_identity()
     if spec is None:  # a model trained from its own spec file, named by its registered name
-        from stagewise.platform.runtime.objects import ObjectStore
 
-        spec = spec_store.resolve_spec(model, conn.registry, ObjectStore(conn.clients.client("s3")))
+        spec = spec_store.resolve_spec(model, registry_of(conn), ObjectStore(conn.clients.client("s3")))
     run_id = journal.run_id if journal else new_run_id()
     workdir = runs_dir / run_id
     workdir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +139,8 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
 
     def track(name: str, phase: str, rec: Any) -> None:
         if phase == "start":
-            journal.update(step=name, data_sha256=ctx.memo.get("data_sha256", journal.doc.get("data_sha256")))
+            ingested = ctx.results.ingest
+            journal.update(step=name, data_sha256=ingested.data_sha256 if ingested else journal.doc.get("data_sha256"))
 
     try:
         with sigterm_interrupts():
@@ -159,16 +151,16 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
         journal.update(status="interrupted", exit_code=code, error=f"{what} during step {journal.doc['step']}")
         fail(f"run {run_id} stopped by {what} during step {journal.doc['step']}; nothing half-done is visible",
              code, as_json, hint=f"finish it with `stagewise {command} --resume {run_id}`", run_id=run_id, status="interrupted")
-    status = "succeeded" if result.exit_code == 0 else "failed" if result.exit_code in RESUMABLE_EXITS else "rejected"
+    status = "succeeded" if result.exit_code == 0 else "failed" if result.exit_code in RESUMABLE else "rejected"
     journal.update(status=status, exit_code=result.exit_code, error=result.error)
     doc = result.to_dict()
     doc["outputs"] = {"workdir": str(workdir), "journal": str(journal.path)}
-    if result.exit_code in RESUMABLE_EXITS:
+    if result.exit_code in RESUMABLE:
         doc["resume"] = f"stagewise {command} --resume {run_id}"
     if as_json:
         emit_json(doc)
     else:
-        _report(doc, ctx)
+        _report(result, doc, ctx)
         if "resume" in doc:
             err.print(f"[dim]hint:[/] fix the cause, then finish this run with `{doc['resume']}`")
     raise typer.Exit(result.exit_code)
@@ -222,13 +214,14 @@ def _run_with_progress(ctx: Any, run_pipeline: Callable[..., Any], quiet: bool,
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "stopped": "red", "skipped": "dim"}
 
 
-def _report(doc: dict[str, Any], ctx: Any) -> None:
+def _report(result: Any, doc: dict[str, Any], ctx: Any) -> None:
     steps = Table(title="Steps")
     for col in ("step", "status", "seconds", "result"):
         steps.add_column(col, justify="right" if col == "seconds" else "left", overflow="fold")
-    for s in doc["steps"]:
-        style = _STATUS_STYLE.get(s["status"], "")
-        steps.add_row(s["name"], f"[{style}]{s['status']}[/]", f"{s['seconds']:.2f}", _step_line(s))
+    for rec in result.steps:  # each line from its step's result type (a failed step: its error)
+        style = _STATUS_STYLE.get(rec.status, "")
+        line = f"[red]{rec.line[:80]}[/]" if rec.status == "failed" else rec.line
+        steps.add_row(rec.name, f"[{style}]{rec.status}[/]", f"{rec.seconds:.2f}", line)
     steps.add_row("[bold]total", "", f"[bold]{doc['seconds']:.2f}", "")
     out.print(steps)
     ev = next((s["summary"] for s in doc["steps"] if s["name"] == "evaluate" and s["summary"]), None)
@@ -298,46 +291,3 @@ def _report(doc: dict[str, Any], ctx: Any) -> None:
             err.print(f"  [red]✗[/] {line}")
     elif ctx.clients.target.embedded:
         out.print("[dim]the embedded AWS keeps running: try `stagewise registry list`; stop it with `stagewise local down`[/]")
-
-
-def _step_line(s: dict[str, Any]) -> str:
-    if s["error"] and s["status"] == "failed":
-        return f"[red]{s['error'][:80]}[/]"
-    sm = s["summary"]
-    match s["name"]:
-        case "ingest":
-            return f"{sm.get('bytes', 0) / 1e6:.1f} MB, sha256 {sm.get('data_sha256', '')[:12]}…" if sm else ""
-        case "validate":
-            return f"{sm.get('rows', 0):,} rows, {sm.get('evaluated', 0)} expectations, {sm.get('failed', 0)} failed" if sm else ""
-        case "train":
-            return f"{sm['train_rows']:,} train / {sm['holdout_rows']:,} holdout rows" if sm else ""
-        case "evaluate":
-            if not sm:
-                return ""
-            failed = [g["metric"] for g in sm.get("gates", []) if g["outcome"] == "fail" or (
-                g["outcome"] == "inconclusive" and g.get("on_inconclusive", "reject") == "reject")]
-            if failed:
-                return "gates failed: " + ", ".join(failed)
-            return f"inconclusive: {', '.join(sm['gates_held'])}" if sm.get("gates_held") else "gates passed"
-        case "register":
-            if not sm:
-                return ""
-            if sm["status"] == "rejected":
-                return f"version {sm['version']} rejected"
-            return f"version {sm['version']} held (not rolled out)" if sm.get("held") else f"version {sm['version']} registered as {sm['stage']}"
-        case "score":
-            if not sm:
-                return ""
-            parts = [f"{v['rows']:,} v{k}" + (" (shadow)" if v.get("shadow") else "") for k, v in sm["versions"].items()]
-            queue = sm.get("review_queue")
-            return f"{sm['rows_scored']:,} rows: " + ", ".join(parts) + (f"; {queue['rows']} to review" if queue else "")
-        case "monitor":
-            if not sm:
-                return ""
-            drifted = sorted({f for v in sm.get("versions", {}).values() for f in v["drifted"]})
-            return f"drift in {', '.join(drifted)} (alert sent)" if drifted else "no drift"
-        case "rollout":
-            return sm.get("outcome", "").replace("_", " ") if sm else ""
-        case "publish":
-            return f"{sm['datapoints']} datapoints to {sm['namespace']}" if sm else ""
-    return ""

@@ -22,12 +22,12 @@ from __future__ import annotations
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from stagewise.monitoring import metrics as m
 from stagewise.pipeline.definition import PIPELINE, Pipeline
-from stagewise.pipeline.steps import PipelineStop, RunContext, run_metrics
+from stagewise.pipeline.steps import PipelineStop, RunContext, StepResult, StepResults, run_metrics
 from stagewise.platform.contract import ExitCode, Sigterm
 from stagewise.platform.runtime.aws import unreachable, utc_now
 
@@ -46,13 +46,26 @@ def sigterm_interrupts() -> Any:
 
 @dataclass
 class StepRecord:
-    """How one step went: ``status`` is ``succeeded``, ``failed``, ``stopped`` or ``skipped``."""
+    """How one step went: ``status`` is ``succeeded``, ``failed``, ``stopped`` or ``skipped``;
+    ``result`` is what it returned (or, stopped, what it had so far)."""
 
     name: str
     status: str
     seconds: float = 0.0
-    summary: dict[str, Any] = field(default_factory=dict)
+    result: StepResult | None = None
     error: str | None = None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The result's JSON summary (``{}`` without a result)."""
+        return self.result.summary() if self.result is not None else {}
+
+    @property
+    def line(self) -> str:
+        """One line for the run table: the error of a failed step, else the result's own line."""
+        if self.status == "failed" and self.error:
+            return self.error
+        return self.result.line() if self.result is not None else ""
 
 
 @dataclass
@@ -127,14 +140,17 @@ def run_pipeline(ctx: RunContext, pipeline: Pipeline = PIPELINE, on_step: StepHo
         hook(st.name, "start", None)
         t = time.perf_counter()
         try:
-            summary = st.run(ctx)
-            rec = StepRecord(st.name, "succeeded", time.perf_counter() - t, summary)
+            result = st.run(ctx)
+            ctx.results.set(st.name, result)
+            rec = StepRecord(st.name, "succeeded", time.perf_counter() - t, result)
         except PipelineStop as stop:
-            rec = StepRecord(st.name, "stopped", time.perf_counter() - t, stop.summary, str(stop))
+            rec = StepRecord(st.name, "stopped", time.perf_counter() - t, stop.result, str(stop))
+            if isinstance(stop.result, StepResults.TYPES[st.name]):  # e.g. the failed validation, for the metrics
+                ctx.results.set(st.name, stop.result)
             exit_code, error = stop.exit_code, str(stop)
             ctx.send_alert(stop.alert)
         except Exception as e:  # noqa: BLE001 - any failure of a step is reported, alerted, exit 1 (5: AWS unreachable)
-            rec = StepRecord(st.name, "failed", time.perf_counter() - t, {}, f"{type(e).__name__}: {e}")
+            rec = StepRecord(st.name, "failed", time.perf_counter() - t, None, f"{type(e).__name__}: {e}")
             exit_code, error = 1, f"step {st.name} failed: {type(e).__name__}: {e}"
             if unreachable(e):
                 exit_code = ExitCode.AWS_UNREACHABLE
@@ -143,7 +159,7 @@ def run_pipeline(ctx: RunContext, pipeline: Pipeline = PIPELINE, on_step: StepHo
             ctx.send_alert(ctx.alert(
                 "step.failed", f"Step {st.name} failed", f"{type(e).__name__}: {e}\n\n{traceback.format_exc(limit=5)}",
                 "Read the error above; fix the cause and re-run `stagewise run` (steps are idempotent: a re-run "
-                "does not duplicate versions).", version=ctx.memo.get("version"),
+                "does not duplicate versions).", version=ctx.results.register.version if ctx.results.register else None,
             ))
         ctx.durations[st.name] = rec.seconds
         records.append(rec)
@@ -156,8 +172,8 @@ def run_pipeline(ctx: RunContext, pipeline: Pipeline = PIPELINE, on_step: StepHo
         try:
             m.publish(ctx.clients.client("cloudwatch"), run_metrics(ctx, succeeded=False), ctx.resources.metrics_namespace)
         except Exception as e:  # noqa: BLE001 - the failure being reported matters more
-            ctx.memo.setdefault("alerts", []).append({"event": "metrics.failed", "error": str(e)})
-    alerts = ctx.memo.get("alerts", [])
+            ctx.alerts.append({"event": "metrics.failed", "error": str(e)})
+    alerts = ctx.alerts
     return RunResult(
         run_id=ctx.run_id, environment=ctx.settings.environment, account_id=ctx.settings.account_id,
         model=ctx.spec.name, exit_code=exit_code, steps=records, alerts=alerts, started_at=started,

@@ -60,6 +60,14 @@ class StagewiseError(Exception):
     hint: str | None = None
 
 
+class MissingExtra(StagewiseError, ImportError):
+    """A laptop-only feature needs a package the lean install (the job image) leaves out: the
+    embedded AWS (moto) or the data generator (faker) come with the ``local`` extra. Exit 4."""
+
+    exit_code = ExitCode.BAD_INPUT
+    hint = "pip install 'stagewise[local]' (`make run` and `make test` install it)"
+
+
 class Env:
     """Environment variable names read by Stagewise's processes."""
 

@@ -23,6 +23,7 @@ from stagewise.registry import routing
 from stagewise.registry.gates import parse_gate
 from stagewise.registry.records import AgentConfig, Gate, ModelRecord, VersionRecord
 from stagewise.registry.service import Registry, RolloutPlan
+from stagewise.registry.dynamodb import registry_of
 
 registry_app = typer.Typer(
     help="The model registry: versions, lineage, aliases, staged rollout, routing, audit.", no_args_is_help=True
@@ -39,7 +40,7 @@ def _connect(env: str, aws: bool, provision: bool = True) -> tuple[Environment, 
     """The environment and its registry; commands that write provision the embedded AWS first
     (so the table and buckets exist), reads do not."""
     conn = connect(env, aws=aws, provision=provision)
-    return conn, conn.registry
+    return conn, registry_of(conn)
 
 
 def _registry(env: str, aws: bool) -> Registry:

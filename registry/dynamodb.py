@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from stagewise.registry.errors import AlreadyExists, Conflict, NotFound, RegistryError
 from stagewise.registry.records import AuditEvent, ModelRecord, VersionRecord
+from stagewise.registry.service import Registry
 from stagewise.registry.store import RegistryStore
 
 _ser = TypeSerializer()
@@ -246,3 +247,11 @@ class DynamoDBRegistryStore(RegistryStore):
             if e.response["Error"]["Code"] == "ResourceNotFoundException":
                 raise NotFound(f"registry table {self.table} does not exist; deploy the stack or run `stagewise run`") from e
             raise RegistryError(f"registry read failed: {e}") from e
+
+
+def registry_of(env: Any) -> Registry:
+    """The registry of a connected environment (anything with ``clients`` and ``resources``: an
+    ``Environment`` from ``connect``, a run's context): the service on the environment's DynamoDB
+    table. The one place a registry is built for an environment.
+    """
+    return Registry(DynamoDBRegistryStore(env.clients.client("dynamodb"), env.resources.registry_table.name))

@@ -31,6 +31,7 @@ from stagewise.platform.runtime.objects import ObjectStore, S3Uri, sha256_bytes
 from stagewise.platform.runtime.environment import Environment
 from stagewise.registry.errors import InvalidTransition, RegistryError
 from stagewise.registry.service import Registry, RolloutPlan
+from stagewise.registry.dynamodb import registry_of
 
 ARTIFACT_FILES = ("model.ubj", "metrics.json", "feature_importance.json", "baseline.json")
 
@@ -77,7 +78,7 @@ class Promotion:
 
 
 def _registry(env: Environment) -> Registry:
-    return env.registry
+    return registry_of(env)
 
 
 def promotion_token(source: Environment, model: str, version: int, artifact_sha256: str) -> str:

@@ -14,8 +14,8 @@ from stagewise.platform.components.access import Access, AccessArgs
 from stagewise.platform.components.compute import Compute, ComputeArgs
 from stagewise.platform.components.monitoring import Monitoring, MonitoringArgs
 from stagewise.platform.components.network import Network, NetworkArgs
-from stagewise.platform.components.orchestration import Pipeline, PipelineArgs
-from stagewise.platform.components.registry_table import Registry, RegistryArgs
+from stagewise.platform.components.orchestration import PipelineStateMachine, PipelineStateMachineArgs
+from stagewise.platform.components.registry_table import RegistryTable, RegistryTableArgs
 from stagewise.platform.components.results_catalog import ResultsCatalog, ResultsCatalogArgs
 from stagewise.platform.resources import environment_resources
 from stagewise.platform.components.storage import Storage, StorageArgs
@@ -45,7 +45,7 @@ def deploy(settings: EnvironmentSettings, image_tag: str | None = None) -> dict[
     env = settings.environment
     storage = Storage(f"stagewise-{env}-storage",
                       StorageArgs(buckets=res.buckets, deletion_protection=settings.deletion_protection), opts=opts)
-    registry = Registry(f"stagewise-{env}-registry", RegistryArgs(table=res.registry_table), opts=opts)
+    registry = RegistryTable(f"stagewise-{env}-registry", RegistryTableArgs(table=res.registry_table), opts=opts)
     network = Network(f"stagewise-{env}-network",
                       NetworkArgs(cidr=VPC_CIDR, availability_zones=(f"{settings.region}a", f"{settings.region}b")), opts=opts)
     monitoring = Monitoring(
@@ -65,9 +65,9 @@ def deploy(settings: EnvironmentSettings, image_tag: str | None = None) -> dict[
         ),
         opts=opts,
     )
-    pipeline = Pipeline(
+    pipeline = PipelineStateMachine(
         f"stagewise-{env}-pipeline",
-        PipelineArgs(
+        PipelineStateMachineArgs(
             settings=settings, resources=res, task_definition_arns=compute.task_definition_arns,
             task_definition_family_arns=compute.task_definition_family_arns, cluster_arn=compute.cluster_arn,
             pass_role_arns=list(compute.role_arns.values()), subnet_ids=network.subnet_ids,

@@ -24,6 +24,7 @@ from stagewise.pipeline.spec import load_spec
 from stagewise.platform.runtime.objects import ObjectStore
 from stagewise.platform.runtime.idhash import read_id_salt
 from stagewise.registry.records import AgentConfig
+from stagewise.registry.dynamodb import registry_of
 
 MODEL = "engagement-analyst-data"
 AGENT = "engagement-analyst"
@@ -36,7 +37,7 @@ runner = CliRunner()
 def world(dev, tmp_path_factory):
     folder = tmp_path_factory.mktemp("analyst")
     spec_path, df, _ = run_engagement_copy(folder, MODEL, 81, "--json")
-    registry = dev.registry
+    registry = registry_of(dev)
     objects = ObjectStore(dev.clients.client("s3"))
     tools = analyst.AnalystTools(  # as `stagewise agent ask` wires them: each version's own spec, from the registry
         objects, dev.resources.data_bucket.name, registry.get_version, registry.champion,
@@ -72,7 +73,7 @@ def test_the_agent_is_registered_with_its_prompt_model_and_tools(dev):
                                  "--tool", "query_results", "--tool", "feature_statistics", "--tool", "explain_prediction",
                                  "--json"])
     assert result.exit_code == 0, result.output
-    champion = dev.registry.champion(AGENT)
+    champion = registry_of(dev).champion(AGENT)
     assert champion.agent.model_id == MODEL_ID
     assert champion.agent.tools == ("query_results", "feature_statistics", "explain_prediction")
     ask = runner.invoke(app, ["agent", "ask", AGENT, "Who is at risk?", "--project-dir", str(REPO), "--json"])

@@ -20,6 +20,7 @@ from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.platform.runtime.environment import connect
 from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
+from stagewise.registry.dynamodb import registry_of
 
 runner = CliRunner()
 
@@ -49,7 +50,7 @@ def test_a_run_adds_its_rows_partitioned_by_run_date_and_version(run):
     assert set(rows["run_date"]) == {f"{run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}"} and set(rows["model_version"]) == {1}
     assert not {"customer_id", "name", "email"} & set(rows.columns)  # PII masked, id only hashed
     salt = read_id_salt(run["env"].clients, run["env"].resources).key
-    version = run["env"].registry.get_version("engagement", 1)
+    version = registry_of(run["env"]).get_version("engagement", 1)
     holdout = splitting.holdout_mask(splitting.SplitDefinition.from_lineage(version.lineage), run["frame"])
     frame = run["frame"].assign(customer_id_hash=hash_ids(run["frame"]["customer_id"], salt), holdout=holdout)
     joined = rows.merge(frame, on="customer_id_hash", suffixes=("", "_input"))
@@ -74,7 +75,7 @@ def test_views_answer_as_their_sql_says(run):
     (perf,) = doc["rows"]
     scored = next(s for s in run["doc"]["steps"] if s["name"] == "score")["summary"]["versions"]["1"]
     # measured only on the rows v1 did not train on: its holdout customers by its recorded split
-    version = run["env"].registry.get_version("engagement", 1)
+    version = registry_of(run["env"]).get_version("engagement", 1)
     holdout = splitting.holdout_mask(splitting.SplitDefinition.from_lineage(version.lineage), run["frame"])
     assert perf["rows_scored"] == scored["rows"] == 3_000
     assert perf["labeled"] == scored["labeled"] == int(holdout.sum()) == 3_000 - scored["in_training"]

@@ -39,7 +39,10 @@ from stagewise.pipeline import entrypoint as ep
 from stagewise.pipeline.definition import Step
 from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.pipeline.spec import load_spec
-from stagewise.pipeline.scoring import _version_stats
+from stagewise.pipeline import scoring
+from stagewise.pipeline.scoring.score import _version_stats
+from stagewise.pipeline.task_callbacks import MAX_CAUSE
+from stagewise.pipeline.task_state import RunState, StateError
 from stagewise.pipeline.steps import GateRejected, RunContext
 from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
@@ -222,10 +225,10 @@ def test_validate_reports_partitions_and_hands_over_the_input(dev, validated, in
     assert output["steps"]["validate"]["success"] is True
 
     state = _state(dev, RUN)
-    memo = state["memo"]
-    assert memo["data_uri"] == inputs["good"] and memo["data_sha256"] == inputs["sha256"]
-    assert memo["data_name"] == "customers.parquet"
-    assert memo["validation"]["rows"] == ROWS and memo["validation"]["failed"] == 0
+    handed = state["results"]  # the steps' typed results, as JSON
+    assert handed["ingest"]["data_uri"] == inputs["good"] and handed["ingest"]["data_sha256"] == inputs["sha256"]
+    assert handed["ingest"]["data_name"] == "customers.parquet"
+    assert handed["validate"]["rows"] == ROWS and handed["validate"]["failed"] == 0
     assert state["groups"]["validate"]["status"] == "succeeded" and state["partitions"] == 1
     assert set(state["durations"]) == {"ingest", "validate"}
     assert [(x["step"], x["status"]) for x in validated.lines if x.get("status") == "succeeded" and "step" in x] == [
@@ -258,12 +261,13 @@ def test_rerunning_the_interrupted_group_registers_exactly_one_version(dev, trai
     assert again.step("train", "started") is None
     assert again.sent[-1] == ("success", output)
     assert trained["after_again"] == trained["after_first"]
-    state = _state(dev, RUN)
-    for key in ("artifact_sha256", "artifact_prefix", "metrics", "gates", "samples", "best", "version"):
-        assert key in state["memo"], key
-    assert state["memo"]["version"] == new[0]
-    assert state["memo"]["artifact_sha256"] == version.artifact_sha256
-    assert state["memo"]["gates"][0]["metric"] == "r2" and state["memo"]["gates"][0]["outcome"] == "pass"
+    handed = _state(dev, RUN)["results"]
+    for step, key in (("train", "artifact_sha256"), ("train", "artifact_prefix"), ("evaluate", "metrics"), ("evaluate", "gates"),
+                      ("evaluate", "samples"), ("evaluate", "best_achievable"), ("register", "version")):
+        assert key in handed[step], key
+    assert handed["register"]["version"] == new[0]
+    assert handed["train"]["artifact_sha256"] == version.artifact_sha256
+    assert handed["evaluate"]["gates"][0]["metric"] == "r2" and handed["evaluate"]["gates"][0]["outcome"] == "pass"
 
 
 def test_score_then_report_finish_the_run(dev, finished, trained, inputs):
@@ -298,9 +302,9 @@ def test_score_then_report_finish_the_run(dev, finished, trained, inputs):
     assert kind == "success" and out["group"] == "report"
     assert out["steps"]["publish"]["datapoints"] > 0
     state = _state(dev, RUN)
-    memo = state["memo"]
-    assert memo["rows_scored"] == ROWS and sum(v["rows"] for k, v in memo["per_version"].items() if not v.get("shadow")) == ROWS
-    assert str(version) in memo["per_version"] and "serving" in memo and "weights" in memo
+    scored = state["results"]["score"]
+    assert scored["rows_scored"] == ROWS and sum(v["rows"] for k, v in scored["versions"].items() if not v.get("shadow")) == ROWS
+    assert str(version) in scored["versions"] and "serving" in scored and "weights" in scored
     assert set(state["groups"]) == {"validate", "train", "report"}
     assert {"ingest", "validate", "train", "evaluate", "register", "score", "rollout", "publish"} <= set(state["durations"])
 
@@ -323,7 +327,7 @@ def test_invalid_input_fails_validation_with_exit_2_and_nothing_is_registered(de
     assert run.code == ExitCode.VALIDATION_FAILED == 2
     kind, error, cause = run.sent[-1]
     assert (kind, error) == ("failure", "Stagewise.ValidationFailed")
-    assert "age" in cause and len(cause) <= ep.MAX_CAUSE
+    assert "age" in cause and len(cause) <= MAX_CAUSE
     assert run.step("validate", "stopped") is not None
     assert _state(dev, BAD_RUN) is None  # nothing to hand over
     # the next group of that run has no validated input: a step failure, exit 1
@@ -342,7 +346,7 @@ def test_a_gate_failure_is_reported_as_gate_failed_with_exit_3(dev, spec_path, i
         raise GateRejected("version 9 failed its offline gate(s)", c.alert("gate.failed", "Offline gate failed", "r2 0.41 < 0.70", "retrain"))
 
     monkeypatch.setitem(ep.GROUPS, "train", (Step("register", "rejects", reject, task="train"),))
-    state = ep.RunState.load(dev.clients.client("s3"), dev.resources.data_bucket.name, MODEL, "gate-run")
+    state = RunState.load(dev.clients.client("s3"), dev.resources.data_bucket.name, MODEL, "gate-run")
     state.doc = json.loads(json.dumps(_state(dev, RUN)))  # a validated run whose train group has not finished
     state.doc["groups"].pop("train", None)
     sent: list[tuple] = []
@@ -360,18 +364,18 @@ def test_a_gate_failure_is_reported_as_gate_failed_with_exit_3(dev, spec_path, i
 def test_state_is_written_only_if_nobody_wrote_it_since_it_was_read(dev):
     s3, bucket = dev.clients.client("s3"), dev.resources.data_bucket.name
     run_id = f"entry-race-{uuid.uuid4().hex[:8]}"
-    first, second = (ep.RunState.load(s3, bucket, MODEL, run_id) for _ in range(2))
-    first.doc["memo"]["who"] = "first"
+    first, second = (RunState.load(s3, bucket, MODEL, run_id) for _ in range(2))
+    first.doc["results"]["who"] = "first"
     first.save()
-    second.doc["memo"]["who"] = "second"
-    with pytest.raises(ep.StateError, match="changed by another task"):
+    second.doc["results"]["who"] = "second"
+    with pytest.raises(StateError, match="changed by another task"):
         second.save()  # created meanwhile: If-None-Match fails
-    again = ep.RunState.load(s3, bucket, MODEL, run_id)
-    first.doc["memo"]["who"] = "first, updated"
+    again = RunState.load(s3, bucket, MODEL, run_id)
+    first.doc["results"]["who"] = "first, updated"
     first.save()
-    with pytest.raises(ep.StateError):
+    with pytest.raises(StateError):
         again.save()  # updated meanwhile: If-Match on the old ETag fails
-    assert ep.RunState.load(s3, bucket, MODEL, run_id).doc["memo"]["who"] == "first, updated"
+    assert RunState.load(s3, bucket, MODEL, run_id).doc["results"]["who"] == "first, updated"
 
 
 def test_bad_arguments_exit_4():
@@ -385,13 +389,13 @@ def test_bad_arguments_exit_4():
 
 def test_partition_count_follows_rows_per_partition(monkeypatch):
     monkeypatch.delenv(Env.ROWS_PER_PARTITION, raising=False)
-    assert ep.rows_per_partition() == 1_000_000
+    assert scoring.rows_per_partition() == 1_000_000
     monkeypatch.setenv(Env.ROWS_PER_PARTITION, "8000")
-    assert ep.partition_count(ROWS, ep.rows_per_partition()) == 3
-    assert ep.partition_count(16_000, 8000) == 2 and ep.partition_count(0, 8000) == 1
+    assert scoring.partition_count(ROWS, scoring.rows_per_partition()) == 3
+    assert scoring.partition_count(16_000, 8000) == 2 and scoring.partition_count(0, 8000) == 1
     monkeypatch.setenv(Env.ROWS_PER_PARTITION, "0")
     with pytest.raises(ValueError):
-        ep.rows_per_partition()
+        scoring.rows_per_partition()
 
 
 def test_merged_partition_stats_equal_the_stats_of_all_rows():
@@ -403,14 +407,14 @@ def test_merged_partition_stats_equal_the_stats_of_all_rows():
         stats = _version_stats(pred[idx], y[idx])
         stats.update(label_sum=float(y[idx].sum()), label_sum_sq=float((y[idx] ** 2).sum()))
         parts.append({"2": stats})
-    merged = ep.merge_version_stats(parts)["2"]
+    merged = scoring.merge_version_stats(parts)["2"]
     whole = _version_stats(pred, y)
     assert merged["rows"] == whole["rows"] == 3000 and merged["labeled"] == whole["labeled"]
     for key in ("mean_prediction", "mae", "rmse", "r2"):
         assert math.isclose(merged[key], whole[key], rel_tol=1e-9), key
     for p in parts:  # without the labels' sums R² cannot be merged: its gates become inconclusive
         del p["2"]["label_sum"]
-    assert ep.merge_version_stats(parts)["2"]["r2"] is None
+    assert scoring.merge_version_stats(parts)["2"]["r2"] is None
 
 
 # ------------------------------------------------------------------------------------ the image

@@ -32,6 +32,7 @@ from stagewise.pipeline.cli import app
 from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.pipeline.spec import load_spec
 from stagewise.platform.runtime.objects import ObjectStore
+from stagewise.registry.dynamodb import registry_of
 
 ROWS = 8_000
 runner = CliRunner()
@@ -93,7 +94,7 @@ def comparisons(dev, folder, table):
 @pytest.mark.parametrize("name", ["reversed", "sample"])
 def test_the_champion_comparison_is_on_rows_neither_version_trained_on(dev, comparisons, name):
     spec, run, df = comparisons["spec"], comparisons["runs"][name], comparisons["frame"]
-    registry = dev.registry
+    registry = registry_of(dev)
     v1 = registry.get_version(spec.name, 1)
     new = registry.get_version(spec.name, run["register"]["version"])
     data = df.iloc[::-1] if name == "reversed" else df.sample(frac=0.9, random_state=5)
@@ -142,13 +143,13 @@ def test_the_registering_run_does_not_count_toward_the_challengers_rollout(dev, 
     reg = online["runs"]["v2"]
     assert reg["register"]["stage"] == "challenger" and reg["rollout"]["serving"]["weight"] == 50
     assert reg["rollout"]["outcome"] == "held" and "not new evidence" in reg["rollout"]["reason"]
-    event = next(e for e in dev.registry.history(online["spec"].name) if e.evidence.get("run") == reg["run_id"])
+    event = next(e for e in registry_of(dev).history(online["spec"].name) if e.evidence.get("run") == reg["run_id"])
     assert event.evidence["step_runs"] == 0  # not counted toward the bake
     assert all(g["samples"] == 0 and g["outcome"] == "inconclusive" for g in event.evidence["gates"])
 
 
 def test_online_gates_never_count_the_challengers_training_rows(dev, online):
-    spec, registry = online["spec"], dev.registry
+    spec, registry = online["spec"], registry_of(dev)
     v2 = registry.get_version(spec.name, 2)
     frame = online["data"][202].iloc[::-1].reset_index(drop=True)  # v2's training table, re-exported
     run = online["runs"]["again"]
@@ -178,7 +179,7 @@ def test_results_mark_the_rows_the_serving_version_trained_on_and_a_classifiers_
     code, doc = cli("query", f"SELECT * FROM {spec.name.replace('-', '_')}_results WHERE run_id = '{online['runs']['again']['run_id']}'")
     assert code == 0, doc
     rows = pd.DataFrame(doc["rows"])
-    registry = dev.registry
+    registry = registry_of(dev)
     thresholds = {n: registry.get_version(spec.name, n).metrics["threshold"] for n in (1, 2)}
     assert (rows["decision"] == (rows["prediction"] >= rows["model_version"].map(thresholds))).all()
     splits = {n: registry.get_version(spec.name, n).lineage["split"] for n in (1, 2)}

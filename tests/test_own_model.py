@@ -21,6 +21,7 @@ from conftest import REPO
 from stagewise.pipeline import catalog, modeling
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.spec import SpecError, load_spec, parse_spec
+from stagewise.registry.dynamodb import registry_of
 
 MODEL = "survey-affairs"
 ROWS = 6_000
@@ -237,14 +238,14 @@ def test_too_few_rows_outside_both_training_splits_hold_the_new_version_for_a_pe
 
     spec = world["folder"] / "resalted.yaml"  # another salt: only ~20% of v2's holdout is outside v1's training
     spec.write_text(SPEC.replace("review:\n", "split: {salt: resalted}\nrollout: {champion_min_samples: 500}\nreview:\n"))
-    before = dev.registry.get_model(MODEL)
+    before = registry_of(dev).get_model(MODEL)
     result, _ = cli("run", "--model", str(spec), "--data", str(world["data"]), as_json=False)
     assert result.exit_code == 0, result.output[-2000:]
     assert "held (not rolled out)" in result.stdout and f"stagewise registry promote {MODEL}" in result.stdout
-    after = dev.registry.get_model(MODEL)
+    after = registry_of(dev).get_model(MODEL)
     number = after.latest_version
     assert after.serving() == before.serving() and after.stages[number] == "registered"  # nothing served changed
-    version = dev.registry.get_version(MODEL, number)
+    version = registry_of(dev).get_version(MODEL, number)
     gate = next(g for g in version.gates if g.metric == "pr_auc_vs_champion")
     ids = world["frame"]["respondent"]
     assert gate.outcome == "inconclusive" and gate.samples == int((holdout(ids, "resalted") & holdout(ids, MODEL)).sum()) < 500

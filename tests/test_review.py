@@ -1,8 +1,9 @@
 """The review queue (issue 9): after scoring, the rows most worth a human look, with the reason per
 row, published beside the predictions (``review_queue.parquet``, listed in the manifest).
 
-v1 champion and v2 challenger at 30% (dev plan [30, 100]); the scored input has a few customers
-with features far outside anything the versions were trained on. Checked: their rows are in the
+v1 champion and v2 challenger at 30% (dev plan [30, 100]; v2 trained on a table whose US customers'
+labels are reversed, so the versions disagree there); the scored input has a few customers with
+features far outside anything the versions were trained on. Checked: their rows are in the
 queue as ``uncertain`` naming the feature; the largest champion/challenger disagreement is the one
 found by predicting every row with both artifacts; the queue is the same whatever the partitioning.
 """
@@ -49,7 +50,11 @@ def scored(dev, spec, tmp_path_factory):
     folder = tmp_path_factory.mktemp("review")
     for seed in (61, 62):  # v1 champion, v2 challenger at 30%
         train = folder / f"train-{seed}.parquet"
-        generate_customers(ROWS, seed=seed).to_parquet(train, index=False)
+        df = generate_customers(ROWS, seed=seed)
+        if seed == 62:  # v2 learns the opposite for US customers: the two versions disagree there
+            us = df["country"] == "US"
+            df.loc[us, "engagement_score"] = 1.0 - df.loc[us, "engagement_score"]
+        df.to_parquet(train, index=False)
         assert run_pipeline(_context(dev, spec, train, folder), TRAINING).exit_code == 0
     df = generate_customers(ROWS, seed=63)
     df.loc[: ODD - 1, "sessions_per_week"] = 199.0  # training data tops out far below
@@ -64,9 +69,9 @@ def _score(dev, spec, scored, monkeypatch, per_partition: int | None):
     else:
         monkeypatch.delenv(Env.ROWS_PER_PARTITION, raising=False)
     ctx = _context(dev, spec, scored["data"], scored["folder"])
-    steps.ingest(ctx)
-    steps.validate(ctx)
-    summary = steps.score(ctx)
+    ctx.results.ingest = steps.ingest(ctx)
+    ctx.results.validate = steps.validate(ctx)
+    summary = steps.score(ctx).summary()
     manifest = scoring.read_manifest(ctx.objects, ctx.data_bucket, MODEL, ctx.run_id)
     queue = pd.read_parquet(pd.io.common.BytesIO(ctx.objects.get_bytes(ctx.data_bucket, manifest["review_queue"]["key"])))
     return ctx, summary, manifest, queue
@@ -96,11 +101,12 @@ def test_the_queue_names_why_each_row_needs_a_look(dev, spec, scored, monkeypatc
     other = np.where(served == 1, both[2], both[1])
     assert np.allclose(np.abs(published["prediction"] - other), gap)  # each row's "other" is the other version
     disagree = queue[queue["reason"] == "disagreement"]
-    if len(disagree):
-        top = disagree.iloc[0]
-        i = int(np.flatnonzero(hashes == top["customer_id_hash"])[0])
-        assert abs(top["prediction"] - top["other_prediction"]) == pytest.approx(gap[i])
-        assert {int(top["model_version"]), int(top["other_version"])} == {1, 2}
+    assert len(disagree) > 0  # the versions disagree on US customers: those rows rank high
+    top = disagree.iloc[0]
+    i = int(np.flatnonzero(hashes == top["customer_id_hash"])[0])
+    assert abs(top["prediction"] - top["other_prediction"]) == pytest.approx(gap[i])
+    assert gap[i] == pytest.approx(gap.max())  # the largest disagreement of all rows tops them
+    assert {int(top["model_version"]), int(top["other_version"])} == {1, 2}
     assert queue["other_prediction"].notna().all()  # a challenger is rolling out: every row has both
 
 

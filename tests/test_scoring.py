@@ -6,7 +6,7 @@ The input, 24,000 customers in 8 row groups of 3,000 rows, is scored by the scor
 
 * one partition, in-process, from the validated frame in memory (the local runner's default);
 * 4 partitions in a local process pool (2 worker processes), each reading its row groups;
-* 8 partitions scored one at a time as the AWS Map tasks do (``memo["partition"] = (i, 8)``, no
+* 8 partitions scored one at a time as the AWS Map tasks do (``ctx.partition = (i, 8)``, no
   frame: each task downloads the input from S3 and reads its own row groups).
 
 The concatenated parts must be equal row for row, and the per-version statistics the rollout
@@ -72,15 +72,14 @@ def _score(dev, spec, data: Path, tmp_path: Path, monkeypatch, per_partition: in
     else:
         monkeypatch.setenv(Env.ROWS_PER_PARTITION, str(per_partition))
     ctx = _context(dev, spec, data, tmp_path, run_id)
-    steps.ingest(ctx)
+    ctx.results.ingest = steps.ingest(ctx)
     if frame:
-        steps.validate(ctx)
+        ctx.results.validate = steps.validate(ctx)
     else:
-        ctx.memo.pop("data_bytes")  # as a Map task: only the input's URI and sha256 are handed over
-    if partition is not None:
-        ctx.memo["partition"] = partition
-    summary = steps.score(ctx)
-    return ctx, summary
+        ctx.work.data_bytes = None  # as a Map task: only the input's URI and sha256 are handed over
+    ctx.partition = partition
+    ctx.results.score = steps.score(ctx)
+    return ctx, ctx.results.score.summary()
 
 
 def _parts(dev, ctx) -> tuple[pd.DataFrame, list[str]]:
@@ -130,13 +129,13 @@ def test_predictions_are_identical_whatever_the_partitioning(dev, spec, rollout,
     assert s3.list_objects_v2(Bucket=bucket, Prefix=f"staging/predictions/{MODEL}/").get("KeyCount", 0) == 0  # staging emptied
 
     # what the rollout gates see is the same, merged from partitions or computed at once
-    merged = scoring.merge_version_stats([ctx.memo["per_version"] for ctx in tasks])
-    for number, stats in whole_ctx.memo["per_version"].items():
-        for other in (pool_ctx.memo["per_version"][number], merged[number]):
+    merged = scoring.merge_version_stats([ctx.results.score.versions for ctx in tasks])
+    for number, stats in whole_ctx.results.score.versions.items():
+        for other in (pool_ctx.results.score.versions[number], merged[number]):
             assert other["rows"] == stats["rows"] and other["labeled"] == stats["labeled"]
             for key in ("mean_prediction", "r2", "rmse", "mae"):
                 assert other[key] == pytest.approx(stats[key], rel=1e-9)
-    observed, pooled_obs = whole_ctx.memo["observations"], pool_ctx.memo["observations"]
+    observed, pooled_obs = whole_ctx.results.score.observations, pool_ctx.results.score.observations
     assert set(observed) == set(pooled_obs) == {"r2", "rmse", "mae", "r2_delta_vs_champion"}
     for metric, (value, samples) in observed.items():
         assert pooled_obs[metric][1] == samples and pooled_obs[metric][0] == pytest.approx(value, rel=1e-9, abs=1e-12)

@@ -24,6 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stagewise.platform.contract import MissingExtra
+
 from .common import _categories, _to_str_series
 
 _ID_PREFIX = "cus_"
@@ -108,9 +110,10 @@ class _NamePools:
         for code, country in enumerate(_categories("country")):
             # Faker's module is named by locale at run time and loaded on first use (``_name_pools``
             # is cached), so importing the generator does not import Faker.
-            provider = importlib.import_module(
-                f"faker.providers.person.{_NAME_LOCALES[country]}"
-            ).Provider
+            try:
+                provider = importlib.import_module(f"faker.providers.person.{_NAME_LOCALES[country]}").Provider
+            except ModuleNotFoundError as e:
+                raise MissingExtra("the data generator draws names from faker, which is not installed") from e
             for kind, target, key in (
                 ("first_names_female", first, (code, True)),
                 ("first_names_male", first, (code, False)),

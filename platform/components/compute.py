@@ -22,7 +22,7 @@ class ComputeArgs:
     """What the job tasks need.
 
     Attributes:
-        names: resource names (``platform.specs.ComputeNames``).
+        names: resource names (``platform.resources.ComputeNames``).
         environment, region, account_id, partition: where.
         task_sizes: Fargate cpu/memory of validate, train, score.
         log_retention_days: CloudWatch Logs retention.

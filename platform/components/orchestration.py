@@ -10,15 +10,16 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from stagewise.pipeline.asl import compile_for_environment, map_run_labels, to_json
 from stagewise.platform import policies
 
 
 @dataclass
-class PipelineArgs:
+class PipelineStateMachineArgs:
     """Everything the state machine needs.
 
     Attributes:
-        settings, resources: the environment (``stacks.settings``, ``platform.specs``).
+        settings, resources: the environment (``stacks.settings``, ``platform.resources``).
         task_definition_arns: task definition name -> ARN (from ``Compute``).
         task_definition_family_arns: task definition name -> family ARN (RunTask permission).
         cluster_arn: the ECS cluster.
@@ -38,17 +39,17 @@ class PipelineArgs:
     model: str = "engagement"
 
 
-class Pipeline(pulumi.ComponentResource):
+class PipelineStateMachine(pulumi.ComponentResource):
     """The state machine (definition from ``stagewise.pipeline.asl``, the same steps the local
     runner executes), an execution role limited to running the job tasks on its cluster and the
     child executions of its own Distributed Map, ERROR-level logs, and an EventBridge Scheduler
     schedule from the stack's ``schedule`` that starts it with the model's latest input
     (``s3://<data bucket>/incoming/<model>/latest.parquet``)."""
 
-    def __init__(self, name: str, args: PipelineArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("stagewise:platform:Pipeline", name, None, opts)
-        from stagewise.pipeline.asl import compile_for_environment, map_run_labels, to_json
-
+    def __init__(self, name: str, args: PipelineStateMachineArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        # the type was stagewise:platform:Pipeline: the alias keeps deployed stacks' URNs (no replacement)
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_="stagewise:platform:Pipeline")]))
+        super().__init__("stagewise:platform:PipelineStateMachine", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         res, st = args.resources, args.settings
         env = st.environment

@@ -11,18 +11,20 @@ from stagewise.platform.resources import TableSpec
 
 
 @dataclass
-class RegistryArgs:
-    """The table specification (``platform.specs.registry_table_spec``)."""
+class RegistryTableArgs:
+    """The table specification (``platform.resources.registry_table_spec``)."""
 
     table: TableSpec
 
 
-class Registry(pulumi.ComponentResource):
+class RegistryTable(pulumi.ComponentResource):
     """On-demand table with the registry's key schema and indexes, server-side encryption,
     point-in-time recovery, and deletion protection when the spec asks (prod). Outputs ``name``, ``arn``."""
 
-    def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("stagewise:platform:Registry", name, None, opts)
+    def __init__(self, name: str, args: RegistryTableArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        # the type was stagewise:platform:Registry: the alias keeps deployed stacks' URNs (no replacement)
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_="stagewise:platform:Registry")]))
+        super().__init__("stagewise:platform:RegistryTable", name, None, opts)
         spec = args.table
         self.table = aws.dynamodb.Table(
             f"{name}-table",

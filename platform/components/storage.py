@@ -13,7 +13,7 @@ from stagewise.platform.resources import BucketSpec
 
 @dataclass
 class StorageArgs:
-    """Buckets to create (from ``platform.specs``) and whether they are protected from deletion."""
+    """Buckets to create (from ``platform.resources``) and whether they are protected from deletion."""
 
     buckets: tuple[BucketSpec, ...]
     deletion_protection: bool = False

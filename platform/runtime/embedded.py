@@ -14,6 +14,7 @@ server's memory: ``stagewise local down`` stops the server and forgets everythin
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import ipaddress
 import json
 import os
@@ -28,7 +29,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stagewise.platform.contract import Env, ExitCode, StagewiseError
+from stagewise.platform.contract import Env, ExitCode, MissingExtra, StagewiseError
 
 DEFAULT_PORT = 5055
 STATE_FILE = "embedded.json"
@@ -107,10 +108,13 @@ class EmbeddedAWS:
         Raises:
             EmbeddedAWSError: the port is taken by another program, or the server did not answer
                 within ``timeout`` (its log file is named in the message).
+            MissingExtra: moto is not installed (the ``local`` extra).
         """
         current = self.status()
         if current.running:
             return current
+        if importlib.util.find_spec("moto") is None:
+            raise MissingExtra("the embedded AWS is moto's server, and moto is not installed (the job image leaves it out)")
         port = port or default_port()
         if _port_in_use(port):
             raise EmbeddedAWSError(

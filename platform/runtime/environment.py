@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from stagewise.platform.runtime.aws import AwsClients, AwsTarget
 from stagewise.platform.runtime.embedded import EmbeddedAWS
@@ -31,13 +30,6 @@ class Environment:
         """True when talking to the embedded AWS."""
         return self.clients.target.embedded
 
-    @property
-    def registry(self) -> Any:
-        """The environment's registry (``stagewise.registry.service.Registry`` on its table)."""
-        from stagewise.registry.dynamodb import DynamoDBRegistryStore
-        from stagewise.registry.service import Registry
-
-        return Registry(DynamoDBRegistryStore(self.clients.client("dynamodb"), self.resources.registry_table.name))
 
 
 def connect(

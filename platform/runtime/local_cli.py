@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from stagewise.platform.cli import JSON_OPT, emit_json, handles_errors, out
-from stagewise.platform.contract import ExitCode
+from stagewise.platform.contract import Env, ExitCode
 from stagewise.platform.runtime.embedded import EmbeddedAWS
 
 local_app = typer.Typer(help="The embedded AWS (moto's server on 127.0.0.1) that runs Stagewise without an AWS account.", no_args_is_help=True)
@@ -15,7 +15,7 @@ local_app = typer.Typer(help="The embedded AWS (moto's server on 127.0.0.1) that
 @local_app.command("up")
 @handles_errors
 def local_up(
-    port: int = typer.Option(None, "--port", "-p", help="TCP port on 127.0.0.1 (default 5055 or $STAGEWISE_EMBEDDED_PORT)."),
+    port: int = typer.Option(None, "--port", "-p", help=f"TCP port on 127.0.0.1 (default 5055 or ${Env.EMBEDDED_PORT})."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Start the embedded AWS in the background (no-op if it is running).

@@ -1,4 +1,4 @@
-"""Create an environment's resources on the embedded AWS, idempotently, from ``platform.specs``.
+"""Create an environment's resources on the embedded AWS, idempotently, from ``platform.resources``.
 
 On AWS the Pulumi stack creates these resources; on a laptop ``stagewise run`` calls
 ``ensure_environment`` so the embedded AWS holds the same buckets, registry table and alert topic

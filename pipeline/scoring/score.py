@@ -1,42 +1,16 @@
-"""Partitioned batch scoring with bounded memory.
+"""Scoring one partition with bounded memory, and combining partitions' statistics exactly.
 
-The input is cut into partitions along its Parquet row groups: ``plan_partitions`` splits the row
-groups into ``count`` contiguous runs of about ``rows_per_partition()`` rows (``ceil(rows /
-rows_per_partition)`` partitions, at most one per row group). A CSV input (no row groups) is one
-partition. Scoring a partition (``score_partition``) reads only its row groups, ``BATCH_ROWS`` rows
-at a time and only the columns scoring needs (id, routing key, features, target; never PII), and
-stages one output part (the id replaced by its keyed hash, ``stagewise.platform.runtime.idhash``), ``staging/predictions/<model>/run=<run id>/part-<index>.parquet``, through
-a local file: memory is bounded by the batch, not by the input.
-
-Readers never see a partial run: parts are staged first, and only when every partition has been
-scored does ``publish_predictions`` copy them to ``predictions/<model>/run=<run id>/`` and then
-write ``_manifest.json`` there (the last object written; Athena ignores ``_`` files). A run's
-predictions are the parts its manifest lists (``read_predictions``); a run that died before its
-manifest has none, and re-running it re-stages and re-publishes the same bytes. Staged parts are
-deleted after publishing, and expire after a day if a run never gets there (bucket lifecycle).
-
-Where partitions run:
-
-* on AWS, the state machine's Distributed Map runs one ECS task per partition
-  (``stagewise-task score --partition I --partitions N``);
-* locally, ``score_partitions`` runs them in a process pool (``spawn``; workers re-create their
-  AWS clients from the picklable ``ScoringJob``), or in-process when there is one partition.
-
-Every row's prediction depends only on that row, the model and the routing (a hash of the row's
-key), so the predictions are identical whatever the partitioning or batch size. Per-version
-statistics merge exactly (``merge_version_stats``); drift counts add up, drift samples are thinned
-(``stagewise.monitoring.drift.merge``). A version's realised metrics (the online gates' evidence)
-leave out the rows on its training side (``stagewise.pipeline.splitting``, by the definition in its
-lineage), and each results row says whether the serving version trained on it (``in_training``).
+``score_partition`` reads only its partition's row groups, ``BATCH_ROWS`` rows at a time and only
+the columns scoring needs (id, routing key, features, target, split columns; never PII), routes each
+row champion/challenger by its sticky hash, and stages its part (the id replaced by its keyed hash)
+and its rows of the results catalog. ``score_partitions`` runs partitions in a process pool.
+Per-version statistics (``merge_version_stats``) and drift counts merge exactly; a version's
+realised metrics leave out the rows on its training side (``stagewise.pipeline.splitting``).
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -49,123 +23,19 @@ import pandas as pd
 
 from stagewise.monitoring import drift as driftlib
 from stagewise.pipeline import modeling, review, splitting
+from stagewise.pipeline.inputs import is_parquet, read_table
+from stagewise.pipeline.scoring.plan import PartitionPlan
+from stagewise.pipeline.scoring.publish import staging_prefix
 from stagewise.pipeline.spec import ModelSpec
-from stagewise.platform.runtime.objects import ObjectStore, S3Uri
-from stagewise.platform.contract import Env
-from stagewise.platform.runtime.aws import AwsClients, AwsTarget, utc_now
+from stagewise.platform.runtime.aws import AwsClients, AwsTarget
 from stagewise.platform.runtime.failpoints import failpoint
 from stagewise.platform.runtime.idhash import hash_ids
+from stagewise.platform.runtime.objects import ObjectStore, S3Uri
 from stagewise.registry import routing
 from stagewise.registry.records import ModelRecord, VersionRecord
 
-DEFAULT_ROWS_PER_PARTITION = 1_000_000
 BATCH_ROWS = 100_000
 """Rows read, scored and written at a time within a partition (bounds the memory of a task)."""
-
-
-class PartitionError(ValueError):
-    """A partition index or count does not fit the input's partition plan."""
-
-
-def rows_per_partition() -> int:
-    """``$STAGEWISE_ROWS_PER_PARTITION`` (default 1,000,000).
-
-    Raises:
-        ValueError: the variable is not a positive integer.
-    """
-    raw = os.environ.get(Env.ROWS_PER_PARTITION, str(DEFAULT_ROWS_PER_PARTITION))
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{Env.ROWS_PER_PARTITION} must be a positive integer, not {raw!r}")
-    return value
-
-
-def partition_count(rows: int, per_partition: int) -> int:
-    """How many partitions ``rows`` rows make at ``per_partition`` rows each: ceil, at least 1."""
-    return max(1, math.ceil(rows / per_partition))
-
-
-@dataclass(frozen=True)
-class PartitionPlan:
-    """How an input is cut into partitions.
-
-    Attributes:
-        group_rows: rows of each Parquet row group, in file order (a CSV: one entry, all rows).
-        count: number of partitions; each is a contiguous run of row groups
-            (``numpy.array_split`` of the row-group indices), so ``count <= len(group_rows)``.
-    """
-
-    group_rows: tuple[int, ...]
-    count: int
-
-    @property
-    def rows(self) -> int:
-        """Rows of the whole input."""
-        return sum(self.group_rows)
-
-    def row_groups(self, index: int) -> list[int]:
-        """Row-group indices of partition ``index``.
-
-        Raises:
-            PartitionError: ``index`` is not in ``0..count-1``.
-        """
-        if not 0 <= index < self.count:
-            raise PartitionError(f"partition {index} does not exist: the input has {self.count} partition(s)")
-        return [int(g) for g in np.array_split(np.arange(len(self.group_rows)), self.count)[index]]
-
-    def bounds(self, index: int) -> tuple[int, int]:
-        """Row positions ``[start, end)`` of partition ``index`` in the whole input."""
-        groups = self.row_groups(index)
-        start = sum(self.group_rows[: groups[0]]) if groups else 0
-        return start, start + sum(self.group_rows[g] for g in groups)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (``PartitionPlan(**d)`` restores it)."""
-        return {"group_rows": list(self.group_rows), "count": self.count}
-
-
-def plan_partitions(group_rows: list[int] | tuple[int, ...], per_partition: int) -> PartitionPlan:
-    """Cut row groups of the given sizes into ``ceil(rows / per_partition)`` partitions (at most
-    one per row group, at least one)."""
-    groups = tuple(int(r) for r in group_rows) or (0,)
-    return PartitionPlan(groups, min(partition_count(sum(groups), per_partition), len(groups)))
-
-
-def plan_source(source: Path | bytes, name: str, per_partition: int | None = None) -> PartitionPlan:
-    """The partition plan of a Parquet input (from its footer, no data read) or a CSV (one partition).
-
-    Args:
-        source: a local file or the file's bytes.
-        name: the input's file name (``.csv`` inputs are one partition).
-        per_partition: rows per partition (default ``rows_per_partition()``).
-
-    Raises:
-        ValueError: the input is neither readable Parquet nor CSV (``read_table``'s message).
-    """
-    import pyarrow.parquet as pq
-
-    per = per_partition or rows_per_partition()
-    handle = io.BytesIO(source) if isinstance(source, bytes) else source
-    if is_parquet(source, name):
-        meta = pq.ParquetFile(handle).metadata
-        return plan_partitions([meta.row_group(i).num_rows for i in range(meta.num_row_groups)], per)
-    from stagewise.pipeline.steps import read_table
-
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    return plan_partitions([len(read_table(data, name))], per)
-
-
-def is_parquet(source: Path | bytes, name: str) -> bool:
-    """True if ``source`` (a file or its bytes) is Parquet: by its name, else by its magic bytes."""
-    if name.endswith((".parquet", ".pq")):
-        return True
-    if isinstance(source, bytes):
-        return source[:4] == b"PAR1"
-    with Path(source).open("rb") as fh:
-        return fh.read(4) == b"PAR1"
 
 
 # ------------------------------------------------------------------------------------ the job
@@ -255,8 +125,6 @@ def batches(job: ScoringJob, index: int, frame: pd.DataFrame | None = None,
 
 def _read_batches(job: ScoringJob, index: int, start: int, end: int) -> Iterator[pd.DataFrame]:
     if not is_parquet(Path(job.source), job.source_name):
-        from stagewise.pipeline.steps import read_table
-
         df = read_table(Path(job.source).read_bytes(), job.source_name)
         for lo in range(start, end, job.batch_rows):
             yield df.iloc[lo:min(end, lo + job.batch_rows)]
@@ -373,7 +241,7 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
                     spec.review.size)], spec.review.size)]
             for number, baseline in job.baselines.items():
                 if baseline is not None:
-                    acc.drift.setdefault(str(number), []).append(driftlib.collect(df, baseline, seed=index))
+                    acc.drift.setdefault(str(number), []).append(driftlib.collect(X, baseline, seed=index))
             acc.rows += len(df)
             if progress:
                 progress(acc.rows, end - start, f"partition {index + 1}/{job.plan.count}: {acc.rows:,} of {end - start:,} rows")
@@ -566,152 +434,3 @@ def score_partitions(job: ScoringJob, indices: list[int], workers: int,
         raise
     pool.shutdown()
     return sorted(results, key=lambda r: r["index"])
-
-
-def local_input(objects: ObjectStore, data_uri: str, sha256: str, name: str, workdir: Path) -> Path:
-    """A local copy of the input at ``data_uri`` (downloaded to ``workdir`` once, streamed, its
-    sha256 verified), for tasks that must read row groups from a file.
-
-    Raises:
-        StorageError: the object's bytes differ from ``sha256``.
-    """
-    from stagewise.platform.runtime.objects import StorageError, sha256_file
-
-    path = Path(workdir) / "input" / sha256 / name
-    if path.is_file() and sha256_file(path) == sha256:
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    uri = S3Uri.parse(data_uri)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-        objects.s3.download_fileobj(uri.bucket, uri.key, tmp)
-    actual = sha256_file(Path(tmp.name))
-    if actual != sha256:
-        Path(tmp.name).unlink()
-        raise StorageError(f"{data_uri} has sha256 {actual}, expected {sha256}: the input changed after it was ingested")
-    os.replace(tmp.name, path)
-    return path
-
-
-# ------------------------------------------------------------------------------- publishing
-MANIFEST = "_manifest.json"
-
-
-def staging_prefix(model: str, run_id: str) -> str:
-    """Where a run's prediction parts wait until every partition is scored (``staging/`` expires
-    after a day: ``stagewise.platform.resources``)."""
-    return f"staging/predictions/{model}/run={run_id}"
-
-
-def published_prefix(model: str, run_id: str) -> str:
-    """Where a run's published predictions live: ``predictions/<model>/run=<run id>``."""
-    return f"predictions/{model}/run={run_id}"
-
-
-def read_manifest(objects: ObjectStore, bucket: str, model: str, run_id: str) -> dict[str, Any] | None:
-    """The manifest of the run's published predictions, or None if the run has not published
-    (it did not finish scoring, or it is still running)."""
-    from stagewise.platform.runtime.objects import StorageError
-
-    try:
-        return json.loads(objects.get_bytes(bucket, f"{published_prefix(model, run_id)}/{MANIFEST}"))
-    except StorageError:
-        return None
-
-
-def publish_predictions(objects: ObjectStore, bucket: str, model: str, run_id: str, parts: list[dict[str, Any]],
-                        memo: dict[str, Any], summary: dict[str, Any], data: dict[str, Any] | None = None,
-                        started_at: str | None = None, review_queue: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Publish a run's staged prediction parts: copy each to its final key, then write the manifest
-    (last), then delete the staged copies. Idempotent: a run that has a manifest is not published
-    again (its manifest is returned); one that died half-way copies the same bytes again.
-
-    Args:
-        parts: one entry per partition, in index order: ``index``, ``rows_scored``, ``staged_uri``,
-            ``staged_shadow_uri`` (None without a shadow challenger), ``staged_results``, as
-            ``score_partition`` returns.
-        memo: the score step's hand-over (JSON-ready: ``rows_scored``, ``per_version``, ``weights``,
-            ``observations``, ``rollout_id``, ``serving``, ``drift_counts``), kept in the manifest so a
-            re-run of the run reports the scoring it published, routed as it was then.
-        summary: the score step's summary, kept likewise.
-        data: the scored input: ``uri``, ``sha256``, ``name`` (what ``stagewise explain`` reads a
-            customer's features from).
-        started_at: when the run started (ISO 8601), for the results' date partition when the run
-            id does not carry its time (``catalog.run_date``).
-        review_queue: the run's review queue (``review.merge`` of every partition's candidates),
-            written to ``review_queue.parquet`` beside the parts.
-
-    Returns:
-        The manifest: ``model``, ``run_id``, ``published_at`` (ISO 8601 UTC), ``rows`` (int),
-        ``parts`` and ``shadow_parts`` (``{"key", "rows"}`` in partition order), ``results``
-        (``{"key", "version"}``: the run's rows of the results catalog), ``review_queue``
-        (``{"key", "rows"}``, when given), ``memo``, ``summary``, ``data``.
-
-    Raises:
-        botocore.exceptions.ClientError: a copy or write failed (nothing is visible to readers
-            until the manifest is written; re-run to publish).
-    """
-    existing = read_manifest(objects, bucket, model, run_id)
-    if existing is not None:
-        discard_staged(objects, bucket, model, run_id)  # an earlier attempt may have died before it did
-        return existing
-    from stagewise.pipeline.catalog import results_key
-
-    final = published_prefix(model, run_id)
-    published: dict[str, list[dict[str, Any]]] = {"parts": [], "shadow_parts": [], "results": []}
-    for part in sorted(parts, key=lambda p: p["index"]):
-        for number, uri in sorted((part.get("staged_results") or {}).items(), key=lambda kv: int(kv[0])):
-            src = S3Uri.parse(uri)
-            key = results_key(model, run_id, int(number), Path(src.key).name, started_at)
-            objects.s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src.bucket, "Key": src.key})
-            published["results"].append({"key": key, "version": int(number)})
-        for field_name, kind, folder in (("staged_uri", "parts", ""), ("staged_shadow_uri", "shadow_parts", "shadow/")):
-            if not part.get(field_name):
-                continue
-            src = S3Uri.parse(part[field_name])
-            key = f"{final}/{folder}{Path(src.key).name}"
-            objects.s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src.bucket, "Key": src.key})
-            published[kind].append({"key": key, "rows": int(part["rows_scored"])})
-            failpoint("score.part-published")
-    if review_queue is not None:
-        key = f"{final}/review_queue.parquet"
-        objects.put_bytes(bucket, key, review_queue.to_parquet(index=False), "application/vnd.apache.parquet")
-        published["review_queue"] = {"key": key, "rows": len(review_queue)}  # type: ignore[assignment]
-    manifest = {
-        "schema": 1, "model": model, "run_id": run_id, "published_at": utc_now().isoformat(),
-        "rows": sum(p["rows"] for p in published["parts"]), **published, "memo": memo, "summary": summary,
-        "data": data,
-    }
-    if not objects.put_new(bucket, f"{final}/{MANIFEST}", json.dumps(manifest).encode(), "application/json"):
-        return read_manifest(objects, bucket, model, run_id) or manifest  # another attempt published first
-    failpoint("score.published")
-    discard_staged(objects, bucket, model, run_id)
-    return manifest
-
-
-def discard_staged(objects: ObjectStore, bucket: str, model: str, run_id: str) -> int:
-    """Delete what the run staged (after publishing); returns the number of objects deleted."""
-    keys = [o["Key"] for page in objects.s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=staging_prefix(model, run_id) + "/") for o in page.get("Contents", [])]
-    for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
-        objects.s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
-    return len(keys)
-
-
-def read_predictions(objects: ObjectStore, bucket: str, model: str, run_id: str, shadow: bool = False) -> pd.DataFrame:
-    """A run's published predictions as one frame, in partition order: columns ``<id column>_hash``
-    (str: ``stagewise.platform.runtime.idhash.hash_ids`` of the id), ``prediction`` (float64),
-    ``model_version`` (int64); ``shadow=True`` reads the shadow challenger's parts instead.
-
-    Raises:
-        StorageError: the run has no manifest (it never finished scoring: nothing of it is
-            published), or a listed part is missing.
-    """
-    from stagewise.platform.runtime.objects import StorageError
-
-    manifest = read_manifest(objects, bucket, model, run_id)
-    if manifest is None:
-        raise StorageError(f"run {run_id} of model {model!r} has no published predictions "
-                           f"(no s3://{bucket}/{published_prefix(model, run_id)}/{MANIFEST}); it did not finish scoring")
-    parts = manifest["shadow_parts" if shadow else "parts"]
-    frames = [pd.read_parquet(io.BytesIO(objects.get_bytes(bucket, p["key"]))) for p in parts]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["prediction", "model_version"])
