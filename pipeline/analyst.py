@@ -3,7 +3,8 @@ runs with three tools, the same functions ``stagewise query`` and ``stagewise ex
 
 Tools (``TOOL_SPECS``, JSON Schema inputs, as the Bedrock Converse API's ``toolConfig`` takes them):
 
-    query_results(sql)                      SQL over the results catalog (``catalog.query``, DuckDB)
+    query_results(sql)                      one SELECT over the results catalog: Athena on AWS (``catalog.Athena``),
+                                            else the DuckDB sandbox (``catalog.query``, ``sql_sandbox``)
     feature_statistics(model, feature)      the champion's training statistics of one feature
     explain_prediction(model, customer_id)  version, prediction, top SHAP contributions (``explain``)
 
@@ -13,6 +14,12 @@ allowed tools; while the model stops with ``tool_use`` it runs each requested to
 ``toolResult`` (JSON, or ``status: error`` with the reason); it ends on ``end_turn``. The embedded
 AWS has no Bedrock runtime, so on a laptop the tools run directly (``stagewise query``,
 ``stagewise explain``); ``stagewise agent ask --aws`` talks to Bedrock in the stack's account.
+
+The model's SQL is hostile input (the model reads data it did not write): it must be one read-only
+SELECT (DuckDB's parser decides, ``sql_sandbox.check_select``) and runs where it can touch nothing
+else. On AWS that is Athena in the stack's workgroup (its bytes-scanned cutoff bounds each query),
+never a local DuckDB over downloaded data; without ``athena`` (tests, the embedded AWS) it is the
+sandboxed DuckDB catalog (no file access; memory, thread, time and length limits).
 """
 
 from __future__ import annotations
@@ -31,9 +38,10 @@ MAX_TURNS = 8
 MAX_ROWS = 50
 TOOL_SPECS: dict[str, dict[str, Any]] = {
     "query_results": {
-        "description": "Run one SQL SELECT over the results catalog. Tables: <model>_results (e.g. engagement_results: "
-                       "customer_id_hash, run_id, prediction, the features, the label; partitions run_date, model_version). "
-                       "Views: high_value, at_risk, model_performance. Returns at most 50 rows.",
+        "description": "Run one read-only SQL SELECT (or WITH ... SELECT) over the results catalog; nothing else runs. "
+                       "Tables: <model>_results (e.g. engagement_results: customer_id_hash, run_id, prediction, the features, "
+                       "the label; partitions run_date, model_version). Views: high_value, at_risk, model_performance. "
+                       "Returns at most 50 rows.",
         "inputSchema": {"json": {"type": "object", "properties": {"sql": {"type": "string", "description": "a SELECT statement"}},
                                  "required": ["sql"]}},
     },
@@ -82,6 +90,8 @@ class AnalystTools:
         spec_of: version record -> the spec it was trained with (default: the built-in spec of
             its model's name; the CLI passes ``spec_store.version_spec``).
         specs: model name -> spec, for the catalog's views (default: the built-in specs).
+        athena: on AWS, the stack's Athena workgroup and database (``catalog.Athena``): the SQL
+            runs there. Without it, in the sandboxed DuckDB catalog over the synced results.
     """
 
     objects: ObjectStore
@@ -92,11 +102,15 @@ class AnalystTools:
     cache: Path
     spec_of: Callable[[Any], Any] = lambda version: load_spec(version.model)
     specs: Callable[[], dict[str, Any]] = lambda: {name: load_spec(name) for name in builtin_spec_names()}
+    athena: catalog.Athena | None = None
     calls: list[dict[str, Any]] = field(default_factory=list)
     _db: Any = field(default=None, repr=False)
 
     def query_results(self, sql: str) -> dict[str, Any]:
-
+        """One SELECT, at most ``MAX_ROWS`` rows (``catalog.QueryError`` with the reason if refused)."""
+        if self.athena is not None:
+            columns, rows = self.athena.query(sql, MAX_ROWS)
+            return {"columns": columns, "rows": [dict(zip(columns, r)) for r in rows]}
         if self._db is None:  # one sync and one DuckDB catalog per conversation, not per query
             self._db = catalog.connect(catalog.sync(self.objects, self.bucket, self.cache), catalog.views(self.specs()))
         columns, rows = catalog.query(self._db, sql, MAX_ROWS)

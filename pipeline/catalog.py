@@ -22,17 +22,24 @@ crawler, no ``MSCK REPAIR``), so Athena queries a run as soon as it is published
 as Athena named queries. Locally ``stagewise query "SQL"`` copies the results objects to a cache
 and runs the same SQL with DuckDB over the same Parquet files, the same tables and the views of
 every model whose spec it knows (``stagewise.pipeline.spec_store.catalog_specs``).
+
+SQL from users and models is sandboxed (``stagewise.pipeline.sql_sandbox``): one read-only SELECT,
+no file access, bounded memory, threads, time, length and rows. On AWS the analyst agent's SQL
+goes to Athena in the stack's workgroup (``Athena``), whose bytes-scanned cutoff bounds each query.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from stagewise.pipeline.spec import ModelSpec
-from stagewise.platform.contract import ExitCode, StagewiseError
+from stagewise.pipeline.sql_sandbox import DEFAULT_LIMITS, Limits, QueryError, check_select, open_connection, run, sql_string
 from stagewise.platform.runtime.objects import ObjectStore
 
 RESULTS = "results"
@@ -40,10 +47,14 @@ GLUE_TYPES = {"integer": "bigint", "float": "double", "boolean": "boolean", "cat
 _RUN_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})T")
 
 
-class QueryError(StagewiseError, ValueError):
-    """The SQL failed (the message has DuckDB's reason; the hint, the tables and views there are). Exit 4."""
+def glue_database(env: str) -> str:
+    """The stack's Glue database of the results tables, ``stagewise_<env>``."""
+    return f"stagewise_{env}"
 
-    exit_code = ExitCode.BAD_INPUT
+
+def athena_workgroup(env: str) -> str:
+    """The stack's Athena workgroup, ``stagewise-<env>`` (its bytes-scanned cutoff bounds each query)."""
+    return f"stagewise-{env}"
 
 
 def table_name(model: str) -> str:
@@ -121,47 +132,68 @@ def sync(objects: ObjectStore, bucket: str, cache: Path) -> dict[str, Path]:
 
 @dataclass
 class Catalog:
-    """A DuckDB connection over the synced results: one ``<model>_results`` view per model folder,
-    and the spec views whose model has results.
+    """A sandboxed DuckDB connection over the synced results (``sql_sandbox``): one
+    ``<model>_results`` view per model folder with Parquet files, and the spec views whose model
+    has results.
 
     Attributes:
-        db: the DuckDB connection.
+        db: the DuckDB connection (external access off but for the tables' files, locked).
         tables: model -> its table name.
         views: view name -> model, for the views created.
         waiting: view name -> model, for views of models with no results yet (their table is
             missing): what a query that names one is told.
+        refused: view name -> why its SQL was refused (not one SELECT): what a query that names
+            one is told. A spec with such a view is refused when loaded; this catches one stored
+            with a version before the sandbox existed.
+        limits: what one query may use.
     """
 
     db: Any
     tables: dict[str, str] = field(default_factory=dict)
     views: dict[str, str] = field(default_factory=dict)
     waiting: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
 
     def names(self) -> list[str]:
         """The tables and views a query can read, sorted."""
         return sorted([*self.tables.values(), *self.views])
 
 
-def connect(models: dict[str, Path], view_sql: dict[str, tuple[str, str]] | None = None) -> Catalog:
+def connect(models: dict[str, Path], view_sql: dict[str, tuple[str, str]] | None = None,
+            limits: Limits = DEFAULT_LIMITS) -> Catalog:
     """A ``Catalog`` over the model folders ``sync`` returned and the views (``views(specs)``); a
-    view whose model has no folder, or whose SQL fails, is listed as waiting instead."""
-    import duckdb
+    view whose model has no results, or whose SQL fails, is listed as waiting instead; one whose
+    SQL is not one SELECT is listed as refused, with the reason.
 
-    db = duckdb.connect()
-    catalog = Catalog(db)
-    for model, folder in sorted(models.items()):
-        pattern = str(folder / "**" / "*.parquet").replace("'", "''")
+    The connection may read the folders' Parquet files as they are now and nothing else, and its
+    configuration is locked before any view is created, so not even a spec's view SQL runs with
+    file access (``sql_sandbox.open_connection``).
+    """
+    import duckdb  # deferred: DuckDB (~0.15 s) only for the commands that run SQL
+
+    files = {model: sorted(folder.rglob("*.parquet")) for model, folder in sorted(models.items())}
+    files = {model: found for model, found in files.items() if found}
+    db = open_connection([f for found in files.values() for f in found], limits)
+    catalog = Catalog(db, limits=limits)
+    for model, found in files.items():
+        listed = ", ".join(sql_string(str(f)) for f in found)
         db.execute(
-            f"CREATE VIEW {table_name(model)} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, "
+            f'CREATE VIEW "{table_name(model)}" AS SELECT * FROM read_parquet([{listed}], hive_partitioning = true, '
             "union_by_name = true, hive_types = {'run_date': VARCHAR, 'model_version': INTEGER})"
         )
         catalog.tables[model] = table_name(model)
     for name, (model, sql) in (view_sql or {}).items():
-        if model not in models:
+        if model not in files:
             catalog.waiting[name] = model
             continue
         try:
-            db.execute(f"CREATE VIEW {name} AS {sql}")
+            statement = check_select(sql, limits)
+        except QueryError as e:  # whoever registers a model writes its views' SQL: held to the same one-SELECT rule
+            catalog.refused[name] = f"view {name} of model {model} is not one SELECT, so it was not created: {e}"
+            continue
+        try:
+            db.execute(f'CREATE VIEW "{name}" AS {statement.query}')
         except duckdb.Error:
             catalog.waiting[name] = model  # e.g. a column that no published run has yet
             continue
@@ -170,22 +202,29 @@ def connect(models: dict[str, Path], view_sql: dict[str, tuple[str, str]] | None
 
 
 def query(catalog: Catalog, sql: str, max_rows: int | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run ``sql``; returns the column names and up to ``max_rows`` rows.
+    """Run ``sql``, one read-only SELECT, in the catalog's sandbox; returns the column names and up
+    to ``max_rows`` rows (all without it, up to ``catalog.limits.max_rows``).
 
     Raises:
-        QueryError: DuckDB refused the SQL. The message has DuckDB's reason and the tables and
+        QueryError: the sandbox refused the SQL (not one SELECT, too long, a limit reached: the
+            message says which) or DuckDB did. The message has the reason and the tables and
             views there are; when the SQL names a view of a model that has no published results
             (here, in this environment), it says that instead.
     """
-    import duckdb
+    import duckdb  # deferred: DuckDB (~0.15 s) only for the commands that run SQL
 
+    there = ", ".join(catalog.names()) or "none: no run has published results yet"
     try:
-        cursor = catalog.db.execute(sql)
-        rows = cursor.fetchmany(max_rows) if max_rows else cursor.fetchall()
+        return run(catalog.db, check_select(sql, catalog.limits), catalog.limits, max_rows)
+    except QueryError as e:
+        e.hint = f"one SELECT (or WITH ... SELECT) over the tables and views: {there}"
+        raise
     except duckdb.Error as e:
-        there = ", ".join(catalog.names()) or "none: no run has published results yet"
         named = [v for v in catalog.waiting if re.search(rf"\b{re.escape(v)}\b", sql, re.IGNORECASE)]
-        if named:
+        refused = [why for v, why in catalog.refused.items() if re.search(rf"\b{re.escape(v)}\b", sql, re.IGNORECASE)]
+        if refused:
+            error = QueryError("; ".join(refused) + f". Tables and views there are: {there}")
+        elif named:
             models = sorted({catalog.waiting[v] for v in named})
             error = QueryError(
                 f"{', '.join(named)} belong{'s' if len(named) == 1 else ''} to model {', '.join(models)}, which has no published "
@@ -195,4 +234,78 @@ def query(catalog: Catalog, sql: str, max_rows: int | None = None) -> tuple[list
             error = QueryError(f"{e}\n(tables and views: {there})")
         error.hint = f"tables and views: {there}"
         raise error from e
-    return [d[0] for d in cursor.description], rows
+
+
+ATHENA_TYPES = {"tinyint": int, "smallint": int, "integer": int, "bigint": int, "double": float, "float": float,
+                "real": float, "boolean": lambda v: v == "true"}
+
+
+@dataclass
+class Athena:
+    """The results catalog on AWS: one SELECT (the sandbox's parse check first) runs in Athena in
+    the stack's workgroup (``athena_workgroup``: its bytes-scanned cutoff bounds the data a query
+    reads) over the stack's Glue database (``glue_database``); nothing is downloaded.
+
+    Attributes:
+        client: a boto3 ``athena`` client.
+        workgroup, database: the stack's (``athena_workgroup(env)``, ``glue_database(env)``).
+        limits: the statement's length limit and the wall-clock time (then the query is stopped).
+        poll_seconds: the wait between GetQueryExecution calls.
+    """
+
+    client: Any
+    workgroup: str
+    database: str
+    limits: Limits = field(default_factory=lambda: Limits(seconds=120.0))
+    poll_seconds: float = 1.0
+
+    def query(self, sql: str, max_rows: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run ``sql`` in Athena; its column names and up to ``max_rows`` rows (numbers and
+        booleans converted from Athena's strings, nulls as ``None``).
+
+        Raises:
+            QueryError: refused by the parse check, by Athena (a request it rejects, a query that
+                failed or was cancelled, e.g. past the workgroup's bytes-scanned cutoff), or past
+                the time limit (the query is stopped).
+        """
+        statement = check_select(sql, self.limits).query.strip().removesuffix(";")
+        try:
+            execution = self.client.start_query_execution(
+                QueryString=statement, WorkGroup=self.workgroup,
+                QueryExecutionContext={"Database": self.database})["QueryExecutionId"]
+            self._wait(execution)
+            return self._results(execution, max_rows)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "InvalidRequestException":
+                raise
+            raise QueryError(f"Athena refused the query: {e.response['Error'].get('Message', '')}") from e
+
+    def _wait(self, execution: str) -> None:
+        deadline = time.monotonic() + self.limits.seconds
+        while True:
+            status = self.client.get_query_execution(QueryExecutionId=execution)["QueryExecution"]["Status"]
+            if status["State"] == "SUCCEEDED":
+                return
+            if status["State"] in ("FAILED", "CANCELLED"):
+                raise QueryError(f"Athena query {status['State'].lower()}: {status.get('StateChangeReason', 'no reason given')}")
+            if time.monotonic() >= deadline:
+                self.client.stop_query_execution(QueryExecutionId=execution)
+                raise QueryError(f"refused: the Athena query ran past the time limit ({self.limits.seconds:g} s) and was stopped")
+            time.sleep(self.poll_seconds)
+
+    def _results(self, execution: str, max_rows: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+        request: dict[str, Any] = {"QueryExecutionId": execution, "MaxResults": min(max_rows + 1, 1000)}  # + the header row
+        columns: list[str] = []
+        kinds: list[Any] = []
+        rows: list[tuple[Any, ...]] = []
+        while True:
+            page = self.client.get_query_results(**request)
+            if not columns:
+                info = page["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]
+                columns, kinds = [c["Name"] for c in info], [ATHENA_TYPES.get(c["Type"].lower(), str) for c in info]
+            data = page["ResultSet"]["Rows"][0 if "NextToken" in request else 1:]  # a SELECT's first row is its header
+            rows += [tuple(None if "VarCharValue" not in d else kind(d["VarCharValue"]) for d, kind in zip(r["Data"], kinds))
+                     for r in data]
+            if len(rows) >= max_rows or "NextToken" not in page:
+                return columns, rows[:max_rows]
+            request.update(NextToken=page["NextToken"], MaxResults=min(max_rows - len(rows), 1000))

@@ -34,7 +34,9 @@ def query(
     run_date, model_version). Views: those the models' specs declare (`views:` in the spec; the
     engagement spec's high_value, at_risk, model_performance). New results objects are copied to
     $STAGEWISE_HOME/cache/<env> first. The table is cut to the terminal's width (--json has every
-    column and row). Exit 4 if the SQL fails (the message names the tables and views there are).
+    column and row). The SQL is sandboxed: one read-only SELECT (or WITH ... SELECT), no file
+    access, at most 20,000 characters, 1 GB of memory, 2 threads, 30 s and 1,000,000 rows. Exit 4
+    if the SQL is refused or fails (the message says why and names the tables and views there are).
 
     Examples:
 
@@ -250,13 +252,15 @@ def agent_ask(
         fail("the embedded AWS has no Bedrock runtime, so the agent cannot call its model here", ExitCode.AWS_UNREACHABLE, as_json,
              hint="ask with --aws (Bedrock in the stack's account), or run its tools yourself: `stagewise query`, `stagewise explain`")
     objects = ObjectStore(conn.clients.client("s3"))
+    # the model's SQL runs in the stack's Athena workgroup (bytes-scanned cutoff), never over downloaded data
+    athena = catalog.Athena(conn.clients.client("athena"), catalog.athena_workgroup(env), catalog.glue_database(env))
     uri = S3Uri.parse(version.agent.prompt_uri)
     prompt = objects.get_bytes(uri.bucket, uri.key, expect_sha256=version.agent.prompt_sha256).decode()
     tools = analyst.AnalystTools(
         objects, conn.resources.data_bucket.name, registry.get_version, registry.champion,
         read_id_salt(conn.clients, conn.resources).key, stagewise_home() / "cache" / env,
         spec_of=lambda v: spec_store.version_spec(objects, v) or load_spec(v.model),
-        specs=lambda: spec_store.catalog_specs(registry, objects))
+        specs=lambda: spec_store.catalog_specs(registry, objects), athena=athena)
     answer = analyst.converse(conn.clients.client("bedrock-runtime"), version.agent, prompt, question, tools)
     if as_json:
         emit_json({"agent": name, "version": version.version, "answer": answer.text, "tool_calls": answer.tool_calls,

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 
+from stagewise.pipeline.sql_sandbox import QueryError, check_select
 from stagewise.platform.contract import ExitCode, StagewiseError
 from stagewise.platform.strict import StrictModel
 
@@ -443,7 +444,23 @@ def load_spec(name_or_path: str | Path) -> ModelSpec:
         raise SpecError(f"{origin}: a model spec is a YAML mapping, got {type(raw).__name__}")
     if isinstance(raw.get("views"), dict):
         raw = {**raw, "views": {k: _view_sql(v, folder, origin) for k, v in raw["views"].items()}}
+        _check_views(raw["views"], origin)
     return parse_spec(raw, origin)
+
+
+def _check_views(views: dict, origin: str) -> None:
+    """Each view must be one read-only SELECT, the SQL sandbox's rule for any SQL over the catalog.
+
+    Raises:
+        SpecError: naming the view and why (e.g. ``COPY statements are not allowed``).
+    """
+    for name, sql in views.items():
+        if isinstance(sql, str) and sql.strip():
+            try:
+                check_select(sql)
+            except QueryError as e:
+                raise SpecError(f"{origin}: view {name!r} must be one SELECT (or WITH ... SELECT) over the "
+                                f"catalog: {e}") from e
 
 
 def parse_spec(raw: dict, origin: str = "model spec") -> ModelSpec:

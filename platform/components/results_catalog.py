@@ -7,7 +7,9 @@ Tables use partition projection (``run_date`` as a date ``yyyy-MM-dd`` from 2026
 published: no crawler and no ``MSCK REPAIR TABLE``. The layout, columns and view SQL are the
 runtime's own (``stagewise.pipeline.catalog``), so Athena and ``stagewise query`` (DuckDB) read the
 same files with the same SQL. Athena's query results go to ``athena-results/`` in the data bucket
-(SSE-S3, expired by the bucket's lifecycle).
+(SSE-S3, expired by the bucket's lifecycle). The workgroup enforces its configuration, and its
+bytes-scanned cutoff (``BYTES_SCANNED_CUTOFF``, 1 GiB) cancels any one query that would read more:
+the analyst agent's SQL runs here on AWS (``stagewise.pipeline.catalog.Athena``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ PARQUET = {
     "ser_de_info": {"serialization_library": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"},
 }
 PROJECTION_START = "2026-01-01"
+BYTES_SCANNED_CUTOFF = 1024**3
+"""Most bytes one query in the workgroup may scan (Athena cancels it past that): 1 GiB, about half a
+cent per query at Athena's 5 USD per TB scanned (a query filtered on run_date reads far less)."""
 
 
 @dataclass
@@ -64,7 +69,7 @@ class ResultsCatalog(pulumi.ComponentResource):
         super().__init__("stagewise:platform:ResultsCatalog", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         env, bucket = args.environment, args.data_bucket
-        self.database = aws.glue.CatalogDatabase(f"{name}-db", name=f"stagewise_{env}",
+        self.database = aws.glue.CatalogDatabase(f"{name}-db", name=catalog.glue_database(env),
                                                  description=f"Stagewise {env}: scoring results", opts=child)
         self.tables = [
             aws.glue.CatalogTable(
@@ -78,9 +83,10 @@ class ResultsCatalog(pulumi.ComponentResource):
             for spec in args.specs
         ]
         self.workgroup = aws.athena.Workgroup(
-            f"{name}-workgroup", name=f"stagewise-{env}", force_destroy=True,
+            f"{name}-workgroup", name=catalog.athena_workgroup(env), force_destroy=True,
             configuration={
                 "enforce_workgroup_configuration": True,
+                "bytes_scanned_cutoff_per_query": BYTES_SCANNED_CUTOFF,
                 "publish_cloudwatch_metrics_enabled": True,
                 "result_configuration": {"output_location": f"s3://{bucket}/athena-results/",
                                          "encryption_configuration": {"encryption_option": "SSE_S3"}},
