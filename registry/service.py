@@ -453,7 +453,7 @@ class Registry:
             return decision.change()
 
         try:
-            head = self._change(name, actor, f"eval-{run_token}", model.revision, mutate)
+            head = self._change(name, actor, f"eval-{run_token}", model.revision, mutate, decided=box)
         except Conflict:
             return self.evaluate_rollout(name, observations, actor=actor, run_token=run_token,
                                          extra_results=extra_results, hold_reason=hold_reason)
@@ -493,16 +493,22 @@ class Registry:
 
         for _ in range(CONFLICT_RETRIES):
             try:
-                head = self._change(name, actor, token, None, mutate)
+                head = self._change(name, actor, token, None, mutate, decided=box)
             except Conflict:
                 continue
             return Decision(box.get("outcome", "already_counted"), head, box.get("results", []), box.get("reason", ""))
         raise Conflict(f"{name!r} kept changing; feedback not recorded after {CONFLICT_RETRIES} attempts: retry")
 
     # ---------------------------------------------------------------------------------- write
-    def _change(self, name: str, actor: str, token: str, expected_revision: int | None, mutate: Mutation) -> ModelRecord:
+    def _change(self, name: str, actor: str, token: str, expected_revision: int | None, mutate: Mutation,
+                decided: dict[str, Any] | None = None) -> ModelRecord:
+        """Read, decide with ``mutate``, write conditionally with ``token``. A replay (the token
+        acted already, perhaps concurrently with this call) writes nothing and empties ``decided``,
+        where ``mutate`` keeps what it decided, so the caller reports nothing this call did not do."""
         model = self.store.get_model(name)
         if self.store.has_token(name, token):
+            if decided is not None:
+                decided.clear()  # e.g. left by an attempt that met a Conflict before the same call wrote
             return model  # a retried call: it acted already
         if expected_revision is not None and model.revision != expected_revision:
             raise Conflict(f"{name!r} is at revision {model.revision}, not {expected_revision}; re-read and retry")
@@ -515,6 +521,8 @@ class Registry:
             evidence=evidence, before={"serving": model.serving(), "stages": transitions.stages(model)},
             after={"serving": head.serving(), "stages": transitions.stages(head)},
         )
-        written, _ = self.store.update_model(head, model.revision, event, token)
+        written, created = self.store.update_model(head, model.revision, event, token)
+        if not created and decided is not None:
+            decided.clear()  # the same call wrote first, between our read and our write
         return written
 
