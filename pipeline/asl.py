@@ -37,8 +37,8 @@ failed partition (after its Spot retries and on-demand fallback) fails the Map R
 ``States.ExceedToleratedFailureThreshold``, caught to ``NotifyFailure``; that partition's own error
 and cause are in its child execution's history (the Map Run, ``DescribeMapRun``).
 
-Control flow per ECS task: retry Spot interruptions, heartbeat timeouts and ECS API errors (1 + 2
-attempts, exponential backoff), then fall back to an on-demand ``FARGATE`` copy of the state
+Control flow per ECS task: wait for another run's run lock (``RUN_LOCKED_RETRY``); retry Spot
+interruptions, heartbeat timeouts and ECS API errors (1 + 2 attempts, exponential backoff), then fall back to an on-demand ``FARGATE`` copy of the state
 (``<Name>OnDemand``). Validation and gate failures publish an alert to the SNS topic and fail the
 execution with that error and the task's cause; anything else publishes a generic alert and fails
 it with ``TaskError.PIPELINE_FAILED``, cause ``"<task's error>: <task's cause>"``. A Fail state's
@@ -215,8 +215,15 @@ def _describe(steps: Sequence[Step]) -> str:
     return "; ".join(f"{st.name}: {st.description}" for st in steps)
 
 
+RUN_LOCKED_RETRY = Retrier((TaskError.RUN_LOCKED,), interval_seconds=60, max_attempts=20, backoff_rate=1.0)
+"""Another run (a manual one, when the schedule fires) holds the model's run lock: wait for it,
+trying every minute for 20 minutes (``stagewise.registry.runlock``; its lock lapses 10 minutes
+after its holder dies)."""
+
+
 def _task_retry(target: StateMachineTarget) -> tuple[Retrier, ...]:
     return (
+        RUN_LOCKED_RETRY,
         Retrier(
             (TaskError.SPOT_INTERRUPTION, HEARTBEAT_TIMEOUT, ECS_API_ERROR),
             interval_seconds=target.retry_interval_seconds,

@@ -20,12 +20,16 @@ the same):
                     partition (default 1,000,000)), at least 1 and at most one per Parquet row group.
     failure         SendTaskFailure(error, cause <= 32,768 characters): TaskError.VALIDATION_FAILED
                     (exit 2), GATE_FAILED (exit 3), SPOT_INTERRUPTION (SIGTERM: Fargate Spot's
-                    notice, exit 143), STEP_FAILED (anything else: exit 1, or 4 for bad arguments,
-                    settings or spec, 5 for AWS unreachable, as the CLI).
+                    notice, exit 143), RUN_LOCKED (another run holds the model's run lock: exit 6),
+                    STEP_FAILED (anything else: exit 1, or 4 for bad arguments, settings or spec, 5
+                    for AWS unreachable, as the CLI).
     while working   SendTaskHeartbeat every 60 s from a daemon thread (the state's HeartbeatSeconds
                     is 300); ``Env.HEARTBEAT_SECONDS`` overrides the interval.
 
-Re-running a group is idempotent: a group (or score partition) that already finished is not run
+One run at a time per model: each task takes the model's run lock for its run id (a later group
+or a parallel partition of the same run re-enters it) and renews it while it works; the ``report``
+group, or a failure the state machine does not retry, releases it; an abandoned run's lock lapses
+(``stagewise.registry.runlock``). Re-running a group is idempotent: a group (or score partition) that already finished is not run
 again, its recorded output is sent again; an interrupted one runs from its start (registration is
 idempotent by token, the rollout controller by run id). Large objects are not in the state:
 ``train`` re-reads the input (its sha256 verified), a ``score`` partition downloads it and reads
@@ -42,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 import traceback
@@ -68,6 +71,9 @@ from stagewise.platform.runtime.aws import AwsClients, AwsTarget, utc_now
 from stagewise.platform.runtime.embedded import stagewise_home
 from stagewise.platform.runtime.environment import Environment, connect
 from stagewise.platform.runtime.objects import S3Uri, sha256_file
+from stagewise.registry.dynamodb import registry_of
+from stagewise.registry.errors import Locked
+from stagewise.registry.runlock import DEFAULT_TTL_SECONDS, RunLease
 from stagewise.stacks.settings import load_settings
 
 HEARTBEAT_SECONDS = 60.0
@@ -75,6 +81,7 @@ PROGRESS_SECONDS = 30.0
 
 GROUPS: dict[str, tuple[Step, ...]] = dict(PIPELINE.task_groups())
 """Task group name -> its steps, in order (``validate``, ``train``, ``score``, ``report``)."""
+LAST_GROUP = list(GROUPS)[-1]
 
 NEEDS_FRAME = frozenset({"train"})
 """Groups whose steps need the parsed input in memory (``ctx.work.frame``): re-read from the
@@ -488,33 +495,53 @@ def main(argv: list[str] | None = None) -> int:
     """
     global _SIGTERM
     _SIGTERM = Sigterm(SpotInterruption)
-    previous = signal.signal(signal.SIGTERM, _SIGTERM.handle)
-    clients, log = None, _Log()
+    with _SIGTERM.installed():
+        clients, log = None, _Log()
+        try:
+            try:
+                args = _parse(argv)
+                log = _Log(run_id=args.run_id, group=args.group)
+                ctx, clients = _context(args)
+                state = RunState.load(ctx.clients.client("s3"), ctx.data_bucket, ctx.spec.name, args.run_id)
+                _check_data(args.data, args.group, state)
+                callbacks = _callbacks(clients)
+                lease = _run_lock(args.group, ctx)
+            except SystemExit as e:  # --help
+                return int(e.code or 0)
+            except Locked as e:  # another run is working on this model: the state machine retries later
+                _setup_failed(log, clients, TaskError.RUN_LOCKED, str(e), ExitCode.CONFLICT)
+                return ExitCode.CONFLICT
+            except Exception as e:  # noqa: BLE001 - arguments, settings, spec, AWS access, state
+                code = _setup_exit_code(e)
+                _setup_failed(log, clients, TaskError.STEP_FAILED, f"the task could not start: {type(e).__name__}: {e}", code)
+                return code
+            return _run_group(args.group, ctx, state, callbacks, lease, log)
+        except SpotInterruption:  # while starting, or in run_task before it reported (it disarms then)
+            _setup_failed(log, clients, TaskError.SPOT_INTERRUPTION, "SIGTERM received before the group ran or reported; nothing was recorded",
+                          ExitCode.SIGTERM)
+            return ExitCode.SIGTERM
+
+
+def _run_group(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks, lease: RunLease, log: _Log) -> int:
+    """``run_task``, then free the model's run lock if the execution is over: its last group
+    succeeded, or the group failed in a way the state machine does not retry (anything but
+    SIGTERM, which it retries on Spot and then on demand); otherwise keep it for the next group or
+    the retry. A redriven execution takes it again (the same run id)."""
+    finished = False
     try:
-        try:
-            args = _parse(argv)
-            log = _Log(run_id=args.run_id, group=args.group)
-            ctx, clients = _context(args)
-            state = RunState.load(ctx.clients.client("s3"), ctx.data_bucket, ctx.spec.name, args.run_id)
-            _check_data(args.data, args.group, state)
-            callbacks = _callbacks(clients)
-        except SystemExit as e:  # --help
-            return int(e.code or 0)
-        except Exception as e:  # noqa: BLE001 - arguments, settings, spec, AWS access, state
-            code = _setup_exit_code(e)
-            _setup_failed(log, clients, TaskError.STEP_FAILED, f"the task could not start: {type(e).__name__}: {e}", code)
-            return code
-        try:
-            run_task(args.group, ctx, state, callbacks)
-            return ExitCode.OK
-        except TaskFailed as e:
-            return e.exit_code
-    except SpotInterruption:  # while starting, or in run_task before it reported (it disarms then)
-        _setup_failed(log, clients, TaskError.SPOT_INTERRUPTION, "SIGTERM received before the group ran or reported; nothing was recorded",
-                      ExitCode.SIGTERM)
-        return ExitCode.SIGTERM
+        run_task(group, ctx, state, callbacks)
+        finished = group == LAST_GROUP
+        return ExitCode.OK
+    except TaskFailed as e:
+        finished = e.exit_code != ExitCode.SIGTERM
+        return e.exit_code
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        lease.stop()
+        if finished:
+            try:
+                lease.release()
+            except Exception as e:  # noqa: BLE001 - AWS unreachable: the lock lapses by itself
+                log(event="run_lock", status="not released", error=str(e))
 
 
 def _context(args: argparse.Namespace) -> tuple[RunContext, Any]:
@@ -533,6 +560,19 @@ def _context(args: argparse.Namespace) -> tuple[RunContext, Any]:
     if args.group in MAPPED_GROUPS:
         ctx.partition = (args.partition or 0, args.partitions or 1)
     return ctx, conn.clients
+
+
+def _run_lock(group: str, ctx: RunContext) -> RunLease:
+    """Take (or, for a later group or a partition of the same run, re-enter) the model's run lock
+    and renew it while the task works.
+
+    Raises:
+        Locked: another run holds it.
+    """
+    ttl = float(os.environ.get(Env.RUN_LOCK_SECONDS, DEFAULT_TTL_SECONDS))
+    lease = RunLease(registry_of(ctx).store, ctx.spec.name, ctx.run_id, command=group, holder=ctx.actor, ttl=ttl)
+    lease.acquire()
+    return lease
 
 
 def _check_data(data: str, group: str, state: RunState) -> None:

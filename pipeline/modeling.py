@@ -18,6 +18,7 @@ from sklearn.metrics import (
 )
 
 from stagewise.pipeline.spec import GateSpec, ModelSpec
+from stagewise.platform.contract import native_code, sigterm_checkpoint
 from stagewise.registry import gates as gatelib
 from stagewise.registry.records import Gate, GateResult
 BASELINE_QUANTILES = tuple(np.round(np.linspace(0, 1, 11), 2))  # deciles: PSI bins (issue: drift)
@@ -120,12 +121,17 @@ def category_codes(col: pd.Series, categories: list[str]) -> np.ndarray:
     return codes.to_numpy(zero_copy_only=False).astype("int32")
 
 
-class _Progress(xgb.callback.TrainingCallback):
-    def __init__(self, report: Callable[[int, int], None], total: int) -> None:
+class _Rounds(xgb.callback.TrainingCallback):
+    """After each boosting round: raise a SIGTERM held while XGBoost ran native code
+    (``contract.native_code``), then report progress."""
+
+    def __init__(self, report: Callable[[int, int], None] | None, total: int) -> None:
         self.report, self.total = report, total
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-        self.report(epoch + 1, self.total)
+        sigterm_checkpoint()
+        if self.report is not None:
+            self.report(epoch + 1, self.total)
         return False
 
 
@@ -149,9 +155,9 @@ def train_model(
     params = {"tree_method": "hist", **{k: v for k, v in spec.xgboost.items() if k not in ("n_jobs", "nthread")}}
     n_jobs = spec.threads or n_jobs
     total = int(params.get("n_estimators", 100))
-    callbacks = [_Progress(progress, total)] if progress else None
-    model = model_class(spec.task)(**params, enable_categorical=True, n_jobs=n_jobs, callbacks=callbacks)
-    model.fit(X, y.astype("int64") if spec.task == "classification" else y)
+    model = model_class(spec.task)(**params, enable_categorical=True, n_jobs=n_jobs, callbacks=[_Rounds(progress, total)])
+    with native_code():  # building the DMatrix calls back into Python: a SIGTERM waits for the next round
+        model.fit(X, y.astype("int64") if spec.task == "classification" else y)
     model.set_params(callbacks=None)
     return model
 
@@ -159,9 +165,10 @@ def train_model(
 def predict(model: xgb.XGBModel, X: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
     """Predictions as float64: a regressor's clipped to the target's declared range (e.g. [0, 1]);
     a classifier's probability of the positive class (label 1)."""
-    if spec.task == "classification":
-        return model.predict_proba(X)[:, 1].astype("float64")
-    pred = model.predict(X).astype("float64")
+    with native_code():  # a SIGTERM during XGBoost's native prediction is raised when it returns
+        if spec.task == "classification":
+            return model.predict_proba(X)[:, 1].astype("float64")
+        pred = model.predict(X).astype("float64")
     lo = spec.target.min if spec.target.min is not None else -np.inf
     hi = spec.target.max if spec.target.max is not None else np.inf
     return np.clip(pred, lo, hi)

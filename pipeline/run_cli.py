@@ -3,6 +3,8 @@ run table, ``--json`` and ``--resume``; the run's journal makes an interrupted r
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -14,11 +16,12 @@ from stagewise.pipeline import spec_store
 from stagewise.pipeline.journal import RunJournal
 from stagewise.pipeline.spec import builtin_spec_names, load_spec
 from stagewise.platform.cli import AWS_OPT, JSON_OPT, PROJECT_OPT, emit_json, err, fail, handles_errors, out
-from stagewise.platform.contract import RESUMABLE, ExitCode
+from stagewise.platform.contract import RESUMABLE, Env, ExitCode
 from stagewise.platform.runtime.embedded import stagewise_home
 from stagewise.platform.runtime.environment import connect
 from stagewise.platform.runtime.objects import ObjectStore, sha256_file
 from stagewise.registry.dynamodb import registry_of
+from stagewise.registry.runlock import DEFAULT_TTL_SECONDS, RunLease, describe
 
 DATA_OPT = typer.Option(None, "--data", "-d", help="Dataset (parquet or CSV), or an s3:// URI. [default: data/customers.parquet]")
 MODEL_OPT = typer.Option(None, "--model", "-m", help="A spec YAML's path, a built-in spec's name, or a registered model's name "
@@ -32,6 +35,11 @@ RESUME_OPT = typer.Option(
     "environment it started with; `last` is the latest unfinished run. Steps are idempotent: the result is what an "
     "uninterrupted run would have made (no duplicate version, rollout counted once).",
 )
+WAIT_OPT = typer.Option(
+    0.0, "--wait", metavar="SECONDS", min=0,
+    help="If another run is working on this model in this environment, wait up to SECONDS for it to finish "
+    "(default: refuse at once with exit 6).",
+)
 DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_ENV = Path("data/customers.parquet"), "engagement", "dev"
 
 
@@ -39,7 +47,7 @@ DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_ENV = Path("data/customers.parquet"), "enga
 def run(
     data: Optional[Path] = DATA_OPT, model: Optional[str] = MODEL_OPT, env: Optional[str] = RUN_ENV_OPT, aws: bool = AWS_OPT,
     actor: Optional[str] = RUN_ACTOR_OPT, port: Optional[int] = PORT_OPT, project_dir: Optional[Path] = PROJECT_OPT,
-    resume: Optional[str] = RESUME_OPT, as_json: bool = JSON_OPT,
+    resume: Optional[str] = RESUME_OPT, wait: float = WAIT_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Run the pipeline: ingest, validate, train, evaluate, register, score, rollout, publish.
 
@@ -48,25 +56,30 @@ def run(
     against the embedded AWS (started if needed, and left running so that `stagewise registry ...`
     can read the result; stop it with `stagewise local down`).
 
+    One run at a time per model and environment: a second run (another terminal, the schedule)
+    refuses with exit 6, or waits with --wait SECONDS.
+
     Exit codes: 0 ok, 1 a step failed, 2 validation failed, 3 gate failed, 4 bad input, 5 AWS
-    unreachable, 143 stopped by SIGTERM. After 1, 5 or 143 (or a crash), `--resume RUN_ID` finishes the run.
+    unreachable, 6 another run is working on the model, 143 stopped by SIGTERM. After 1, 5 or 143
+    (or a crash), `--resume RUN_ID` finishes the run.
 
     Examples:
 
       stagewise run --data data/customers.parquet
       stagewise run --model churn --env test --json
       stagewise run --resume last
+      stagewise run --model churn --wait 600
     """
     from stagewise.pipeline.definition import PIPELINE  # deferred: the steps import pandas, XGBoost and scikit-learn (~2 s)
 
-    _execute(PIPELINE, data, model, env, aws, actor, port, project_dir, as_json, resume)
+    _execute(PIPELINE, data, model, env, aws, actor, port, project_dir, as_json, resume, wait)
 
 
 @handles_errors
 def score(
     data: Optional[Path] = DATA_OPT, model: Optional[str] = MODEL_OPT, env: Optional[str] = RUN_ENV_OPT, aws: bool = AWS_OPT,
     actor: Optional[str] = RUN_ACTOR_OPT, port: Optional[int] = PORT_OPT, project_dir: Optional[Path] = PROJECT_OPT,
-    resume: Optional[str] = RESUME_OPT, as_json: bool = JSON_OPT,
+    resume: Optional[str] = RESUME_OPT, wait: float = WAIT_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Score with the current rollout, without training: ingest, validate, score, rollout, publish.
 
@@ -81,11 +94,12 @@ def score(
     """
     from stagewise.pipeline.definition import SCORING  # deferred: the steps import pandas, XGBoost and scikit-learn (~2 s)
 
-    _execute(SCORING, data, model, env, aws, actor, port, project_dir, as_json, resume)
+    _execute(SCORING, data, model, env, aws, actor, port, project_dir, as_json, resume, wait)
 
 
 def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Optional[str], aws: bool, actor: Optional[str],
-             port: Optional[int], project_dir: Optional[Path], as_json: bool, resume: Optional[str] = None) -> None:
+             port: Optional[int], project_dir: Optional[Path], as_json: bool, resume: Optional[str] = None,
+             wait: float = 0.0) -> None:
     # deferred: the runner and the steps import pandas, XGBoost and scikit-learn (~2 s); `--help` needs none of it
     from stagewise.pipeline.runner import RunInterrupted, new_run_id, run_pipeline, sigterm_interrupts
     from stagewise.pipeline.steps import RunContext  # deferred: see above
@@ -121,49 +135,54 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
 
         spec = spec_store.resolve_spec(model, registry_of(conn), ObjectStore(conn.clients.client("s3")))
     run_id = journal.run_id if journal else new_run_id()
-    workdir = runs_dir / run_id
-    workdir.mkdir(parents=True, exist_ok=True)
-    if journal is None:
-        spec_ref = str(Path(model).resolve()) if Path(model).is_file() else model  # resumable from any folder
-        journal = RunJournal.create(workdir, run_id, command, spec_ref, source, env, aws)
-    else:
-        journal.resume()
-    ctx = RunContext(
-        run_id=run_id, settings=conn.settings, resources=conn.resources, clients=conn.clients, spec=spec,
-        data_source=source, workdir=workdir, actor=actor or identity["Arn"],
-    )
-    where = f"embedded AWS {conn.clients.target.endpoint_url}" if conn.embedded else "AWS"
-    if not as_json:
-        out.print(f"[bold]stagewise {command}[/] {run_id}{' (resumed)' if resume else ''} · [cyan]{env}[/] "
-                  f"account {identity['Account']} ({conn.settings.region}, {where}) · model [bold]{spec.name}[/]")
+    lease = RunLease(registry_of(conn).store, spec.name, run_id, command, holder=actor or identity["Arn"],
+                     ttl=float(os.environ.get(Env.RUN_LOCK_SECONDS, DEFAULT_TTL_SECONDS)))
+    waiting = None if as_json else (lambda held: err.print(f"[yellow]waiting[/] up to {wait:.0f} s for "
+                                                           f"{describe(held, time.time())} to finish"))
+    with lease.held(wait, on_wait=waiting):  # nothing is read or written for the run before its model is locked
+        workdir = stagewise_home() / "runs" / run_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        if journal is None:
+            spec_ref = str(Path(model).resolve()) if Path(model).is_file() else model  # resumable from any folder
+            journal = RunJournal.create(workdir, run_id, command, spec_ref, source, env, aws)
+        else:
+            journal.resume()
+        ctx = RunContext(
+            run_id=run_id, settings=conn.settings, resources=conn.resources, clients=conn.clients, spec=spec,
+            data_source=source, workdir=workdir, actor=actor or identity["Arn"],
+        )
+        where = f"embedded AWS {conn.clients.target.endpoint_url}" if conn.embedded else "AWS"
+        if not as_json:
+            out.print(f"[bold]stagewise {command}[/] {run_id}{' (resumed)' if resume else ''} · [cyan]{env}[/] "
+                      f"account {identity['Account']} ({conn.settings.region}, {where}) · model [bold]{spec.name}[/]")
 
-    def track(name: str, phase: str, rec: Any) -> None:
-        if phase == "start":
-            ingested = ctx.results.ingest
-            journal.update(step=name, data_sha256=ingested.data_sha256 if ingested else journal.doc.get("data_sha256"))
+        def track(name: str, phase: str, rec: Any) -> None:
+            if phase == "start":
+                ingested = ctx.results.ingest
+                journal.update(step=name, data_sha256=ingested.data_sha256 if ingested else journal.doc.get("data_sha256"))
 
-    try:
-        with sigterm_interrupts():
-            result = _run_with_progress(ctx, lambda c, **kw: run_pipeline(c, pipeline, **kw), quiet=as_json, track=track)
-    except (RunInterrupted, KeyboardInterrupt) as e:
-        code = ExitCode.SIGTERM if isinstance(e, RunInterrupted) else ExitCode.INTERRUPTED
-        what = "SIGTERM" if isinstance(e, RunInterrupted) else "Ctrl-C"
-        journal.update(status="interrupted", exit_code=code, error=f"{what} during step {journal.doc['step']}")
-        fail(f"run {run_id} stopped by {what} during step {journal.doc['step']}; nothing half-done is visible",
-             code, as_json, hint=f"finish it with `stagewise {command} --resume {run_id}`", run_id=run_id, status="interrupted")
-    status = "succeeded" if result.exit_code == 0 else "failed" if result.exit_code in RESUMABLE else "rejected"
-    journal.update(status=status, exit_code=result.exit_code, error=result.error)
-    doc = result.to_dict()
-    doc["outputs"] = {"workdir": str(workdir), "journal": str(journal.path)}
-    if result.exit_code in RESUMABLE:
-        doc["resume"] = f"stagewise {command} --resume {run_id}"
-    if as_json:
-        emit_json(doc)
-    else:
-        _report(result, doc, ctx)
-        if "resume" in doc:
-            err.print(f"[dim]hint:[/] fix the cause, then finish this run with `{doc['resume']}`")
-    raise typer.Exit(result.exit_code)
+        try:
+            with sigterm_interrupts():
+                result = _run_with_progress(ctx, lambda c, **kw: run_pipeline(c, pipeline, **kw), quiet=as_json, track=track)
+        except (RunInterrupted, KeyboardInterrupt) as e:
+            code = ExitCode.SIGTERM if isinstance(e, RunInterrupted) else ExitCode.INTERRUPTED
+            what = "SIGTERM" if isinstance(e, RunInterrupted) else "Ctrl-C"
+            journal.update(status="interrupted", exit_code=code, error=f"{what} during step {journal.doc['step']}")
+            fail(f"run {run_id} stopped by {what} during step {journal.doc['step']}; nothing half-done is visible",
+                 code, as_json, hint=f"finish it with `stagewise {command} --resume {run_id}`", run_id=run_id, status="interrupted")
+        status = "succeeded" if result.exit_code == 0 else "failed" if result.exit_code in RESUMABLE else "rejected"
+        journal.update(status=status, exit_code=result.exit_code, error=result.error)
+        doc = result.to_dict()
+        doc["outputs"] = {"workdir": str(workdir), "journal": str(journal.path)}
+        if result.exit_code in RESUMABLE:
+            doc["resume"] = f"stagewise {command} --resume {run_id}"
+        if as_json:
+            emit_json(doc)
+        else:
+            _report(result, doc, ctx)
+            if "resume" in doc:
+                err.print(f"[dim]hint:[/] fix the cause, then finish this run with `{doc['resume']}`")
+        raise typer.Exit(result.exit_code)
 
 
 def _resumed_arguments(journal: Any, data: Optional[Path], model: Optional[str], env: Optional[str], aws: bool,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from enum import IntEnum
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 
 class ExitCode(IntEnum):
@@ -81,6 +81,10 @@ class Env:
     """Rows per scoring partition (default 1,000,000)."""
     FAILPOINTS = "STAGEWISE_FAILPOINTS"
     """Fault tests only: ``name=kill|term[@N],...`` (``stagewise.platform.runtime.failpoints``)."""
+    FAULTS = "STAGEWISE_FAULTS"
+    """Fault tests and drills only: a flaky AWS, injected into every client ``AwsClients`` makes, e.g.
+    ``rate=0.05,services=s3+dynamodb,kinds=throttle+5xx+reset+timeout,seed=7``
+    (``stagewise.platform.runtime.faults``). Unset or empty: off."""
     ENVIRONMENT = "STAGEWISE_ENV"
     """In a task container: the environment (``dev``, ``test``, ``prod``) it runs in."""
     IN_AWS = "STAGEWISE_IN_AWS"
@@ -91,6 +95,8 @@ class Env:
     """In a task container: ``FARGATE_SPOT`` or ``FARGATE`` (the on-demand fallback)."""
     HEARTBEAT_SECONDS = "STAGEWISE_HEARTBEAT_SECONDS"
     """In a task container: seconds between ``SendTaskHeartbeat`` calls."""
+    RUN_LOCK_SECONDS = "STAGEWISE_RUN_LOCK_SECONDS"
+    """Seconds a run's lock on its model outlives the last renewal (``registry.runlock``; default 600)."""
 
 
 class TaskError:
@@ -102,6 +108,8 @@ class TaskError:
     """An offline gate rejected the new version."""
     SPOT_INTERRUPTION = "Stagewise.SpotInterruption"
     """The task got SIGTERM: Fargate Spot reclaimed it (retried on Spot, then on demand)."""
+    RUN_LOCKED = "Stagewise.RunLocked"
+    """Another run holds the model's run lock (exit 6): retried every minute for 20 minutes."""
     STEP_FAILED = "Stagewise.StepFailed"
     """Any other failure of a step."""
     PIPELINE_FAILED = "Stagewise.PipelineFailed"
@@ -114,24 +122,41 @@ class Sigterm:
 
     The exception is raised once. Inside ``deferred()`` (writing state, sending a callback) the
     signal is only recorded, so that work finishes; after ``disarm()`` (the outcome is reported)
-    likewise. ``received`` says whether it came.
+    likewise. Inside ``native()`` (a native library that calls back into Python, e.g. XGBoost
+    building a DMatrix through ctypes) it is held and raised at the next ``checkpoint()`` or on
+    leaving: an exception raised inside a ctypes callback is printed and lost, and the library may
+    then crash. ``received`` says whether it came. ``Sigterm.active`` is the installed instance.
 
     Args:
         exception: the ``BaseException`` subclass to raise (a ``BaseException``, like
             ``KeyboardInterrupt``, so no ``except Exception`` mistakes it for a step failure).
     """
 
+    active: ClassVar["Sigterm | None"] = None
+
     def __init__(self, exception: type[BaseException]) -> None:
         self.exception = exception
         self.received = False
         self.armed = True
         self._deferred = 0
+        self._native = 0
+        self._held = False
 
     def handle(self, signum: int, frame: Any) -> None:
         """The signal handler."""
         first = not self.received
         self.received = True
         if first and self.armed and self._deferred == 0:
+            if self._native:
+                self._held = True  # raised at the next checkpoint, outside the library's callback
+                return
+            raise self.exception("SIGTERM received")
+
+    def checkpoint(self) -> None:
+        """Raise a SIGTERM held during ``native()`` (call it where Python is in control, e.g. from
+        an XGBoost training callback between boosting rounds)."""
+        if self._held and self.armed and self._deferred == 0:
+            self._held = False
             raise self.exception("SIGTERM received")
 
     def disarm(self) -> None:
@@ -148,13 +173,44 @@ class Sigterm:
             self._deferred -= 1
 
     @contextlib.contextmanager
+    def native(self) -> Iterator[None]:
+        """While inside, a SIGTERM is held until ``checkpoint()`` or the exit from the block."""
+        self._native += 1
+        try:
+            yield
+        finally:
+            self._native -= 1
+        if self._native == 0:
+            self.checkpoint()
+
+    @contextlib.contextmanager
     def installed(self) -> Iterator["Sigterm"]:
-        """Install ``handle`` for SIGTERM while inside; the previous handler is restored after."""
-        previous = signal.signal(signal.SIGTERM, self.handle)
+        """Install ``handle`` for SIGTERM while inside (and make this ``Sigterm.active``); the
+        previous handler is restored after."""
+        previous, before = signal.signal(signal.SIGTERM, self.handle), Sigterm.active
+        Sigterm.active = self
         try:
             yield self
         finally:
             signal.signal(signal.SIGTERM, previous)
+            Sigterm.active = before
+
+
+@contextlib.contextmanager
+def native_code() -> Iterator[None]:
+    """``Sigterm.active.native()``, or nothing when no handler is installed: wrap calls into a
+    native library that calls back into Python (XGBoost's DMatrix construction, ``fit``, ``predict``)."""
+    if Sigterm.active is None:
+        yield
+        return
+    with Sigterm.active.native():
+        yield
+
+
+def sigterm_checkpoint() -> None:
+    """``Sigterm.active.checkpoint()``: raise a SIGTERM held during ``native_code()``, if any."""
+    if Sigterm.active is not None:
+        Sigterm.active.checkpoint()
 
 
 def states_integration(partition: str, action: str) -> str:

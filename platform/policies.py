@@ -72,14 +72,18 @@ def assume_role_policy(service: str | None = None, account_arn: str | None = Non
 # ------------------------------------------------------------------------------ the job tasks
 TASK_S3_ACCESS = {
     # task definition -> (data bucket prefixes read, data prefixes written, artifact prefixes read, written)
-    "validate": (["raw/", "incoming/", "runs/"], ["raw/", "validation/", "runs/"], [], []),
-    "train": (["raw/", "runs/"], ["runs/"], ["models/"], ["models/"]),
-    "score": (["raw/", "runs/", "staging/", "predictions/"], ["staging/", "predictions/", "results/", "runs/"], ["models/", "agents/"], []),
+    # validation/ is published from staging/validation/; metrics/ holds the once-per-run metrics markers
+    "validate": (["raw/", "incoming/", "runs/", "staging/validation/", "validation/"],
+                 ["raw/", "staging/validation/", "validation/", "runs/", "metrics/"], [], []),
+    "train": (["raw/", "runs/"], ["runs/", "metrics/"], ["models/"], ["models/"]),
+    "score": (["raw/", "runs/", "staging/", "predictions/", "metrics/"],
+              ["staging/", "predictions/", "results/", "runs/", "metrics/"], ["models/", "agents/"], []),
 }
-TASK_S3_DELETES = {"score": ["staging/"]}
-"""Data prefixes a task may delete in: the score group removes the parts it staged once published."""
+TASK_S3_DELETES = {"validate": ["staging/validation/"], "score": ["staging/"]}
+"""Data prefixes a task may delete in: what it staged, once published (validation files,
+prediction parts)."""
 TASK_REGISTRY_ACTIONS = {
-    "validate": [],
+    "validate": ["dynamodb:GetItem", "dynamodb:PutItem"],  # the run lock (registry.runlock): take, renew, release
     "train": ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"],
     "score": ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"],
 }

@@ -7,6 +7,10 @@ Item layout (key schema from ``stagewise.platform.resources.registry_table_spec`
     MODEL#<name>     VERSION#<000001>            immutable version record
     MODEL#<name>     EVENT#<revision 000000000001>  audit event (append-only, one per revision)
     MODEL#<name>     TOKEN#<token>               idempotency marker: what the token produced
+    MODEL#<name>     LOCK                        the run lock (``RunLock``), taken, renewed and
+                                                 released with conditional puts (released:
+                                                 ``expires_epoch`` 0; the task roles may not
+                                                 delete registry items)
 
 The model record also carries ``gsi1pk = "KIND#<kind>"`` and ``gsi1sk = <name>`` so models are
 listed from the ``by-kind`` index without a scan.
@@ -21,8 +25,8 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from stagewise.registry.errors import AlreadyExists, Conflict, NotFound, RegistryError
-from stagewise.registry.records import AuditEvent, ModelRecord, VersionRecord
+from stagewise.registry.errors import AlreadyExists, Conflict, Locked, NotFound, RegistryError
+from stagewise.registry.records import AuditEvent, ModelRecord, RunLock, VersionRecord
 from stagewise.registry.service import Registry
 from stagewise.registry.store import RegistryStore
 
@@ -166,6 +170,54 @@ class DynamoDBRegistryStore(RegistryStore):
             raise Conflict(f"model {model.name!r} changed since revision {expected_revision} was read; re-read and retry")
         raise RegistryError(f"registry write cancelled: {reasons}")
 
+    # -- the run lock ----------------------------------------------------------------------------
+    def acquire_run_lock(self, lock: RunLock, now_epoch: float) -> RunLock:
+        """Take or renew the model's run lock with one conditional put (see
+        ``RegistryStore.acquire_run_lock``).
+
+        Raises:
+            Locked: another run holds an unexpired lock.
+        """
+        try:
+            self._ddb.put_item(
+                TableName=self.table, Item=_to_item(lock, pk=_pk(lock.model), sk="LOCK"),
+                ConditionExpression="attribute_not_exists(pk) OR expires_epoch <= :now OR run_id = :run",
+                ExpressionAttributeValues={":now": {"N": repr(float(now_epoch))}, ":run": {"S": lock.run_id}},
+            )
+            return lock
+        except ClientError as e:
+            if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise self._error("write", e) from e
+        current = self.get_run_lock(lock.model)
+        if current is None:  # released between the put and the read: try once more
+            return self.acquire_run_lock(lock, now_epoch)
+        raise Locked(f"model {lock.model!r} is locked by run {current.run_id}", current)
+
+    def release_run_lock(self, name: str, run_id: str) -> bool:
+        """Release the run lock if ``run_id`` holds it: a conditional put of it with
+        ``expires_epoch`` 0 (no ``DeleteItem``: the task roles may not delete registry items).
+        False if that run does not hold it (nothing changes)."""
+        held = self.get_run_lock(name)
+        if held is None or held.run_id != run_id:
+            return False
+        try:
+            self._ddb.put_item(
+                TableName=self.table, Item=_to_item(held.model_copy(update={"expires_epoch": 0.0}), pk=_pk(name), sk="LOCK"),
+                ConditionExpression="run_id = :run AND expires_epoch > :zero",
+                ExpressionAttributeValues={":run": {"S": run_id}, ":zero": {"N": "0"}},
+            )
+            return True
+        except ClientError as e:
+            if e.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise self._error("write", e) from e
+
+    def get_run_lock(self, name: str) -> RunLock | None:
+        """The run lock of model ``name`` as stored (perhaps expired), or None (never taken, or released)."""
+        item = self._get(_pk(name), "LOCK")
+        lock = None if item is None else RunLock.model_validate(_from_item(item))
+        return None if lock is None or lock.expires_epoch <= 0 else lock
+
     # -- helpers ---------------------------------------------------------------------------------
     def _put_model(self, model: ModelRecord, expected_revision: int) -> dict[str, Any]:
         return {
@@ -223,13 +275,17 @@ class DynamoDBRegistryStore(RegistryStore):
                 raise NotFound(f"registry table {self.table} does not exist; deploy the stack or run `stagewise run`") from e
             raise RegistryError(f"registry write failed: {e}") from e
 
+    def _error(self, what: str, e: ClientError) -> RegistryError:
+        """A DynamoDB error as a registry error: a missing table is ``NotFound`` with the fix."""
+        if e.response["Error"]["Code"] == "ResourceNotFoundException":
+            return NotFound(f"registry table {self.table} does not exist; deploy the stack or run `stagewise run`")
+        return RegistryError(f"registry {what} failed: {e}")
+
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         try:
             resp = self._ddb.get_item(TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}}, ConsistentRead=True)
         except ClientError as e:
-            if e.response["Error"]["Code"] == "ResourceNotFoundException":
-                raise NotFound(f"registry table {self.table} does not exist; deploy the stack or run `stagewise run`") from e
-            raise RegistryError(f"registry read failed: {e}") from e
+            raise self._error("read", e) from e
         return resp.get("Item")
 
     def _query_prefix(self, name: str, prefix: str) -> list[dict[str, Any]]:
@@ -244,9 +300,7 @@ class DynamoDBRegistryStore(RegistryStore):
             pages = self._ddb.get_paginator("query").paginate(TableName=self.table, **kwargs)
             return [item for page in pages for item in page["Items"]]
         except ClientError as e:
-            if e.response["Error"]["Code"] == "ResourceNotFoundException":
-                raise NotFound(f"registry table {self.table} does not exist; deploy the stack or run `stagewise run`") from e
-            raise RegistryError(f"registry read failed: {e}") from e
+            raise self._error("read", e) from e
 
 
 def registry_of(env: Any) -> Registry:

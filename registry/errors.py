@@ -39,6 +39,19 @@ class Conflict(RegistryError):
     hint = "someone else changed it first: re-read and retry"
 
 
+class Locked(Conflict):
+    """Another run holds the model's run lock (``RunLock``): refused (exit 6) rather than
+    interleaved. ``lock`` is the holder's record."""
+
+    code = "Locked"
+
+    def __init__(self, message: str, lock: object | None = None) -> None:
+        super().__init__(message)
+        self.lock = lock
+        self.hint = ("wait for it (`--wait SECONDS`), or if that run is gone, let its lock lapse or finish it with "
+                     "`--resume RUN_ID`")
+
+
 class InvalidTransition(RegistryError):
     """The requested state change is not allowed from the current state."""
 

@@ -32,8 +32,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from stagewise.registry.errors import AlreadyExists, Conflict, NotFound
-from stagewise.registry.records import AuditEvent, ModelRecord, VersionRecord
+from stagewise.registry.errors import AlreadyExists, Conflict, Locked, NotFound
+from stagewise.registry.records import AuditEvent, ModelRecord, RunLock, VersionRecord
 from stagewise.registry.store import RegistryStore
 
 
@@ -70,6 +70,7 @@ class InMemoryRegistryStore(RegistryStore):
         self._versions: dict[str, dict[str, dict[str, Any]]] = {}  # model -> version key -> version
         self._events: dict[str, dict[str, dict[str, Any]]] = {}  # model -> event key -> event
         self._tokens: dict[str, dict[str, int]] = {}  # model -> token -> version it made (0: none)
+        self._run_locks: dict[str, dict[str, Any]] = {}  # model -> its run lock
 
     # -- reads -----------------------------------------------------------------------------------
     def get_model(self, name: str) -> ModelRecord:
@@ -207,6 +208,36 @@ class InMemoryRegistryStore(RegistryStore):
             return self.get_model(model.name), False
         self.get_model(model.name)
         raise Conflict(f"model {model.name!r} changed since revision {expected_revision} was read; re-read and retry")
+
+    # -- the run lock ----------------------------------------------------------------------------
+    def acquire_run_lock(self, lock: RunLock, now_epoch: float) -> RunLock:
+        """Take or renew the model's run lock (see ``RegistryStore.acquire_run_lock``).
+
+        Raises:
+            Locked: another run holds an unexpired lock.
+        """
+        with self._lock:
+            held = self._run_locks.get(lock.model)
+            if held is None or held["expires_epoch"] <= now_epoch or held["run_id"] == lock.run_id:
+                self._run_locks[lock.model] = _stored(lock)
+                return lock
+        current = RunLock.model_validate(held)
+        raise Locked(f"model {lock.model!r} is locked by run {current.run_id}", current)
+
+    def release_run_lock(self, name: str, run_id: str) -> bool:
+        """Delete the run lock if ``run_id`` holds it; False (nothing changed) otherwise."""
+        with self._lock:
+            held = self._run_locks.get(name)
+            if held is None or held["run_id"] != run_id:
+                return False
+            del self._run_locks[name]
+            return True
+
+    def get_run_lock(self, name: str) -> RunLock | None:
+        """The stored run lock of model ``name`` (perhaps expired), or None."""
+        with self._lock:
+            held = self._run_locks.get(name)
+        return None if held is None else RunLock.model_validate(held)
 
     # -- helpers (called with the lock held) -----------------------------------------------------
     def _head_moved(self, name: str, expected_revision: int) -> bool:

@@ -229,3 +229,25 @@ class AuditEvent(StrictModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     before: dict[str, Any] = Field(default_factory=dict)
     after: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunLock(StrictModel):
+    """The lock a run (``stagewise run``/``score``, or a Step Functions execution's tasks) holds on
+    one model in one environment while it reads and changes the model's registry record, so two
+    runs never interleave registration and rollout counting.
+
+    ``expires_epoch`` is seconds since the Unix epoch (UTC): after it the lock is free to take (the
+    holder renews it every ``ttl / 3`` seconds while it lives; a killed holder's lock lapses). A
+    run re-entering with the same ``run_id`` (a resumed run, a later task group, a parallel score
+    partition) renews the lock instead of being refused. ``host`` and ``pid`` name the holding
+    process, so a lock left by a dead process on the same machine can be broken at once.
+    """
+
+    model: str
+    run_id: str
+    command: str = "run"
+    holder: str = ""
+    host: str = ""
+    pid: int = 0
+    acquired_at: datetime
+    expires_epoch: float

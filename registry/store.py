@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from stagewise.registry.records import AuditEvent, ModelRecord, VersionRecord
+from stagewise.registry.records import AuditEvent, ModelRecord, RunLock, VersionRecord
 
 
 class RegistryStore(ABC):
@@ -97,3 +97,29 @@ class RegistryStore(ABC):
     @abstractmethod
     def list_events(self, name: str) -> list[AuditEvent]:
         """The model's audit events, oldest first."""
+
+    # -- the run lock (``stagewise.registry.runlock``) -----------------------------------------
+    @abstractmethod
+    def acquire_run_lock(self, lock: RunLock, now_epoch: float) -> RunLock:
+        """Write ``lock`` as the model's run lock if there is none, the current one expired
+        (``expires_epoch <= now_epoch``) or it is held by the same ``run_id`` (a renewal).
+
+        Returns:
+            ``lock``.
+
+        Raises:
+            Locked: another run holds an unexpired lock (``Locked.lock`` is its record).
+        """
+
+    @abstractmethod
+    def release_run_lock(self, name: str, run_id: str) -> bool:
+        """Release model ``name``'s run lock if run ``run_id`` holds it (free to take at once).
+
+        Returns:
+            True if it was released, False if that run did not hold it (nothing changes).
+        """
+
+    @abstractmethod
+    def get_run_lock(self, name: str) -> RunLock | None:
+        """Model ``name``'s run lock as stored (it may have expired), or None if it was never
+        taken or was released."""

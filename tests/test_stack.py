@@ -150,7 +150,10 @@ def test_task_roles_hold_no_wildcard_action_on_wildcard_resource(stack):
             if "*" in resources:
                 assert st["Sid"] in ("PutMetricsInNamespace", "ReportToStepFunctions"), (name, st)
     validate = task_policies[f"stagewise-{env}-compute-validate-policy"]
-    assert not any(a.startswith("dynamodb:") for st in validate["Statement"] for a in st["Action"])  # validate never touches the registry
+    registry = sorted(a for st in validate["Statement"] for a in st["Action"] if a.startswith("dynamodb:"))
+    assert registry == ["dynamodb:GetItem", "dynamodb:PutItem"]  # validate only takes the run lock (registry.runlock)
+    for name, doc in task_policies.items():  # no task may delete a registry item (the lock is released by a put)
+        assert not any(a in ("dynamodb:DeleteItem", "dynamodb:BatchWriteItem") for st in doc["Statement"] for a in st["Action"]), name
 
 
 def test_dashboard_body_is_valid_and_shows_only_published_metrics(stack):

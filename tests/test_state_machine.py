@@ -160,6 +160,7 @@ def test_ecs_task_state_matches_the_container_contract() -> None:
     assert train["HeartbeatSeconds"] == 300
     assert train["ResultPath"] == "$.results.train"
     assert train["Retry"] == [
+        {"ErrorEquals": ["Stagewise.RunLocked"], "IntervalSeconds": 60, "MaxAttempts": 20, "BackoffRate": 1.0},
         {
             "ErrorEquals": ["Stagewise.SpotInterruption", "States.HeartbeatTimeout", "ECS.AmazonECSException"],
             "IntervalSeconds": 30,

@@ -2,8 +2,8 @@
 
 Every test runs on ``DynamoDBRegistryStore`` (the dev registry table on the embedded AWS) and on
 ``InMemoryRegistryStore``: records read back as written, writes conditional on the model's revision,
-one audit event per revision, idempotency tokens and replays, ``NotFound``/``AlreadyExists``, and
-16 threads racing on one model. The registry's rules rely on exactly this, so its rule tests can run
+one audit event per revision, idempotency tokens and replays, ``NotFound``/``AlreadyExists``, the
+run lock (taken, refused, renewed, lapsed, released), and 16 threads racing on one model. The registry's rules rely on exactly this, so its rule tests can run
 on the in-memory store. Each test uses its own model names (the DynamoDB table is shared).
 """
 
@@ -17,9 +17,9 @@ from typing import Callable
 import pytest
 
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
-from stagewise.registry.errors import AlreadyExists, Conflict, NotFound
+from stagewise.registry.errors import AlreadyExists, Conflict, Locked, NotFound
 from stagewise.registry.memory import InMemoryRegistryStore
-from stagewise.registry.records import AuditEvent, Gate, GateResult, ModelRecord, RolloutState, VersionRecord
+from stagewise.registry.records import AuditEvent, Gate, GateResult, ModelRecord, RolloutState, RunLock, VersionRecord
 from stagewise.registry.store import RegistryStore
 
 AT = datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
@@ -329,3 +329,51 @@ def test_16_threads_committing_the_same_version_number_leave_one_version(store, 
     assert [v.version for v in store.list_versions(name)] == [1]
     assert store.get_model(name).revision == 1 and [e.revision for e in store.list_events(name)] == [0, 1]
     assert [store.has_token(name, t) for t in tokens] == [a == "won" for a in answers]
+
+
+# -- the run lock ------------------------------------------------------------------------------
+NOW = 1_790_000_000.0
+
+
+def _lock(name: str, run_id: str, expires: float = NOW + 600) -> RunLock:
+    return RunLock(model=name, run_id=run_id, command="run", holder="contract", host="h", pid=7, acquired_at=AT,
+                   expires_epoch=expires)
+
+
+def test_run_lock_is_taken_refused_renewed_and_released_by_its_holder_only(store, name):
+    assert store.get_run_lock(name) is None
+    store.acquire_run_lock(_lock(name, "run-a"), NOW)
+    with pytest.raises(Locked) as refused:
+        store.acquire_run_lock(_lock(name, "run-b"), NOW + 1)
+    assert refused.value.exit_code == 6 and refused.value.lock.run_id == "run-a"
+    store.acquire_run_lock(_lock(name, "run-a", expires=NOW + 900), NOW + 2)  # the same run renews
+    assert store.get_run_lock(name).expires_epoch == NOW + 900
+    assert store.release_run_lock(name, "run-b") is False  # not its lock: nothing changes
+    assert store.get_run_lock(name).run_id == "run-a"
+    assert store.release_run_lock(name, "run-a") is True and store.get_run_lock(name) is None
+    store.acquire_run_lock(_lock(name, "run-b"), NOW + 3)
+    assert store.get_run_lock(name) == _lock(name, "run-b")
+
+
+def test_an_expired_run_lock_is_free_to_take(store, name):
+    store.acquire_run_lock(_lock(name, "dead", expires=NOW + 10), NOW)
+    with pytest.raises(Locked):
+        store.acquire_run_lock(_lock(name, "late"), NOW + 9.5)
+    store.acquire_run_lock(_lock(name, "late", expires=NOW + 700), NOW + 10)
+    assert store.get_run_lock(name).run_id == "late"
+    assert store.release_run_lock(name, "dead") is False
+
+
+def test_the_run_lock_is_not_a_version_event_or_model(store, name):
+    _create(store, name)
+    store.acquire_run_lock(_lock(name, "run-a"), NOW)
+    assert [m.name for m in store.list_models() if m.name == name] == [name]
+    assert store.list_versions(name) == [] and [e.revision for e in store.list_events(name)] == [0]
+
+
+def test_16_runs_racing_for_the_run_lock_leave_one_holder(store, name):
+    answers = _race(lambda i: (store.acquire_run_lock(_lock(name, f"run-{i}"), NOW), "won")[1])
+    assert answers.count("won") == 1, answers
+    winner = answers.index("won")
+    assert all("Locked" in a for i, a in enumerate(answers) if i != winner), answers
+    assert store.get_run_lock(name).run_id == f"run-{winner}"
