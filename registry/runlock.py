@@ -86,6 +86,7 @@ class RunLease:
         self.ttl, self._clock, self._sleep = ttl, clock, sleep
         self.renewal_errors = 0
         self.lost: Locked | None = None
+        self.release_error: Exception | None = None
         self.waited = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -169,9 +170,14 @@ class RunLease:
 
     @contextmanager
     def held(self, wait: float = 0.0, on_wait: Callable[[RunLock], Any] | None = None) -> Iterator[RunLock]:
-        """``acquire(wait, on_wait)`` on entry, ``release()`` on exit (also on an exception)."""
+        """``acquire(wait, on_wait)`` on entry, ``release()`` on exit (also on an exception). A
+        release that fails (AWS unreachable) is kept in ``release_error``, not raised: it would
+        hide the run's own outcome, and the unrenewed lock lapses after ``ttl`` seconds."""
         lock = self.acquire(wait, on_wait)
         try:
             yield lock
         finally:
-            self.release()
+            try:
+                self.release()
+            except Exception as e:  # noqa: BLE001 - AWS unreachable: the lock lapses after ttl; the run's own outcome stands
+                self.release_error = e

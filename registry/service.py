@@ -244,7 +244,7 @@ class Registry:
                 head = base.model_copy(update={"stages": {**base.stages, number: "candidate"}})
                 stage, reason = "candidate", f"rollout of v{model.rollout.challenger} in progress: waits as candidate"
             elif rollout is not None:
-                head = transitions.start_rollout(base, number, rollout, actor, now, uuid.uuid4().hex)
+                head = transitions.start_rollout(base, number, rollout, actor, now)
                 stage = "champion" if head.champion == number else "challenger"
                 reason = f"offline gates passed: rollout started at {transitions.step_label(head)}"
             else:
@@ -301,7 +301,7 @@ class Registry:
             if m.champion is None:
                 crowned = transitions.crown(m, version)
                 return transitions.fields(crowned), "version.promote", reason or "no champion yet: crowned directly", {}, version
-            head = transitions.start_rollout(m, version, plan, actor, now, uuid.uuid4().hex)
+            head = transitions.start_rollout(m, version, plan, actor, now)
             why = reason or f"manual promote at {transitions.step_label(head)}"
             return transitions.fields(head), "rollout.start", why, {"plan": list(plan.steps)}, version
 

@@ -23,6 +23,7 @@ The rules:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Sequence
@@ -170,8 +171,16 @@ def crown(m: ModelRecord, version: int) -> ModelRecord:
                                 "champion_history": m.champion_history + (version,)})
 
 
+def make_rollout_id(m: ModelRecord, version: int) -> str:
+    """The id of a rollout of ``version`` started from head ``m``: 32 hex characters of
+    sha256(model, version, the head's revision). It is part of the routing hash, so which keys a
+    challenger serves is repeatable for the same history (a re-run, an audit), and differs for
+    every rollout (each starts at its own revision)."""
+    return hashlib.sha256(f"{m.name}|{version}|{m.revision}".encode()).hexdigest()[:32]
+
+
 def start_rollout(m: ModelRecord, version: int, plan: RolloutPlan, actor: str, now: datetime,
-                  rollout_id: str) -> ModelRecord:
+                  rollout_id: str | None = None) -> ModelRecord:
     """``version`` starts rolling out against the current champion.
 
     A plan that is not in shadow mode and whose first step is 100 percent crowns ``version`` at
@@ -183,7 +192,8 @@ def start_rollout(m: ModelRecord, version: int, plan: RolloutPlan, actor: str, n
         version: the version to roll out.
         plan: steps, bake, shadow mode and gates.
         actor: who starts it; ``now``: when (the first step's start, for the bake).
-        rollout_id: the new rollout's id (part of the routing hash: fixed for its whole life).
+        rollout_id: the new rollout's id (part of the routing hash: fixed for its whole life;
+            default ``make_rollout_id(m, version)``).
 
     Returns:
         The head with the rollout in progress, or with ``version`` crowned.
@@ -191,7 +201,7 @@ def start_rollout(m: ModelRecord, version: int, plan: RolloutPlan, actor: str, n
     if not plan.shadow and plan.steps[0] >= 100:
         return crown(m, version)
     state = RolloutState(
-        id=rollout_id, challenger=version, baseline=m.champion, plan=plan.steps,
+        id=rollout_id or make_rollout_id(m, version), challenger=version, baseline=m.champion, plan=plan.steps,
         step=-1 if plan.shadow else 0, weight=0.0 if plan.shadow else float(plan.steps[0]), shadow=plan.shadow,
         started_at=now, started_by=actor, step_started_at=now, bake_minutes=plan.bake_minutes, bake_runs=plan.bake_runs,
         gates=plan.gates if plan.gates is not None else m.gates,
