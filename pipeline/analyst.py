@@ -31,7 +31,8 @@ from typing import Any, Callable
 
 from stagewise.pipeline import catalog
 from stagewise.pipeline.spec import builtin_spec_names, load_spec
-from stagewise.platform.runtime.objects import ObjectStore, S3Uri
+from stagewise.pipeline.version_files import load_baseline
+from stagewise.platform.runtime.objects import ChecksumMismatch, ObjectStore
 from stagewise.registry.records import AgentConfig
 
 MAX_TURNS = 8
@@ -120,8 +121,7 @@ class AnalystTools:
         champion = self.champion_of(model)
         if champion is None or not champion.baseline_uri:
             raise LookupError(f"model {model!r} has no champion with training statistics")
-        uri = S3Uri.parse(champion.baseline_uri)
-        stats = json.loads(self.objects.get_bytes(uri.bucket, uri.key))["features"].get(feature)
+        stats = load_baseline(self.objects, champion)["features"].get(feature)
         if stats is None:
             raise LookupError(f"model {model!r} has no feature {feature!r}")
         return {"model": model, "version": champion.version, "feature": feature,
@@ -135,12 +135,19 @@ class AnalystTools:
         return {**result, "contributions": result["contributions"][:10]}
 
     def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        """Run tool ``name``; any failure becomes ``{"error": "..."}`` for the model to read."""
+        """Run tool ``name``; a failure becomes ``{"error": "..."}`` for the model to read, except a
+        registered file whose bytes changed (``ChecksumMismatch``): that stops the conversation.
+
+        Raises:
+            ChecksumMismatch: an artifact, baseline or spec the tool loaded was changed.
+        """
         self.calls.append({"tool": name, "input": arguments})
         if name not in TOOL_SPECS:
             return {"error": f"no tool {name!r}"}
         try:
             return json.loads(json.dumps(getattr(self, name)(**arguments), default=str))  # JSON-safe for toolResult
+        except ChecksumMismatch:
+            raise
         except Exception as e:  # noqa: BLE001 - the model is told what went wrong and may try again
             return {"error": f"{type(e).__name__}: {e}"}
 

@@ -29,7 +29,8 @@ from stagewise.pipeline import modeling, scoring, splitting
 from stagewise.pipeline.inputs import is_parquet, local_input
 from stagewise.pipeline.spec import ModelSpec
 from stagewise.platform.contract import ExitCode, StagewiseError
-from stagewise.platform.runtime.objects import ObjectStore, S3Uri
+from stagewise.pipeline.version_files import load_artifact, load_baseline
+from stagewise.platform.runtime.objects import ObjectStore
 from stagewise.platform.runtime.idhash import hash_ids
 from stagewise.registry.records import VersionRecord
 
@@ -215,10 +216,9 @@ def explain(objects: ObjectStore, bucket: str, model: str, spec_of: Any, version
 
     Raises:
         ExplainError: no published run, or the id is not in it.
-        StorageError: the input or an artifact differs from its recorded sha256.
+        StorageError: the input is missing or differs from its recorded sha256.
+        ChecksumMismatch: the version's artifact or baseline differs from its recorded sha256.
     """
-    import json
-
     manifest = latest_manifest(objects, bucket, model, run_id)
     id_hash = str(hash_ids([entity_id], salt)[0])
     column = (manifest.get("summary", {}).get("id_hash") or {}).get("column")
@@ -228,13 +228,10 @@ def explain(objects: ObjectStore, bucket: str, model: str, spec_of: Any, version
         raise ExplainError(f"{entity_id!r}: {e} (ids as written in the input)") from e
     version: VersionRecord = version_of(number)
     spec: ModelSpec = spec_of(version)
-    fitted = scoring.load_artifact(objects, version, {})
+    fitted = load_artifact(objects, version, {})
     row = input_row(objects, manifest, spec, entity_id, cache)
     values, bias, raw = contributions(fitted, row, spec)
-    baseline = None
-    if version.baseline_uri:
-        uri = S3Uri.parse(version.baseline_uri)
-        baseline = json.loads(objects.get_bytes(uri.bucket, uri.key))
+    baseline = load_baseline(objects, version)
     items = []
     for f, c in zip(spec.features, values):
         v = row.at[0, f.name]

@@ -9,6 +9,7 @@ import typer
 
 from stagewise.pipeline.run_cli import RUN_ACTOR_OPT
 from stagewise.pipeline.spec import SpecError, load_spec
+from stagewise.pipeline.version_files import reporting_tampered
 from stagewise.platform.cli import AWS_OPT, JSON_OPT, PROJECT_OPT, emit_json, handles_errors, out
 from stagewise.platform.resources import environment_resources
 from stagewise.platform.runtime.environment import connect
@@ -51,9 +52,10 @@ def promote(
     except SpecError:
         steps = None  # not a built-in spec: the target stack's plan
     plan = RolloutPlan.for_environment(settings, steps)
-    result = run_promotion(conns[source], conns[target], model, version,
-                           actor=actor or conns[source].clients.caller_identity()["Arn"],
-                           approver=approver, reason=reason, plan=plan)
+    with reporting_tampered(conns[source], model, f"promoting it to {target}"):
+        result = run_promotion(conns[source], conns[target], model, version,
+                               actor=actor or conns[source].clients.caller_identity()["Arn"],
+                               approver=approver, reason=reason, plan=plan)
     if as_json:
         emit_json(result.to_dict())
         return

@@ -12,12 +12,13 @@ from rich.table import Table
 
 from stagewise.pipeline import analyst, catalog, spec_store
 from stagewise.pipeline.spec import load_spec
+from stagewise.pipeline.version_files import load_prompt, reporting_tampered
 from stagewise.platform.cli import AWS_OPT, ENV_OPT, JSON_OPT, PROJECT_OPT, emit_json, err, fail, handles_errors, out
 from stagewise.platform.contract import ExitCode
 from stagewise.platform.runtime.embedded import stagewise_home
 from stagewise.platform.runtime.environment import connect
 from stagewise.platform.runtime.idhash import read_id_salt
-from stagewise.platform.runtime.objects import ObjectStore, S3Uri
+from stagewise.platform.runtime.objects import ObjectStore
 from stagewise.registry.dynamodb import registry_of
 
 
@@ -140,11 +141,12 @@ def explain(
     from stagewise.pipeline import explain as ex  # deferred: XGBoost and pandas (~1.4 s)
 
     conn = connect(env, aws=aws, project_dir=project_dir)
-    name, _, spec_of = _spec_lookup(conn, model)
-    registry = registry_of(conn)
-    result = ex.explain(ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name, name, spec_of,
-                        lambda n: registry.get_version(name, n), read_id_salt(conn.clients, conn.resources).key,
-                        entity_id, stagewise_home() / "cache", run_id)
+    with reporting_tampered(conn, model, "explaining the prediction"):
+        name, _, spec_of = _spec_lookup(conn, model)
+        registry = registry_of(conn)
+        result = ex.explain(ObjectStore(conn.clients.client("s3")), conn.resources.data_bucket.name, name, spec_of,
+                            lambda n: registry.get_version(name, n), read_id_salt(conn.clients, conn.resources).key,
+                            entity_id, stagewise_home() / "cache", run_id)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -248,20 +250,21 @@ def agent_ask(
     if version is None or version.agent is None:
         fail(f"{name!r} has no champion agent version", ExitCode.BAD_INPUT, as_json,
              hint="register one: stagewise agent register NAME --prompt FILE --model-id ID --tool query_results ...")
+    objects = ObjectStore(conn.clients.client("s3"))
+    with reporting_tampered(conn, name, "asking the agent"):  # verified first: a changed prompt is never sent
+        prompt = load_prompt(objects, version)
     if conn.embedded:
         fail("the embedded AWS has no Bedrock runtime, so the agent cannot call its model here", ExitCode.AWS_UNREACHABLE, as_json,
              hint="ask with --aws (Bedrock in the stack's account), or run its tools yourself: `stagewise query`, `stagewise explain`")
-    objects = ObjectStore(conn.clients.client("s3"))
     # the model's SQL runs in the stack's Athena workgroup (bytes-scanned cutoff), never over downloaded data
     athena = catalog.Athena(conn.clients.client("athena"), catalog.athena_workgroup(env), catalog.glue_database(env))
-    uri = S3Uri.parse(version.agent.prompt_uri)
-    prompt = objects.get_bytes(uri.bucket, uri.key, expect_sha256=version.agent.prompt_sha256).decode()
     tools = analyst.AnalystTools(
         objects, conn.resources.data_bucket.name, registry.get_version, registry.champion,
         read_id_salt(conn.clients, conn.resources).key, stagewise_home() / "cache" / env,
         spec_of=lambda v: spec_store.version_spec(objects, v) or load_spec(v.model),
         specs=lambda: spec_store.catalog_specs(registry, objects), athena=athena)
-    answer = analyst.converse(conn.clients.client("bedrock-runtime"), version.agent, prompt, question, tools)
+    with reporting_tampered(conn, name, "answering the question"):  # a tool loaded a changed artifact, baseline or spec
+        answer = analyst.converse(conn.clients.client("bedrock-runtime"), version.agent, prompt, question, tools)
     if as_json:
         emit_json({"agent": name, "version": version.version, "answer": answer.text, "tool_calls": answer.tool_calls,
                    "turns": answer.turns, "usage": answer.usage})

@@ -27,9 +27,13 @@ from typing import Any, Callable
 
 from stagewise.monitoring import metrics as m
 from stagewise.pipeline.definition import PIPELINE, Pipeline
-from stagewise.pipeline.steps import PipelineStop, RunContext, StepResult, StepResults, run_metrics
-from stagewise.platform.contract import ExitCode, Sigterm
+from stagewise.pipeline.steps import (
+    PipelineStop, RunContext, StepResult, StepResults, attempt_metrics, run_metrics, send_run_metrics,
+)
+from stagewise.platform.contract import RESUMABLE, ExitCode, Sigterm
+from stagewise.pipeline.version_files import tampered_alert
 from stagewise.platform.runtime.aws import unreachable, utc_now
+from stagewise.platform.runtime.objects import ChecksumMismatch
 
 
 class RunInterrupted(BaseException):
@@ -156,11 +160,14 @@ def run_pipeline(ctx: RunContext, pipeline: Pipeline = PIPELINE, on_step: StepHo
                 exit_code = ExitCode.AWS_UNREACHABLE
                 error = (f"step {st.name} failed: AWS could not be reached ({type(e).__name__}: {e}); when it is back, "
                          "re-run this run (nothing it did is lost or half-visible)")
-            ctx.send_alert(ctx.alert(
-                "step.failed", f"Step {st.name} failed", f"{type(e).__name__}: {e}\n\n{traceback.format_exc(limit=5)}",
-                "Read the error above; fix the cause and re-run `stagewise run` (steps are idempotent: a re-run "
-                "does not duplicate versions).", version=ctx.results.register.version if ctx.results.register else None,
-            ))
+            if isinstance(e, ChecksumMismatch):  # a registered file was changed: say so, not "a step failed"
+                ctx.send_alert(tampered_alert(e, ctx.settings.environment, ctx.spec.name, ctx.run_id, f"step {st.name}"))
+            else:
+                ctx.send_alert(ctx.alert(
+                    "step.failed", f"Step {st.name} failed", f"{type(e).__name__}: {e}\n\n{traceback.format_exc(limit=5)}",
+                    "Read the error above; fix the cause and re-run `stagewise run` (steps are idempotent: a re-run "
+                    "does not duplicate versions).", version=ctx.results.register.version if ctx.results.register else None,
+                ))
         ctx.durations[st.name] = rec.seconds
         records.append(rec)
         hook(st.name, "end", rec)
@@ -169,8 +176,11 @@ def run_pipeline(ctx: RunContext, pipeline: Pipeline = PIPELINE, on_step: StepHo
     if exit_code != 0:
         for st in pipeline.steps[len(records):]:
             records.append(StepRecord(st.name, "skipped"))
-        try:
-            m.publish(ctx.clients.client("cloudwatch"), run_metrics(ctx, succeeded=False), ctx.resources.metrics_namespace)
+        try:  # a rejected run's data once; a resumable attempt's failure every attempt (steps/report.py)
+            if exit_code in RESUMABLE:
+                m.publish(ctx.clients.client("cloudwatch"), attempt_metrics(ctx), ctx.resources.metrics_namespace)
+            else:
+                send_run_metrics(ctx, run_metrics(ctx, succeeded=False))
         except Exception as e:  # noqa: BLE001 - the failure being reported matters more
             ctx.alerts.append({"event": "metrics.failed", "error": str(e)})
     alerts = ctx.alerts

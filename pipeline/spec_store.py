@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.pipeline.spec import ModelSpec, SpecError, builtin_spec_names, load_spec, parse_spec
+from stagewise.pipeline.version_files import check_spec_digest
 from stagewise.platform.runtime.objects import ObjectStore, S3Uri, StorageError
 from stagewise.registry.errors import NotFound
 from stagewise.registry.records import VersionRecord
@@ -39,6 +40,7 @@ def version_spec(objects: ObjectStore, version: VersionRecord) -> ModelSpec | No
 
     Raises:
         SpecError: the stored spec is missing or no longer valid.
+        ChecksumMismatch: its digest is not the one recorded at registration (it was changed).
     """
     uri = version.lineage.get("spec_uri")
     if not uri:
@@ -48,7 +50,9 @@ def version_spec(objects: ObjectStore, version: VersionRecord) -> ModelSpec | No
         raw = json.loads(objects.get_bytes(loc.bucket, loc.key))
     except StorageError as e:
         raise SpecError(f"the spec of {version.model} v{version.version} ({uri}) cannot be read: {e}") from e
-    return parse_spec(raw, f"spec of {version.model} v{version.version}")
+    spec = parse_spec(raw, f"spec of {version.model} v{version.version}")
+    check_spec_digest(version, spec.digest(), uri)
+    return spec
 
 
 def is_spec_path(name_or_path: str) -> bool:

@@ -73,9 +73,10 @@ def assume_role_policy(service: str | None = None, account_arn: str | None = Non
 TASK_S3_ACCESS = {
     # task definition -> (data bucket prefixes read, data prefixes written, artifact prefixes read, written)
     # validation/ is published from staging/validation/; metrics/ holds the once-per-run metrics markers
-    "validate": (["raw/", "incoming/", "runs/", "staging/validation/", "validation/"],
+    # (read back: a conditional write whose response was lost meets its own marker, objects.put_new)
+    "validate": (["raw/", "incoming/", "runs/", "staging/validation/", "validation/", "metrics/"],
                  ["raw/", "staging/validation/", "validation/", "runs/", "metrics/"], [], []),
-    "train": (["raw/", "runs/"], ["runs/", "metrics/"], ["models/"], ["models/"]),
+    "train": (["raw/", "runs/", "metrics/"], ["runs/", "metrics/"], ["models/"], ["models/"]),
     "score": (["raw/", "runs/", "staging/", "predictions/", "metrics/"],
               ["staging/", "predictions/", "results/", "runs/", "metrics/"], ["models/", "agents/"], []),
 }

@@ -27,7 +27,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from stagewise.platform.runtime.objects import ObjectStore, S3Uri, sha256_bytes
+from stagewise.platform.runtime.objects import ChecksumMismatch, ObjectStore, S3Uri, sha256_bytes
 from stagewise.platform.runtime.environment import Environment
 from stagewise.registry.errors import InvalidTransition, RegistryError
 from stagewise.registry.service import Registry, RolloutPlan
@@ -110,6 +110,8 @@ def promote(
         NotFound: no such model or version in the source.
         PromotionError: a copied object failed sha256 verification (nothing registered; the
             objects this attempt wrote were deleted).
+        ChecksumMismatch: the source's artifact or baseline is not the bytes registered with the
+            version (nothing registered; the objects this attempt wrote were deleted).
     """
     src_env, dst_env = source.settings.environment, target.settings.environment
     if src_env == dst_env:
@@ -169,8 +171,9 @@ def _copy_all(source: Environment, target: Environment, model: str, v: Any) -> d
     art = S3Uri.parse(v.artifact_uri)
     prefix = art.key.rsplit("/", 1)[0]
     jobs: list[tuple[S3Uri, str, str | None]] = []  # (source object, target key, expected sha256)
+    recorded = {"model.ubj": v.artifact_sha256, "baseline.json": v.lineage.get("baseline_sha256")}
     for name in ARTIFACT_FILES:
-        expected = v.artifact_sha256 if name == "model.ubj" else None
+        expected = recorded.get(name)
         jobs.append((S3Uri(art.bucket, f"{prefix}/{name}"), f"models/{model}/{v.artifact_sha256}/{name}", expected))
     if v.lineage.get("validation_result_uri"):
         jobs.append((S3Uri.parse(v.lineage["validation_result_uri"]), f"models/{model}/{v.artifact_sha256}/validation/result.json", None))
@@ -183,6 +186,8 @@ def _copy_all(source: Environment, target: Environment, model: str, v: Any) -> d
         for src_uri, key, expected in jobs:
             try:
                 data = src.get_bytes(src_uri.bucket, src_uri.key, expect_sha256=expected)
+            except ChecksumMismatch:
+                raise  # changed since it was registered: nothing is promoted (the caller alerts)
             except Exception as e:
                 if src_uri.key.endswith("model.ubj"):
                     raise PromotionError(f"cannot read the artifact {src_uri}: {e}") from e
@@ -199,7 +204,7 @@ def _copy_all(source: Environment, target: Environment, model: str, v: Any) -> d
                     f"s3://{bucket}/{key} has sha256 {landed} after the copy, expected {digest}: the copy was altered; "
                     "nothing was registered")
             copied[f"s3://{bucket}/{key}"] = digest
-    except PromotionError:
+    except (PromotionError, ChecksumMismatch):
         for key in written:
             _delete_all_versions(target, bucket, key)
         raise

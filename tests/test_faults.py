@@ -15,7 +15,10 @@ The reference model gets steps 1 and 2 without a fault. Compared, with model nam
 out: every version (status, artifact sha256, metrics, gates), the model record (stages, champion
 history, rollout step, weight, runs counted, revision), the audit trail's actions, the published
 predictions (every row once, routed by the model's rollout, each value exactly what its version's
-artifact predicts), the predictions' manifest and the evaluation kept beside the artifact. CloudWatch data points are at-least-once and are not compared.
+artifact predicts), the predictions' manifest and the evaluation kept beside the artifact, the
+published validation result and Data Docs (through their manifest; nothing staged left), and the
+CloudWatch sums of the run's counts (each run's outcome counted once: a resumed run does not send
+its data points again; a failed attempt adds one ``PipelineFailed``).
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ from stagewise.pipeline.journal import RunJournal
 from stagewise.pipeline.runner import new_run_id, run_pipeline
 from stagewise.pipeline.scoring import load_artifact
 from stagewise.pipeline.spec import load_spec
+from stagewise.monitoring import metrics
 from stagewise.pipeline.steps import RunContext
+from stagewise.pipeline.steps.intake import validation_prefix
 from stagewise.platform.runtime.objects import StorageError
 from stagewise.platform.runtime.embedded import EmbeddedAWS
 from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
@@ -164,6 +169,10 @@ class Faults:
         assert manifest is not None, f"run {run_id} of {model} published no predictions"
         s3 = clients.client("s3")
         staged = s3.list_objects_v2(Bucket=bucket, Prefix=f"staging/predictions/{model}/").get("KeyCount", 0)
+        validation = objects.read_published(bucket, validation_prefix(model, run_id))
+        assert validation is not None, f"run {run_id} of {model} published no validation result"
+        names = [f["key"].split(f"/{run_id}/", 1)[1] for f in validation["files"]]
+        validation_staged = s3.list_objects_v2(Bucket=bucket, Prefix=f"staging/validation/{model}/").get("KeyCount", 0)
         latest = reg.get_version(model, m.latest_version)
         key = latest.artifact_uri.split("/", 3)[3].rsplit("/", 1)[0] + "/metrics.json"
         evaluation = json.loads(s3.get_object(Bucket=res.artifact_bucket.name, Key=key)["Body"].read())
@@ -180,9 +189,29 @@ class Faults:
                          "weights": manifest["memo"]["weights"],
                          "results": sorted(r["version"] for r in manifest["results"]),
                          "serving": {k: v for k, v in manifest["memo"]["serving"].items() if k != "rollout_id"}},
-            "staged_leftovers": staged,
+            "staged_leftovers": staged + validation_staged,
             "evaluation": evaluation,
+            "validation": {"result": "result.json" in names, "data_docs_index": "data-docs/index.html" in names,
+                           "all_listed": sorted(f["key"] for f in validation["files"]) == sorted(
+                               k for k in objects.keys(bucket, validation_prefix(model, run_id) + "/") if not k.endswith("/_manifest.json"))},
+            "metric_sums": self.metric_sums(model),
         }
+
+    def metric_sums(self, model: str) -> dict[str, float]:
+        """The CloudWatch Sum of the run-count metrics over every data point of ``model``."""
+        cw, ns = self.conn.clients.client("cloudwatch"), self.conn.resources.metrics_namespace
+        now = pd.Timestamp.now(tz="UTC").to_pydatetime()
+        sums = {}
+        for name in (metrics.PIPELINE_SUCCEEDED, metrics.PIPELINE_FAILED, metrics.ROWS_VALIDATED, metrics.ROWS_SCORED):
+            total = 0.0
+            for metric in cw.list_metrics(Namespace=ns, MetricName=name)["Metrics"]:
+                if {"Name": "Model", "Value": model} in metric["Dimensions"]:
+                    stats = cw.get_metric_statistics(Namespace=ns, MetricName=name, Dimensions=metric["Dimensions"],
+                                                     StartTime=now - pd.Timedelta(days=1), EndTime=now + pd.Timedelta(hours=1),
+                                                     Period=86400, Statistics=["Sum"])
+                    total += sum(p["Sum"] for p in stats["Datapoints"])
+            sums[name] = total
+        return sums
 
 
 @pytest.fixture(scope="module")
@@ -263,12 +292,14 @@ def _served(faults: Faults, model: str) -> dict[str, Any]:
 # failpoint -> (exit code of the faulted run, step the journal shows, version 2 registered by then?, published?)
 KILLS = {
     "validate.result-written=kill": (-9, "validate", False, False),
+    "validate.file-published=kill@3": (-9, "validate", False, False),  # 3 validation files copied, no manifest
     "train.uploaded=kill": (-9, "train", False, False),
     "register.done=kill": (-9, "register", True, False),
     "score.partition-staged=kill@2": (1, "score", True, False),  # a pool worker dies: the step fails
     "score.part-published=kill@2": (-9, "score", True, False),  # 2 of 3 parts copied, no manifest
     "score.published=kill": (-9, "score", True, True),  # manifest written, staging not yet cleaned
     "rollout.evaluated=kill": (-9, "rollout", True, True),  # the registry recorded the run (a hold); no metrics
+    "publish.after-metrics=kill": (-9, "publish", True, True),  # metrics sent; the resumed run must not send them again
     "train.uploaded=term": (143, "train", False, False),  # Spot's notice: stop cleanly
 }
 
@@ -300,6 +331,8 @@ def test_a_run_killed_at_a_failpoint_resumes_to_the_clean_result(faults, referen
             scoring.read_predictions(objects, bucket, model, journal.run_id)
     if not registered:  # nothing served changed, no version was added
         assert _served(faults, model) == served_before
+    # no partial validation output either: its result and Data Docs are visible once published, in full
+    assert (objects.read_published(bucket, validation_prefix(model, journal.run_id)) is None) == (step == "validate")
 
     resumed = faults.resume(journal.run_id)
 
@@ -309,7 +342,13 @@ def test_a_run_killed_at_a_failpoint_resumes_to_the_clean_result(faults, referen
     if published:  # scored once: the resumed run reports what was published, routed as it was then
         assert next(s for s in resumed["steps"] if s["name"] == "score")["summary"]["already_published"] is True
     assert RunJournal.load(faults.runs, journal.run_id).doc["status"] == "succeeded"
-    assert_same(faults.snapshot(model, journal.run_id), reference)
+    if failpoint.startswith("publish."):
+        assert next(s for s in resumed["steps"] if s["name"] == "publish")["summary"]["already_sent"] is True
+    snapshot = faults.snapshot(model, journal.run_id)
+    attempts_failed = 1 if code == 1 else 0  # the worker's death failed a step: that attempt counted once
+    assert snapshot["metric_sums"][metrics.PIPELINE_FAILED] == reference["metric_sums"][metrics.PIPELINE_FAILED] + attempts_failed
+    snapshot["metric_sums"][metrics.PIPELINE_FAILED] -= attempts_failed
+    assert_same(snapshot, reference)
 
 
 def test_sigterm_from_outside_stops_the_run_within_the_spot_notice(faults, reference):

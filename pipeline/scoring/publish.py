@@ -107,7 +107,8 @@ def publish_predictions(objects: ObjectStore, bucket: str, model: str, run_id: s
         "data": data,
     }
     if not objects.put_new(bucket, f"{final}/{MANIFEST}", json.dumps(manifest).encode(), "application/json"):
-        return read_manifest(objects, bucket, model, run_id) or manifest  # another attempt published first
+        discard_staged(objects, bucket, model, run_id)  # another attempt of the run published first
+        return read_manifest(objects, bucket, model, run_id) or manifest
     failpoint("score.published")
     discard_staged(objects, bucket, model, run_id)
     return manifest
@@ -115,11 +116,7 @@ def publish_predictions(objects: ObjectStore, bucket: str, model: str, run_id: s
 
 def discard_staged(objects: ObjectStore, bucket: str, model: str, run_id: str) -> int:
     """Delete what the run staged (after publishing); returns the number of objects deleted."""
-    keys = [o["Key"] for page in objects.s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=staging_prefix(model, run_id) + "/") for o in page.get("Contents", [])]
-    for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
-        objects.s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
-    return len(keys)
+    return objects.delete_keys(bucket, objects.keys(bucket, staging_prefix(model, run_id) + "/"))
 
 
 def read_predictions(objects: ObjectStore, bucket: str, model: str, run_id: str, shadow: bool = False) -> pd.DataFrame:

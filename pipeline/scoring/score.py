@@ -27,10 +27,11 @@ from stagewise.pipeline.inputs import is_parquet, read_table
 from stagewise.pipeline.scoring.plan import PartitionPlan
 from stagewise.pipeline.scoring.publish import staging_prefix
 from stagewise.pipeline.spec import ModelSpec
+from stagewise.pipeline.version_files import load_artifact
 from stagewise.platform.runtime.aws import AwsClients, AwsTarget
 from stagewise.platform.runtime.failpoints import failpoint
 from stagewise.platform.runtime.idhash import hash_ids
-from stagewise.platform.runtime.objects import ObjectStore, S3Uri
+from stagewise.platform.runtime.objects import ObjectStore
 from stagewise.registry import routing
 from stagewise.registry.records import ModelRecord, VersionRecord
 
@@ -389,22 +390,6 @@ def _worker_score(job: ScoringJob, index: int) -> dict[str, Any]:
         _WORKER.update(target=job.target, objects=ObjectStore(AwsClients(job.target).client("s3")), models={})
     objects: ObjectStore = _WORKER["objects"]
     return score_partition(job, index, objects, lambda v: load_artifact(objects, v, _WORKER["models"]))
-
-
-def load_artifact(objects: ObjectStore, version: VersionRecord, cache: dict[str, Any]) -> Any:
-    """The fitted model of ``version`` from its artifact (sha256 verified), cached by sha256.
-
-    Raises:
-        StorageError: the artifact is missing or its bytes differ from the registered sha256.
-    """
-    import xgboost as xgb
-
-    if version.artifact_sha256 not in cache:
-        uri = S3Uri.parse(version.artifact_uri)
-        model = xgb.XGBClassifier() if version.lineage.get("task") == "classification" else xgb.XGBRegressor()
-        model.load_model(bytearray(objects.get_bytes(uri.bucket, uri.key, expect_sha256=version.artifact_sha256)))
-        cache[version.artifact_sha256] = model
-    return cache[version.artifact_sha256]
 
 
 def score_partitions(job: ScoringJob, indices: list[int], workers: int,

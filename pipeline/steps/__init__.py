@@ -20,7 +20,7 @@ S3 layout (bucket names from ``stagewise.platform.resources``)::
 
 from stagewise.pipeline.steps.context import GateRejected, PipelineStop, RunContext, ValidationFailed, Workspace
 from stagewise.pipeline.steps.intake import ingest, validate
-from stagewise.pipeline.steps.report import monitor, publish, rollout, run_metrics
+from stagewise.pipeline.steps.report import attempt_metrics, monitor, publish, rollout, run_metrics, send_run_metrics
 from stagewise.pipeline.steps.results import StepResult, StepResults
 from stagewise.pipeline.steps.score import challenger_observations, input_reference, predictions_summary, review_queue, score
 from stagewise.pipeline.steps.training import evaluate, register, train
@@ -28,5 +28,5 @@ from stagewise.pipeline.steps.training import evaluate, register, train
 __all__ = [
     "GateRejected", "PipelineStop", "RunContext", "StepResult", "StepResults", "ValidationFailed", "Workspace",
     "challenger_observations", "evaluate", "ingest", "input_reference", "monitor", "predictions_summary", "publish",
-    "register", "review_queue", "rollout", "run_metrics", "score", "train", "validate",
+    "register", "review_queue", "rollout", "run_metrics", "score", "train", "validate", "attempt_metrics", "send_run_metrics",
 ]

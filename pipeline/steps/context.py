@@ -11,7 +11,6 @@ partial result.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,13 +19,13 @@ import numpy as np
 import pandas as pd
 
 from stagewise.monitoring.alerts import Alert, publish_alert
-from stagewise.pipeline.scoring import load_artifact
+from stagewise.pipeline.version_files import load_artifact, load_baseline
 from stagewise.pipeline.spec import ModelSpec
 from stagewise.pipeline.steps.results import StepResult, StepResults
 from stagewise.platform.contract import ExitCode
 from stagewise.platform.resources import EnvironmentResources
 from stagewise.platform.runtime.aws import AwsClients
-from stagewise.platform.runtime.objects import ObjectStore, S3Uri
+from stagewise.platform.runtime.objects import ObjectStore
 from stagewise.registry.dynamodb import registry_of
 from stagewise.registry.records import VersionRecord
 from stagewise.registry.service import Registry
@@ -190,12 +189,12 @@ class RunContext:
         return load_artifact(self.objects, version, self.work.models)
 
     def baseline_of(self, version: VersionRecord) -> dict[str, Any] | None:
-        """The baseline statistics stored with ``version`` (``baseline.json``), cached per run; None
-        if the version has none (e.g. registered by hand)."""
+        """The baseline statistics stored with ``version`` (``baseline.json``, its sha256 verified
+        when recorded), cached per run; None if the version has none (e.g. registered by hand).
+
+        Raises:
+            ChecksumMismatch: the baseline's bytes differ from the recorded sha256.
+        """
         if version.version not in self.work.baselines:
-            if not version.baseline_uri:
-                self.work.baselines[version.version] = None
-            else:
-                uri = S3Uri.parse(version.baseline_uri)
-                self.work.baselines[version.version] = json.loads(self.objects.get_bytes(uri.bucket, uri.key))
+            self.work.baselines[version.version] = load_baseline(self.objects, version)
         return self.work.baselines[version.version]

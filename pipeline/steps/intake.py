@@ -42,10 +42,19 @@ def ingest(ctx: RunContext) -> Ingested:
                     uploaded=uploaded)
 
 
+def validation_prefix(model: str, run_id: str) -> str:
+    """Where a run's validation result and Data Docs are published: ``validation/<model>/<run id>``
+    (``result.json``, ``data-docs/``, and ``_manifest.json`` once all are there)."""
+    return f"validation/{model}/{run_id}"
+
+
 def validate(ctx: RunContext) -> Validated:
     """Run the spec's expectation suite (Great Expectations) on the input, read as the spec
     declares it (``modeling.conform``; ignored columns dropped), and publish the result and Data
-    Docs (``validation/<model>/<run id>/``). Keeps the frame in ``ctx.work.frame``.
+    Docs (``validation_prefix``) as predictions are published: staged under ``staging/``, copied,
+    then made visible by a manifest written last (``ObjectStore.publish_staged``; the site's
+    ``index.html`` is copied after its pages), so a run killed mid-upload leaves none visible.
+    Keeps the frame in ``ctx.work.frame``.
 
     Raises:
         ValidationFailed: the data failed an expectation or could not be read (exit 2).
@@ -53,7 +62,7 @@ def validate(ctx: RunContext) -> Validated:
     from stagewise.pipeline.validation import validate_frame  # deferred: Great Expectations takes ~1.5 s to import
 
     ingested: Ingested = ctx.needs("ingest")
-    prefix = f"validation/{ctx.spec.name}/{ctx.run_id}"
+    prefix, staged = validation_prefix(ctx.spec.name, ctx.run_id), f"staging/validation/{ctx.spec.name}/{ctx.run_id}"
     try:
         df = read_table(ctx.work.data_bytes or b"", ingested.data_name)
     except ValueError as e:
@@ -71,13 +80,15 @@ def validate(ctx: RunContext) -> Validated:
     ignored = [c for c in ctx.spec.ignored_columns if c in df.columns]  # e.g. another model's label
     df = modeling.conform(df.drop(columns=ignored) if ignored else df, ctx.spec)  # number-coded categories, whole floats
     report = validate_frame(df, ctx.spec, docs_dir, run_name=ctx.run_id)
-    result_key = f"{prefix}/result.json"
-    ctx.objects.put_bytes(ctx.data_bucket, result_key, json.dumps(report.result, default=str).encode(), "application/json")
+    ctx.objects.delete_keys(ctx.data_bucket, ctx.objects.keys(ctx.data_bucket, f"{staged}/"))  # a killed attempt's leftovers
+    ctx.objects.put_bytes(ctx.data_bucket, f"{staged}/result.json", json.dumps(report.result, default=str).encode(), "application/json")
     failpoint("validate.result-written")
-    docs_files = ctx.objects.upload_dir(ctx.data_bucket, f"{prefix}/data-docs", docs_dir) if docs_dir.exists() else 0
+    docs_files = ctx.objects.upload_dir(ctx.data_bucket, f"{staged}/data-docs", docs_dir) if docs_dir.exists() else 0
+    ctx.objects.publish_staged(ctx.data_bucket, staged, prefix, last=("data-docs/index.html",),
+                               on_copied=lambda: failpoint("validate.file-published"))
     result = Validated(
         success=report.success, rows=report.row_count, evaluated=report.evaluated, failed=len(report.failed),
-        failed_expectations=[f.description for f in report.failed], result_uri=f"s3://{ctx.data_bucket}/{result_key}",
+        failed_expectations=[f.description for f in report.failed], result_uri=f"s3://{ctx.data_bucket}/{prefix}/result.json",
         data_docs_uri=f"s3://{ctx.data_bucket}/{prefix}/data-docs/index.html" if docs_files else None,
         data_docs_local=str(report.docs_index) if report.docs_index else None,
     )

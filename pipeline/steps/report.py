@@ -1,9 +1,22 @@
 """The last steps: ``monitor`` (drift of the scored data against each scoring version's baseline),
 ``rollout`` (the rollout controller on the challenger's online evidence) and ``publish`` (the
-run's CloudWatch metrics, ``run_metrics``, which a failed run also sends)."""
+run's CloudWatch metrics, ``run_metrics``, which a rejected run also sends).
+
+**Each run's metrics are sent once.** CloudWatch has no idempotent ``PutMetricData``: a resumed run
+that sent its data points again would count its rows, runs and alerts twice in every ``Sum``. So a
+run's data points (``run_metrics``) are sent by its outcome (succeeded, or rejected: exit 2 or 3)
+only after a marker, ``metrics/<model>/run=<run id>.json`` in the data bucket, was written with S3's
+``If-None-Match`` (``send_run_metrics``); a resumed run that finds it sends nothing. That is
+at-most-once: a process killed between the marker and ``PutMetricData`` (milliseconds) leaves the
+run without data points rather than with two sets. A resumable failure (exit 1, 5, 143) is an
+attempt, not an outcome: it sends only ``PipelineFailed`` and ``AlertsSent`` (``attempt_metrics``),
+which count attempts and alerts really sent; the resumed run then sends its outcome's data once.
+"""
 
 from __future__ import annotations
 
+import json
+import uuid
 from typing import Any
 
 from stagewise.monitoring import drift as driftlib
@@ -158,8 +171,39 @@ def run_metrics(ctx: RunContext, succeeded: bool) -> list[m.Datum]:
     return data
 
 
+def attempt_metrics(ctx: RunContext) -> list[m.Datum]:
+    """The data points of an attempt that failed and may be resumed: ``PipelineFailed`` (1) and
+    ``AlertsSent`` (the alerts this attempt published), each per model. Sent every attempt."""
+    run = m.model_dimensions(ctx.settings.environment, ctx.spec.name)
+    sent = [a for a in ctx.alerts if "message_id" in a]
+    return [m.Datum(m.PIPELINE_FAILED, 1, "Count", run)] + ([m.Datum(m.ALERTS_SENT, len(sent), "Count", run)] if sent else [])
+
+
+def metrics_marker_key(model: str, run_id: str) -> str:
+    """The data bucket key whose existence means run ``run_id`` sent its outcome's metrics."""
+    return f"metrics/{model}/run={run_id}.json"
+
+
+def send_run_metrics(ctx: RunContext, data: list[m.Datum]) -> m.PublishResult | None:
+    """Send ``data`` (``run_metrics``) unless this run already did: write the marker first
+    (``If-None-Match``), then ``PutMetricData``. Returns None when an earlier attempt sent them.
+
+    Raises:
+        botocore.exceptions.ClientError: writing the marker or sending failed.
+    """
+    # unique per attempt: objects.put_new takes an object with the same bytes for this call's own
+    # write (a retried write whose response was lost), which another attempt's marker must never be
+    marker = json.dumps({"run_id": ctx.run_id, "datapoints": len(data), "attempt": uuid.uuid4().hex}).encode()
+    if not ctx.objects.put_new(ctx.data_bucket, metrics_marker_key(ctx.spec.name, ctx.run_id), marker, "application/json"):
+        return None
+    return m.publish(ctx.clients.client("cloudwatch"), data, ctx.resources.metrics_namespace)
+
+
 def publish(ctx: RunContext) -> Published:
-    """Send the run's metrics to CloudWatch (namespace ``Stagewise``)."""
+    """Send the run's metrics to CloudWatch (namespace ``Stagewise``), once per run (see the module)."""
     failpoint("publish.before-metrics")
-    result = m.publish(ctx.clients.client("cloudwatch"), run_metrics(ctx, succeeded=True), ctx.resources.metrics_namespace)
+    result = send_run_metrics(ctx, run_metrics(ctx, succeeded=True))
+    failpoint("publish.after-metrics")
+    if result is None:
+        return Published(namespace=ctx.resources.metrics_namespace, datapoints=0, dropped=0, calls=0, already_sent=True)
     return Published(namespace=ctx.resources.metrics_namespace, datapoints=result.sent, dropped=result.dropped, calls=result.calls)

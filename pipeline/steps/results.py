@@ -80,6 +80,7 @@ class Trained(StepResult):
     artifact_sha256: str
     artifact_prefix: str
     baseline_uri: str
+    baseline_sha256: str | None = None
     top_features: list[str]
 
     def line(self) -> str:
@@ -191,14 +192,18 @@ class RolledOut(StepResult):
 
 
 class Published(StepResult):
-    """The CloudWatch data points sent (namespace, count, dropped, calls)."""
+    """The CloudWatch data points sent (namespace, count, dropped, calls); ``already_sent`` when an
+    earlier attempt of the run sent them (a resumed run sends none)."""
 
     namespace: str
     datapoints: int
     dropped: int
     calls: int
+    already_sent: bool = False
 
     def line(self) -> str:
+        if self.already_sent:
+            return f"metrics already sent to {self.namespace} by an earlier attempt of this run"
         return f"{self.datapoints} datapoints to {self.namespace}"
 
 

@@ -22,7 +22,7 @@ from stagewise.pipeline import modeling, spec_store, splitting
 from stagewise.pipeline.steps.context import GateRejected, RunContext, ValidationFailed
 from stagewise.pipeline.steps.results import Evaluated, Ingested, Registered, Trained, Validated
 from stagewise.platform.runtime.failpoints import failpoint
-from stagewise.platform.runtime.objects import sha256_file
+from stagewise.platform.runtime.objects import sha256_bytes, sha256_file
 from stagewise.registry import gates as gatelib
 from stagewise.registry.errors import NotFound
 from stagewise.registry.records import Gate, GateResult, VersionRecord
@@ -83,7 +83,7 @@ def train(ctx: RunContext) -> Trained:
     importance = modeling.feature_importance(model)
     baseline = modeling.baseline_statistics(X.iloc[train_idx], spec, predictions=hold_pred)
     ctx.objects.put_bytes(ctx.artifact_bucket, f"{prefix}/feature_importance.json", json.dumps(importance).encode(), "application/json")
-    ctx.objects.put_bytes(ctx.artifact_bucket, f"{prefix}/baseline.json", json.dumps(baseline).encode(), "application/json")
+    baseline_sha = _write_once(ctx, f"{prefix}/baseline.json", json.dumps(baseline).encode())
     failpoint("train.uploaded")
     w = ctx.work
     w.model, w.hold_idx, w.holdout_true, w.holdout_pred, w.features = model, hold_idx, y[hold_idx], hold_pred, X
@@ -91,8 +91,17 @@ def train(ctx: RunContext) -> Trained:
         fit_seconds=round(fit_seconds, 3), train_rows=int(len(train_idx)), holdout_rows=int(len(hold_idx)),
         split=split.to_lineage(), artifact_uri=f"s3://{ctx.artifact_bucket}/{prefix}/model.ubj", artifact_sha256=artifact_sha,
         artifact_prefix=prefix, baseline_uri=f"s3://{ctx.artifact_bucket}/{prefix}/baseline.json",
-        top_features=list(importance)[:5],
+        baseline_sha256=baseline_sha, top_features=list(importance)[:5],
     )
+
+
+def _write_once(ctx: RunContext, key: str, data: bytes) -> str:
+    """Write ``data`` to the artifact bucket unless ``key`` exists (the artifact's folder is
+    content-addressed: the same model trained again keeps the files registered with it first);
+    returns the sha256 of what is stored, which the version records."""
+    if ctx.objects.put_new(ctx.artifact_bucket, key, data, "application/json"):
+        return sha256_bytes(data)
+    return sha256_bytes(ctx.objects.get_bytes(ctx.artifact_bucket, key))
 
 
 def evaluate(ctx: RunContext) -> Evaluated:
@@ -256,6 +265,7 @@ def register(ctx: RunContext) -> Registered:
         "rows": {"train": trained.train_rows, "holdout": evaluated.samples},
         "split": trained.split,
         "spec_uri": spec_store.store_spec(ctx.objects, ctx.artifact_bucket, spec),
+        **({"baseline_sha256": trained.baseline_sha256} if trained.baseline_sha256 else {}),
     }
     token = hashlib.sha256(
         "|".join([spec.name, ingested.data_sha256, spec.digest(), pkg, trained.artifact_sha256]).encode()

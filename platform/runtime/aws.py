@@ -6,8 +6,10 @@ the environment's role from the stack file (``aws:assumeRoles``). On the embedde
 server) the base credentials are dummies and moto maps the assumed role's credentials to the role's
 account id, so dev, test and prod land in three different accounts on one laptop, exactly as on AWS.
 
-Throttling and transient errors are retried by botocore's ``standard`` retry mode (capped
-exponential backoff with jitter, up to ``max_attempts``).
+Throttling and transient errors (5xx, reset connections, timeouts) are retried by botocore's
+``standard`` retry mode, up to ``total_max_attempts`` attempts per call (``_RETRIES``); what is
+still failing after them stops a run with exit 5 (``unreachable``). ``$STAGEWISE_FAULTS`` makes
+every client fail a share of its attempts on purpose (``stagewise.platform.runtime.faults``).
 """
 
 from __future__ import annotations
@@ -22,17 +24,65 @@ import boto3
 import botocore.config
 import botocore.credentials
 import botocore.session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from stagewise.platform.contract import Env, ExitCode, StagewiseError
+from stagewise.platform.runtime import faults
 from stagewise.stacks.settings import EnvironmentSettings
 
 EMBEDDED_ACCESS_KEY = "testing"  # moto accepts any credentials; these are never real
 EMBEDDED_SECRET_KEY = "testing"
-_RETRIES = {"mode": "standard", "max_attempts": 8}
-_EMBEDDED_RETRIES = {"mode": "standard", "max_attempts": 3}
+_RETRIES = {"mode": "standard", "total_max_attempts": 9}
+"""botocore's ``standard`` mode: after a throttling error it waits a random 0..1, 0..2, 0..4 ... (at
+most 20) seconds, after a 5xx or a connection error 0..0.05 s doubling likewise; each client has a
+retry quota that stops retrying when most calls fail. ``total_max_attempts`` counts the first
+attempt (a ``Config``'s ``max_attempts`` counts retries: the 8 and 3 this file had meant 9 and 4
+attempts, and still do). ``adaptive`` mode is not used: it also rate-limits the client after a
+throttle, which slows a run without making it finish more often."""
+_EMBEDDED_RETRIES = {"mode": "standard", "total_max_attempts": 4}
 """The embedded AWS is on loopback: a refused or timed-out call means it is down or stuck, not
-throttled, so three attempts say so in seconds instead of a minute of back-off."""
+throttled, so four attempts say so in seconds instead of a minute of back-off. What each
+configuration survives with faults injected is measured by ``benchmarks/flaky_aws.py`` (README,
+Reliability)."""
+
+
+class RetryConfigError(StagewiseError, ValueError):
+    """``$AWS_RETRY_MODE`` or ``$AWS_MAX_ATTEMPTS`` is not one botocore accepts. Exit 4."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+def retry_config(embedded: bool) -> dict[str, Any]:
+    """botocore's ``retries`` setting for every client: ``_EMBEDDED_RETRIES`` or ``_RETRIES``,
+    overridden by botocore's own environment variables when set (an explicit ``Config`` would
+    otherwise hide them): ``AWS_RETRY_MODE`` (``standard`` | ``adaptive`` | ``legacy``) and
+    ``AWS_MAX_ATTEMPTS`` (attempts per call, the first included, as botocore counts it there).
+
+    Raises:
+        RetryConfigError: a variable holds something botocore does not accept.
+    """
+    retries: dict[str, Any] = dict(_EMBEDDED_RETRIES if embedded else _RETRIES)
+    mode = os.environ.get("AWS_RETRY_MODE", "").strip()
+    if mode:
+        if mode not in ("standard", "adaptive", "legacy"):
+            raise RetryConfigError(f"AWS_RETRY_MODE={mode!r}: expected standard, adaptive or legacy")
+        retries["mode"] = mode
+    attempts = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+    if attempts:
+        if not attempts.isdigit() or int(attempts) < 1:
+            raise RetryConfigError(f"AWS_MAX_ATTEMPTS={attempts!r}: expected a whole number of attempts >= 1")
+        retries["total_max_attempts"] = int(attempts)
+    return retries
+
+
+_GAVE_UP_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException", "TooManyRequestsException",
+    "ProvisionedThroughputExceededException", "RequestLimitExceeded", "RequestThrottled", "SlowDown",
+    "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
+})
+"""Error codes botocore's retry modes retry (throttling and transient): still the answer after the
+last attempt, they mean AWS would not serve the call now, not that the call was wrong."""
 
 
 class AwsAccessError(StagewiseError, RuntimeError):
@@ -86,10 +136,11 @@ class AwsClients:
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._session: boto3.Session | None = None
+        self._faults = faults.injector()  # None unless $STAGEWISE_FAULTS asks for a flaky AWS
+        self._timeout = timeout = float(os.environ.get(Env.AWS_TIMEOUT, 60))
         # a pool larger than urllib3's default 10: the registry is used from many threads at once
-        timeout = float(os.environ.get(Env.AWS_TIMEOUT, 60))
         self._config = botocore.config.Config(
-            region_name=target.region, retries=_EMBEDDED_RETRIES if target.embedded else _RETRIES,
+            region_name=target.region, retries=retry_config(target.embedded),
             max_pool_connections=64, connect_timeout=timeout, read_timeout=timeout,
         )
 
@@ -151,9 +202,12 @@ class AwsClients:
         session = self.session()
         with self._lock:
             if service not in self._clients:
-                self._clients[service] = session.client(
+                client = session.client(
                     service, endpoint_url=self.target.endpoint_url, config=self._config, verify=self.target.ca_bundle
                 )
+                if self._faults is not None:
+                    self._faults.attach(client, service, self.target.ca_bundle, self._timeout)
+                self._clients[service] = client
             return self._clients[service]
 
     def caller_identity(self) -> dict[str, str]:
@@ -163,11 +217,23 @@ class AwsClients:
 
 
 def unreachable(error: BaseException) -> bool:
-    """True if ``error`` means AWS (or the embedded AWS) could not be reached: a refused or reset
-    connection, or a connect/read timeout, after botocore's retries."""
-    from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
-
-    return isinstance(error, (BotoConnectionError, HTTPClientError))
+    """True if ``error`` means AWS (or the embedded AWS) could not be reached, or would not serve,
+    after botocore's retries: a refused or reset connection, a connect or read timeout, or an
+    answer botocore retries (throttling, a 500/502/503/504) that was still the answer at the last
+    attempt. The errors it was raised from count too (a registry error raised from a throttled
+    call). The run stops with exit 5, and ``--resume`` finishes it."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (BotoConnectionError, HTTPClientError)):
+            return True
+        if isinstance(cause, ClientError):
+            status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (429, 500, 502, 503, 504) or cause.response.get("Error", {}).get("Code") in _GAVE_UP_CODES:
+                return True
+        cause = cause.__cause__
+    return False
 
 
 def utc_now() -> datetime:

@@ -14,7 +14,8 @@ equal a clean run's. The technique is the failpoint of FreeBSD's fail(9) and TiK
 
 Failpoints in the code (each is documented where it is called):
 
-    validate.result-written    the validation result is in S3, the Data Docs are not yet
+    validate.result-written    the validation result is staged, the Data Docs are not yet
+    validate.file-published    a staged validation file was copied to its final key (once per file)
     train.uploaded             the model artifact is in S3, nothing is registered yet
     register.done              the version is registered, nothing is scored yet
     score.partition-staged     a partition's part is staged (once per partition)
@@ -22,6 +23,7 @@ Failpoints in the code (each is documented where it is called):
     score.published            the predictions' manifest is written
     rollout.evaluated          the rollout controller's decision is in the registry
     publish.before-metrics     everything is done except the CloudWatch metrics
+    publish.after-metrics      the metrics are sent, the run has not recorded its end
 """
 
 from __future__ import annotations

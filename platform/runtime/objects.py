@@ -15,9 +15,33 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from stagewise.platform.contract import StagewiseError
 
-class StorageError(RuntimeError):
-    """An object is missing, or its bytes do not match the expected sha256."""
+
+PUBLISHED_MANIFEST = "_manifest.json"
+"""The object whose existence publishes a folder (``ObjectStore.publish_staged``)."""
+
+
+class StorageError(StagewiseError, RuntimeError):
+    """An object is missing, or its bytes do not match the expected sha256 (exit 1)."""
+
+    code = "StorageError"
+
+
+class ChecksumMismatch(StorageError):
+    """An object's bytes do not match the sha256 recorded for them: it was changed (tampered with,
+    or corrupted) after it was written. ``uri``, ``expected`` and ``actual`` say which and how."""
+
+    code = "ChecksumMismatch"
+    hint = ("restore the registered bytes from the object's earlier version (the buckets keep versions), or roll "
+            "back / retire the version; never re-register the changed file")
+
+    def __init__(self, message: str, uri: str = "", expected: str = "", actual: str = "") -> None:
+        super().__init__(message)
+        self.uri, self.expected, self.actual = uri, expected, actual
+
+    def __reduce__(self) -> tuple[Any, ...]:  # survives a process pool (the scoring workers), context included
+        return (type(self), (str(self), self.uri, self.expected, self.actual), dict(self.__dict__))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -67,14 +91,25 @@ class ObjectStore:
 
     def put_new(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
         """Write ``data`` unless the key exists (S3 conditional write ``If-None-Match: *``); returns
-        True if this call wrote it, False if the object was already there (it is left as it is)."""
+        True if this call wrote it, False if another writer's object was already there (it is left
+        as it is).
+
+        A write whose response was lost (a read timeout after S3 applied it) is retried by botocore
+        and then meets its own object (412): when the object there has this call's bytes (the
+        ``sha256`` metadata every write here carries), it is this call's write and True is returned.
+        """
+        digest = sha256_bytes(data)
         try:
             self.s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type,
-                               Metadata={"sha256": sha256_bytes(data)}, IfNoneMatch="*")
+                               Metadata={"sha256": digest}, IfNoneMatch="*")
         except ClientError as e:
-            if e.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
+            if e.response["Error"]["Code"] not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise
+            try:
+                there = self.s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get("sha256")
+            except ClientError:
                 return False
-            raise
+            return there == digest
         return True
 
     def put_file(self, bucket: str, key: str, path: Path, content_type: str | None = None) -> str:
@@ -110,7 +145,8 @@ class ObjectStore:
         """Read an object; if ``expect_sha256`` is given, verify the bytes against it.
 
         Raises:
-            StorageError: the object does not exist, or its sha256 differs from ``expect_sha256``.
+            StorageError: the object does not exist.
+            ChecksumMismatch: its sha256 differs from ``expect_sha256``.
         """
         try:
             data = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -121,8 +157,70 @@ class ObjectStore:
         if expect_sha256 is not None:
             actual = sha256_bytes(data)
             if actual != expect_sha256:
-                raise StorageError(
+                raise ChecksumMismatch(
                     f"s3://{bucket}/{key} has sha256 {actual}, expected {expect_sha256}: the object was "
-                    "changed after it was registered; do not use it"
-                )
+                    "changed after it was registered; do not use it", f"s3://{bucket}/{key}", expect_sha256, actual)
         return data
+
+    # -- publish-after-write for a folder of objects ----------------------------------------------
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (paginated), sorted."""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def delete_keys(self, bucket: str, keys: list[str]) -> int:
+        """Delete ``keys`` (1,000 per ``DeleteObjects`` call); returns how many."""
+        for start in range(0, len(keys), 1000):
+            self.s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+        return len(keys)
+
+    def read_published(self, bucket: str, prefix: str) -> dict[str, Any] | None:
+        """The manifest ``publish_staged`` wrote at ``prefix/_manifest.json``, or None: then nothing
+        under ``prefix`` is published (a run died before it finished publishing)."""
+        import json
+
+        try:
+            return json.loads(self.get_bytes(bucket, f"{prefix}/{PUBLISHED_MANIFEST}"))
+        except StorageError:
+            return None
+
+    def publish_staged(self, bucket: str, staged: str, final: str, last: tuple[str, ...] = (),
+                       on_copied: Any = None) -> dict[str, Any]:
+        """Make the objects under ``staged/`` visible under ``final/`` all at once: copy each (the
+        relative names in ``last`` after the others, e.g. a site's ``index.html``), then write
+        ``final/_manifest.json`` (the commit point: ``{"files": [{"key", "sha256", "bytes"}]}``),
+        then delete the staged copies. Readers go through ``read_published``. Idempotent: once the
+        manifest exists the call only cleans up what is staged; a call that died half-way copies
+        the same objects again.
+
+        Args:
+            on_copied: called after each object is copied (a failpoint, in the fault tests).
+
+        Returns:
+            The manifest.
+
+        Raises:
+            StorageError: nothing is staged under ``staged/`` (and nothing was published).
+        """
+        import json
+
+        done = self.read_published(bucket, final)
+        if done is not None:
+            self.delete_keys(bucket, self.keys(bucket, f"{staged}/"))
+            return done
+        keys = self.keys(bucket, f"{staged}/")
+        if not keys:
+            raise StorageError(f"nothing staged under s3://{bucket}/{staged}/ to publish")
+        files = []
+        for key in sorted(keys, key=lambda k: (k[len(staged) + 1:] in last, k)):
+            target = f"{final}/{key[len(staged) + 1:]}"
+            head = self.s3.head_object(Bucket=bucket, Key=key)
+            self.s3.copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": key})
+            files.append({"key": target, "sha256": head["Metadata"].get("sha256"), "bytes": head["ContentLength"]})
+            if on_copied is not None:
+                on_copied()
+        manifest = {"files": files}
+        if not self.put_new(bucket, f"{final}/{PUBLISHED_MANIFEST}", json.dumps(manifest).encode(), "application/json"):
+            manifest = self.read_published(bucket, final) or manifest  # another attempt published first
+        self.delete_keys(bucket, keys)
+        return manifest
