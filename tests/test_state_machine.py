@@ -12,32 +12,23 @@ validate group's carries ``partitions``, a score partition's ``partition`` and `
 ``SendTaskFailure`` (``Stagewise.*`` error and a cause), exactly as the container entrypoint does,
 then stops the task as the container would by exiting.
 
-Why a private engine server. moto 5.2's engine calls the services of Task states at
-``http://localhost:$MOTO_PORT`` with dummy keys: it cannot reach the session's embedded AWS (HTTPS
-only) and would act in moto's default account 123456789012. Its ECS integration also passes the
-ASL parameter names (``Cluster``) to botocore unconverted (KeyError -> ``States.Runtime``), reads
-the ``RunTask`` response by ASL names (``Tasks``), drops ``CapacityProviderStrategy``, and moto's
-``SendTaskFailure`` handler drops the ``cause``. So this module runs its own moto server in-process
-over plain HTTP and patches exactly those points, for the module only, to what Step Functions does:
-parameters and responses converted through botocore's ECS model (as LocalStack's engine, which
-moto's is taken from, does), ``CapacityProviderStrategy`` passed through, service calls made as the state machine's
-execution role (STS AssumeRole, so in the dev account 314159265358), and the cause kept. The
-state machine itself is not changed for moto. Two moto ECS gaps are met by the fixtures instead:
-containers declare cpu and memory, and the VPC has DNS hostnames.
+Why a private engine server. The engine runs in the server's process and acts on its own
+backends; this module's server is in-process over plain HTTP, so the tests control when the engine
+executes (``/moto-api/config``) and reset it afterwards, without touching the session's embedded
+AWS. Where moto 5.2's engine differs from Step Functions (ECS parameters and responses, the
+dropped ``CapacityProviderStrategy``, service calls as the execution role, ``States.HeartbeatTimeout``,
+``SendTaskFailure``'s cause, ``ToleratedFailurePercentage``), it is put right by
+``stagewise.platform.runtime.moto_patches``, the same patches the embedded AWS applies (each named
+there with the AWS behaviour it restores; ``tests/test_moto_patches.py`` fails if moto changes under
+one). The state machine itself is not changed for moto. Two moto ECS gaps are met by the fixtures
+instead: containers declare cpu and memory, and the VPC has DNS hostnames.
 
 The Distributed Map. moto 5.2.5 runs a ``DISTRIBUTED`` Map in-process: a Map Run (``ListMapRuns``,
 ``DescribeMapRun`` with its item counts, ``MaxConcurrency`` and tolerance), at most
 ``MaxConcurrency`` items at a time, each item's states kept out of the parent's history as a
 child execution's would be, and ``MapRunStarted``/``MapRunSucceeded``/``MapRunFailed`` events. It
 starts no child executions as API resources, so the role's rights to start and describe them
-are checked by the stack tests (parliament, ``tests/test_stack.py``), not here. Two more patches:
-moto ignores ``ToleratedFailurePercentage`` (a failed item becomes a ``null`` result and the Map
-succeeds), so after the Map Run, failed or timed-out items over that percentage fail it with
-``States.ExceedToleratedFailureThreshold``, as Step Functions does (``ToleratedFailureCount``, which
-the state machine does not declare, stays unenforced); and moto's ASL grammar rejects that
-percentage written as a plain integer such as ``0`` (valid ASL; it lexes it as an integer token
-where the grammar wants a number token such as ``0.0``), so its lexer reads the integer after
-``"ToleratedFailurePercentage":`` as a number.
+are checked by the stack tests (parliament, ``tests/test_stack.py``), not here.
 """
 
 from __future__ import annotations
@@ -52,8 +43,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.session
 import pytest
 
 from stagewise.pipeline.asl import (
@@ -65,6 +54,7 @@ from stagewise.pipeline.asl import (
 )
 from stagewise.pipeline.definition import PIPELINE, SCORING, Pipeline
 from stagewise.platform.contract import Env, TaskError
+from stagewise.platform.runtime import moto_patches
 from stagewise.platform.runtime.aws import AwsClients, AwsTarget
 from stagewise.platform.runtime.provision import ensure_environment
 from stagewise.platform.resources import EnvironmentResources, environment_resources
@@ -269,112 +259,6 @@ def _moto_config(endpoint: str, execute: bool) -> None:
         assert response.status in (200, 201)
 
 
-def _patch_moto_engine(mp: pytest.MonkeyPatch, endpoint: str) -> None:
-    """Make moto's engine do what Step Functions does at the points the module docstring lists."""
-    from moto.core.responses import EmptyResult
-    from moto.stepfunctions.parser.api import HistoryEventType, MapRunFailedEventDetails, TaskTimedOutEventDetails
-    from moto.stepfunctions.parser.asl.antlr.runtime.ASLLexer import ASLLexer
-    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
-        FailureEvent,
-        FailureEventException,
-    )
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
-        StatesErrorNameType,
-    )
-    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
-        distributed_iteration_component as distributed,
-    )
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
-        state_task_service_ecs as ecs_task,
-    )
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
-        state_task_service_sns as sns_task,
-    )
-    from moto.stepfunctions.parser.asl.eval.callback.callback import HeartbeatTimeoutError
-    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
-    from moto.stepfunctions.parser.asl.parse import asl_parser
-    from moto.stepfunctions.responses import StepFunctionResponse
-
-    ecs_model = botocore.session.get_session().get_service_model("ecs")
-
-    def normalise_parameters(self: Any, parameters: dict, boto_service_name: Any = None, service_action_name: Any = None) -> None:
-        self._to_boto_request(parameters, ecs_model.operation_model("RunTask").input_shape)
-
-    def normalise_response(self: Any, response: Any, boto_service_name: Any = None, service_action_name: Any = None) -> None:
-        operation = "DescribeTasks" if service_action_name == "describe_tasks" else "RunTask"
-        self._from_boto_response(response, ecs_model.operation_model(operation).output_shape)
-
-    def client_as_execution_role(region: str, service: str, state_credentials: Any = None) -> Any:
-        session = boto3.session.Session(aws_access_key_id="engine", aws_secret_access_key="engine", region_name=region)
-        role = session.client("sts", endpoint_url=endpoint).assume_role(
-            RoleArn=state_credentials.role_arn, RoleSessionName="stepfunctions"
-        )["Credentials"]
-        return session.client(
-            service,
-            endpoint_url=endpoint,
-            aws_access_key_id=role["AccessKeyId"],
-            aws_secret_access_key=role["SecretAccessKey"],
-            aws_session_token=role["SessionToken"],
-        )
-
-    ecs_from_error = ecs_task.StateTaskServiceEcs._from_error
-
-    def from_error(self: Any, env: Any, ex: Exception) -> Any:
-        if not isinstance(ex, HeartbeatTimeoutError):
-            return ecs_from_error(self, env, ex)
-        error = StatesErrorName(typ=StatesErrorNameType.StatesHeartbeatTimeout)
-        details = TaskTimedOutEventDetails(
-            resourceType=self._get_sfn_resource_type(), resource=self._get_sfn_resource(), error=error.error_name
-        )
-        return FailureEvent(env, error, HistoryEventType.TaskTimedOut, EventDetails(taskTimedOutEventDetails=details))
-
-    def send_task_failure(self: Any) -> Any:
-        self.stepfunction_backend.send_task_failure(
-            self._get_param("taskToken"), error=self._get_param("error"), cause=self._get_param("cause")
-        )
-        return EmptyResult()
-
-    class Lexer(ASLLexer):
-        """moto's grammar takes ToleratedFailurePercentage as a NUMBER token only; read its integer as one."""
-
-        previous: tuple[int, int] = (0, 0)
-
-        def nextToken(self) -> Any:
-            token = super().nextToken()
-            if token.type == ASLLexer.INT and self.previous == (ASLLexer.TOLERATEDFAILUREPERCENTAGE, ASLLexer.COLON):
-                token.type = ASLLexer.NUMBER
-            self.previous = (self.previous[1], token.type)
-            return token
-
-    map_run = distributed.DistributedIterationComponent._map_run
-
-    def map_run_within_tolerance(self: Any, env: Any, eval_input: Any) -> None:
-        map_run(self, env=env, eval_input=eval_input)
-        record = eval_input.map_run_record
-        failed = record.item_counter.failed.get() + record.item_counter.timed_out.get()
-        total, tolerated = record.item_counter.total.get(), record.tolerated_failure_percentage
-        if failed and failed * 100 > tolerated * total:
-            error = StatesErrorName(typ=StatesErrorNameType.StatesExceedToleratedFailureThreshold)
-            details = MapRunFailedEventDetails(
-                error=error.error_name, cause=f"{failed} of {total} items failed; the tolerated failure percentage is {tolerated:g}"
-            )
-            raise FailureEventException(
-                FailureEvent(env, error, HistoryEventType.MapRunFailed, EventDetails(mapRunFailedEventDetails=details))
-            )
-
-    mp.setattr(asl_parser, "ASLLexer", Lexer)
-    mp.setattr(distributed.DistributedIterationComponent, "_map_run", map_run_within_tolerance)
-    mp.setattr(ecs_task.StateTaskServiceEcs, "_normalise_parameters", normalise_parameters)
-    mp.setattr(ecs_task.StateTaskServiceEcs, "_normalise_response", normalise_response)
-    mp.setattr(ecs_task.StateTaskServiceEcs, "_from_error", from_error)
-    supported = ecs_task._SUPPORTED_API_PARAM_BINDINGS
-    mp.setitem(supported, "runtask", supported["runtask"] | {"CapacityProviderStrategy"})
-    mp.setattr(ecs_task, "boto_client_for", client_as_execution_role)
-    mp.setattr(sns_task, "boto_client_for", client_as_execution_role)
-    mp.setattr(StepFunctionResponse, "send_task_failure", send_task_failure)
-
-
 @pytest.fixture(scope="module")
 def engine() -> Iterator[str]:
     """A private moto server (plain HTTP, in-process) with the state machine engine on."""
@@ -384,17 +268,17 @@ def engine() -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        _patch_moto_engine(mp, endpoint)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        try:
-            _moto_config(endpoint, execute=True)
-            yield endpoint
-        finally:
-            _moto_config(endpoint, execute=False)
-            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
-            server.stop()
+    undo = moto_patches.apply(endpoint)  # what the embedded AWS's server process applies too
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        _moto_config(endpoint, execute=True)
+        yield endpoint
+    finally:
+        _moto_config(endpoint, execute=False)
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
+        server.stop()
+        undo()
 
 
 @dataclass

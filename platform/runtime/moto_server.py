@@ -5,7 +5,8 @@ its server is threaded, so two concurrent conditional writes can both pass their
 DynamoDB serializes conditional writes per item; the registry's optimistic locking relies on it.
 This launcher runs moto's own application (``moto.server``'s ``DomainDispatcherApplication``) behind
 a WSGI middleware that serializes DynamoDB requests only (the ``X-Amz-Target`` header names the
-DynamoDB API), so other services, e.g. SQS long polls, stay concurrent.
+DynamoDB API), so other services, e.g. SQS long polls, stay concurrent. It also applies
+``moto_patches`` (where moto's Step Functions engine, which runs in this process, differs from AWS).
 
 Run as ``python -m stagewise.platform.runtime.moto_server --host 127.0.0.1 --port N --ssl-cert C --ssl-key K``
 (``EmbeddedAWS.up`` does).
@@ -19,6 +20,8 @@ import signal
 import sys
 import threading
 from typing import Any, Callable, Iterable
+
+from stagewise.platform.runtime import moto_patches
 
 DYNAMODB_TARGET_PREFIX = "DynamoDB_"
 
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # the Step Functions engine runs in this process: put it right where it differs from AWS
+    moto_patches.apply(f"https://{args.host}:{args.port}", verify=args.ssl_cert)
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, SerializeDynamoDB(app), threaded=True,
                ssl_context=(args.ssl_cert, args.ssl_key), request_handler=MotoRequestHandler)
