@@ -127,7 +127,7 @@ class EmbeddedAWS:
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "stagewise.platform.runtime.moto_server", "--host", "127.0.0.1", "--port", str(port),
-                 "--ssl-cert", str(cert), "--ssl-key", str(key)],
+                 "--ssl-cert", str(cert), "--ssl-key", str(key), "--home", str(self.home)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -6,7 +6,8 @@ DynamoDB serializes conditional writes per item; the registry's optimistic locki
 This launcher runs moto's own application (``moto.server``'s ``DomainDispatcherApplication``) behind
 a WSGI middleware that serializes DynamoDB requests only (the ``X-Amz-Target`` header names the
 DynamoDB API), so other services, e.g. SQS long polls, stay concurrent. It also applies
-``moto_patches`` (where moto's Step Functions engine, which runs in this process, differs from AWS).
+``moto_patches`` (where moto's Step Functions engine, which runs in this process, differs from AWS)
+and installs ``local_fargate`` (ECS Fargate tasks run as local processes).
 
 Run as ``python -m stagewise.platform.runtime.moto_server --host 127.0.0.1 --port N --ssl-cert C --ssl-key K``
 (``EmbeddedAWS.up`` does).
@@ -15,13 +16,18 @@ Run as ``python -m stagewise.platform.runtime.moto_server --host 127.0.0.1 --por
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from stagewise.platform.runtime import moto_patches
+from stagewise.platform.runtime import local_fargate, moto_patches
+from stagewise.platform.runtime.embedded import stagewise_home
+from stagewise.platform.runtime.local_fargate import LocalFargate
+from stagewise.stacks.settings import SettingsError, find_project_root
 
 DYNAMODB_TARGET_PREFIX = "DynamoDB_"
 
@@ -51,11 +57,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ssl-cert", required=True)
     parser.add_argument("--ssl-key", required=True)
+    parser.add_argument("--home", help="local state folder (local Fargate's task folders and logs); default: as the CLI finds it")
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    endpoint = f"https://{args.host}:{args.port}"
     # the Step Functions engine runs in this process: put it right where it differs from AWS
-    moto_patches.apply(f"https://{args.host}:{args.port}", verify=args.ssl_cert)
+    moto_patches.apply(endpoint, verify=args.ssl_cert)
+    # ECS's Fargate tasks run as local processes (local_fargate)
+    try:
+        project_dir: Path | None = find_project_root()
+    except SettingsError:
+        project_dir = None
+    fargate = LocalFargate(endpoint, args.ssl_cert, Path(args.home) if args.home else stagewise_home(), project_dir)
+    local_fargate.install(fargate)
+    atexit.register(fargate.shutdown)
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, SerializeDynamoDB(app), threaded=True,
                ssl_context=(args.ssl_cert, args.ssl_key), request_handler=MotoRequestHandler)
