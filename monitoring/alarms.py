@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from stagewise.monitoring import metrics as m
+from stagewise.platform.declarations import AlarmDeclaration, alarm_name
 
 DAY = 86_400
 
@@ -71,4 +72,19 @@ def environment_alarms(environment: str, model: str, state_machine_arn: str, sch
                   "the schedule, the input or the jobs are broken.", m.NAMESPACE, m.PIPELINE_SUCCEEDED, run,
                   statistic="Sum", period=period, evaluation_periods=max(1, window // period),
                   comparison="LessThanThreshold", threshold=1.0, treat_missing_data="breaching"),
+    ]
+
+
+def alarm_declarations(environment: str, models: tuple[str, ...], state_machine_arn: str,
+                       schedule: str) -> list[tuple[str, AlarmDeclaration]]:
+    """``(<model>-<key>, alarm)`` for every alarm of the environment's ``models``: what the stack's
+    ``Monitoring`` component and local provisioning both create (``environment_alarms`` named)."""
+    return [
+        (f"{model}-{spec.key}", AlarmDeclaration(
+            name=alarm_name(environment, model, spec.key), description=spec.description, namespace=spec.namespace,
+            metric=spec.metric, dimensions=dict(spec.dimensions), statistic=spec.statistic, period=spec.period,
+            evaluation_periods=spec.evaluation_periods, comparison=spec.comparison, threshold=spec.threshold,
+            treat_missing_data=spec.treat_missing_data))
+        for model in models
+        for spec in environment_alarms(environment, model, state_machine_arn, schedule)
     ]

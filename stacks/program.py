@@ -17,13 +17,13 @@ from stagewise.platform.components.network import Network, NetworkArgs
 from stagewise.platform.components.orchestration import PipelineStateMachine, PipelineStateMachineArgs
 from stagewise.platform.components.registry_table import RegistryTable, RegistryTableArgs
 from stagewise.platform.components.results_catalog import ResultsCatalog, ResultsCatalogArgs
+from stagewise.platform import declarations
 from stagewise.platform.resources import environment_resources
 from stagewise.platform.components.storage import Storage, StorageArgs
 from stagewise.pipeline.spec import builtin_spec_names, load_spec
 from stagewise.stacks.settings import EnvironmentSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-VPC_CIDR = "10.42.0.0/16"
 
 
 def provider(settings: EnvironmentSettings) -> aws.Provider:
@@ -43,19 +43,19 @@ def deploy(settings: EnvironmentSettings, image_tag: str | None = None) -> dict[
     res = environment_resources(settings)
     opts = pulumi.ResourceOptions(provider=provider(settings))
     env = settings.environment
-    storage = Storage(f"stagewise-{env}-storage",
+    storage = Storage(declarations.component_name(env, "storage"),
                       StorageArgs(buckets=res.buckets, deletion_protection=settings.deletion_protection), opts=opts)
-    registry = RegistryTable(f"stagewise-{env}-registry", RegistryTableArgs(table=res.registry_table), opts=opts)
-    network = Network(f"stagewise-{env}-network",
-                      NetworkArgs(cidr=VPC_CIDR, availability_zones=(f"{settings.region}a", f"{settings.region}b")), opts=opts)
+    registry = RegistryTable(declarations.component_name(env, "registry"), RegistryTableArgs(table=res.registry_table), opts=opts)
+    network = Network(declarations.component_name(env, "network"),
+                      NetworkArgs(cidr=declarations.VPC_CIDR, availability_zones=declarations.availability_zones(settings.region)), opts=opts)
     monitoring = Monitoring(
-        f"stagewise-{env}-monitoring",
+        declarations.component_name(env, "monitoring"),
         MonitoringArgs(topic=res.alert_topic, environment=env, region=settings.region,
                        state_machine_arn=res.state_machine_arn, schedule=settings.schedule),
         opts=opts,
     )
     compute = Compute(
-        f"stagewise-{env}-compute",
+        declarations.component_name(env, "compute"),
         ComputeArgs(
             names=res.compute, environment=env, region=settings.region, account_id=settings.account_id,
             partition=settings.partition, task_sizes=settings.task_sizes, log_retention_days=settings.log_retention_days,
@@ -66,7 +66,7 @@ def deploy(settings: EnvironmentSettings, image_tag: str | None = None) -> dict[
         opts=opts,
     )
     pipeline = PipelineStateMachine(
-        f"stagewise-{env}-pipeline",
+        declarations.component_name(env, "pipeline"),
         PipelineStateMachineArgs(
             settings=settings, resources=res, task_definition_arns=compute.task_definition_arns,
             task_definition_family_arns=compute.task_definition_family_arns, cluster_arn=compute.cluster_arn,
@@ -76,22 +76,20 @@ def deploy(settings: EnvironmentSettings, image_tag: str | None = None) -> dict[
         opts=opts,
     )
     access = Access(
-        f"stagewise-{env}-access",
+        declarations.component_name(env, "access"),
         AccessArgs(
             environment=env, account_id=settings.account_id, partition=settings.partition,
             tooling_account_id=settings.tooling_account_id, artifact_bucket_arn=storage.arns["artifacts"],
             table_arn=registry.arn, topic_arn=monitoring.topic_arn, ssm_prefix=res.compute.ssm_prefix,
-            parameters={
-                "data-bucket": storage.names["data"], "artifact-bucket": storage.names["artifacts"],
-                "registry-table": registry.name, "alert-topic-arn": monitoring.topic_arn,
-                "cluster-arn": compute.cluster_arn, "state-machine-arn": pipeline.arn,
-                **{f"task-definition/{t}": arn for t, arn in compute.task_definition_arns.items()},
-            },
+            parameters=declarations.ssm_parameters(
+                data_bucket=storage.names["data"], artifact_bucket=storage.names["artifacts"],
+                registry_table=registry.name, alert_topic_arn=monitoring.topic_arn, cluster_arn=compute.cluster_arn,
+                state_machine_arn=pipeline.arn, task_definition_arns=compute.task_definition_arns),
         ),
         opts=opts,
     )
     results = ResultsCatalog(
-        f"stagewise-{env}-results",
+        declarations.component_name(env, "results"),
         ResultsCatalogArgs(environment=env, data_bucket=res.data_bucket.name,
                            specs=[load_spec(n) for n in builtin_spec_names()]),
         opts=opts,

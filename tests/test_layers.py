@@ -5,7 +5,7 @@ Layers, bottom to top (a module may import its own layer or any below):
 
     0 contract      platform.contract, platform.strict
     1 settings      stacks.settings
-    2 pure          platform.resources, platform.policies, platform.cli (CLI plumbing)
+    2 pure          platform.resources, platform.policies, platform.declarations, platform.cli (CLI plumbing)
     3 runtime       platform.runtime.* (boto3 side)
     4 registry      registry.*
     5 monitoring    monitoring.*
@@ -38,7 +38,8 @@ def layer(module: str) -> int:
         return 0
     if module == "stagewise.stacks.settings" or module == "stagewise.stacks":
         return 1
-    if module in ("stagewise.platform.resources", "stagewise.platform.policies", "stagewise.platform.cli"):
+    if module in ("stagewise.platform.resources", "stagewise.platform.policies", "stagewise.platform.declarations",
+                  "stagewise.platform.cli"):
         return 2
     if module in COMMANDS or re.fullmatch(r"stagewise\.pipeline\.\w+_cli", module):
         return 7

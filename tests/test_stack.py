@@ -66,13 +66,15 @@ def stack_config(env: str) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
 
 
-def run_stack(env: str) -> tuple[RecordingMocks, dict[str, Any]]:
+def run_stack(env: str, mocks_class: type[RecordingMocks] = RecordingMocks, **mock_kwargs: Any) -> tuple[RecordingMocks, dict[str, Any]]:
+    """Run the program of stack ``env`` under ``mocks_class(account_id, region, **mock_kwargs)``;
+    returns the mocks (every resource's inputs) and the stack outputs."""
     from stagewise.stacks.config import settings_from_pulumi_config
     from stagewise.stacks.program import deploy
     from stagewise.stacks.settings import load_settings
 
     settings = load_settings(env, REPO)
-    mocks = RecordingMocks(settings.account_id, settings.region)
+    mocks = mocks_class(settings.account_id, settings.region, **mock_kwargs)
     pulumi.runtime.set_mocks(mocks, project="stagewise", stack=env, preview=False)
     pulumi.runtime.set_all_config(stack_config(env))
     exported: dict[str, Any] = {}

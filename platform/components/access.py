@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from stagewise.platform.runtime import idhash
-from stagewise.platform import policies
+from stagewise.platform import declarations, policies
 
 
 @dataclass
@@ -42,17 +42,18 @@ class Access(pulumi.ComponentResource):
     def __init__(self, name: str, args: AccessArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagewise:platform:Access", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        tooling = f"arn:{args.partition}:iam::{args.tooling_account_id}:root"
-        trust = json.dumps(policies.assume_role_policy(account_arn=tooling))
+        trust = json.dumps(declarations.tooling_trust(args.partition, args.tooling_account_id))
         self.deployer = aws.iam.Role(
-            f"{name}-deployer", name="stagewise-deployer", assume_role_policy=trust, max_session_duration=3600,
-            managed_policy_arns=[f"arn:{args.partition}:iam::aws:policy/PowerUserAccess"], opts=child,
+            f"{name}-deployer", name=declarations.role_name(args.environment, "deployer"), assume_role_policy=trust,
+            max_session_duration=declarations.ROLE_MAX_SESSION_SECONDS,
+            managed_policy_arns=declarations.deployer_managed_policy_arns(args.partition), opts=child,
         )
         aws.iam.RolePolicy(f"{name}-deployer-iam", role=self.deployer.id,
                            policy=json.dumps(policies.deployer_iam_policy(args.partition, args.account_id)),
                            opts=pulumi.ResourceOptions(parent=self.deployer))
-        self.promoter = aws.iam.Role(f"{name}-promoter", name=f"stagewise-{args.environment}-promoter",
-                                     assume_role_policy=trust, max_session_duration=3600, opts=child)
+        self.promoter = aws.iam.Role(f"{name}-promoter", name=declarations.role_name(args.environment, "promoter"),
+                                     assume_role_policy=trust, max_session_duration=declarations.ROLE_MAX_SESSION_SECONDS,
+                                     opts=child)
         aws.iam.RolePolicy(
             f"{name}-promoter-policy", role=self.promoter.id,
             policy=pulumi.Output.all(args.artifact_bucket_arn, args.table_arn, args.topic_arn).apply(

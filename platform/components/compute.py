@@ -9,12 +9,9 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
-from stagewise.platform import policies
-from stagewise.platform.contract import Env
-from stagewise.platform.resources import CONTAINER_NAME, ComputeNames
+from stagewise.platform import declarations, policies
+from stagewise.platform.resources import ComputeNames
 from stagewise.stacks.settings import TaskSizes
-
-SPOT_STOP_TIMEOUT = 120  # seconds: Fargate Spot's interruption notice; the job stops cleanly within it
 
 
 @dataclass
@@ -76,11 +73,12 @@ class Compute(pulumi.ComponentResource):
         )
         self.image_ref = self.image.ref
         self.cluster = aws.ecs.Cluster(
-            f"{name}-cluster", name=n.cluster, settings=[{"name": "containerInsights", "value": "enabled"}], opts=child
+            f"{name}-cluster", name=n.cluster, settings=[dict(s) for s in declarations.CLUSTER_SETTINGS], opts=child
         )
         aws.ecs.ClusterCapacityProviders(
-            f"{name}-capacity", cluster_name=self.cluster.name, capacity_providers=["FARGATE_SPOT", "FARGATE"],
-            default_capacity_provider_strategies=[{"capacity_provider": "FARGATE_SPOT", "weight": 1, "base": 0}],
+            f"{name}-capacity", cluster_name=self.cluster.name, capacity_providers=list(declarations.CAPACITY_PROVIDERS),
+            default_capacity_provider_strategies=[
+                {"capacity_provider": declarations.DEFAULT_CAPACITY_PROVIDER, "weight": 1, "base": 0}],
             opts=child,
         )
         self.log_groups = {
@@ -88,8 +86,8 @@ class Compute(pulumi.ComponentResource):
             for task, group in n.log_groups.items()
         }
         self.execution_role = aws.iam.Role(
-            f"{name}-execution-role", name=f"stagewise-{args.environment}-task-execution",
-            assume_role_policy=pulumi.Output.json_dumps(policies.assume_role_policy(service="ecs-tasks.amazonaws.com")),
+            f"{name}-execution-role", name=declarations.role_name(args.environment, "task-execution"),
+            assume_role_policy=pulumi.Output.json_dumps(declarations.service_trust(declarations.ECS_TASKS)),
             opts=child,
         )
         aws.iam.RolePolicy(
@@ -98,13 +96,13 @@ class Compute(pulumi.ComponentResource):
                 lambda a: pulumi.Output.json_dumps(policies.execution_role_policy(a[0], list(a[1:])))),
             opts=pulumi.ResourceOptions(parent=self.execution_role),
         )
-        ssm_arn = f"arn:{args.partition}:ssm:{args.region}:{args.account_id}:parameter{n.ssm_prefix}/*"
+        ssm_arn = declarations.ssm_parameters_arn(args.partition, args.region, args.account_id, n.ssm_prefix)
         self.task_roles: dict[str, aws.iam.Role] = {}
         self.task_definitions: dict[str, aws.ecs.TaskDefinition] = {}
         for task, family in n.task_families.items():
             role = aws.iam.Role(
-                f"{name}-{task}-role", name=f"stagewise-{args.environment}-{task}-task",
-                assume_role_policy=pulumi.Output.json_dumps(policies.assume_role_policy(service="ecs-tasks.amazonaws.com")),
+                f"{name}-{task}-role", name=declarations.role_name(args.environment, f"{task}-task"),
+                assume_role_policy=pulumi.Output.json_dumps(declarations.service_trust(declarations.ECS_TASKS)),
                 opts=child,
             )
             aws.iam.RolePolicy(
@@ -115,29 +113,16 @@ class Compute(pulumi.ComponentResource):
                         ssm_parameters_arn=ssm_arn, metrics_namespace=args.metrics_namespace))),
                 opts=pulumi.ResourceOptions(parent=role),
             )
-            size = getattr(args.task_sizes, "validate_" if task == "validate" else task)
+            cpu, memory = declarations.task_size(args.task_sizes, task)
             container = pulumi.Output.all(self.image_ref, self.log_groups[task].name).apply(
-                lambda a, task=task: pulumi.Output.json_dumps([{
-                    "name": CONTAINER_NAME,
-                    "image": a[0],
-                    "essential": True,
-                    "command": ["--help"],  # the state machine overrides it with the task group and run
-                    "stopTimeout": SPOT_STOP_TIMEOUT,
-                    "environment": [
-                        {"name": Env.ENVIRONMENT, "value": args.environment},
-                        {"name": Env.IN_AWS, "value": "1"},
-                        {"name": "AWS_REGION", "value": args.region},
-                    ],
-                    "logConfiguration": {"logDriver": "awslogs", "options": {
-                        "awslogs-group": a[1], "awslogs-region": args.region, "awslogs-stream-prefix": task}},
-                    "readonlyRootFilesystem": False,
-                }]))
+                lambda a, task=task: pulumi.Output.json_dumps(declarations.container_definitions(
+                    task, image=a[0], log_group=a[1], environment=args.environment, region=args.region)))
             self.task_definitions[task] = aws.ecs.TaskDefinition(
-                f"{name}-{task}", family=family, cpu=str(size.cpu), memory=str(size.memory_mib),
+                f"{name}-{task}", family=family, cpu=str(cpu), memory=str(memory),
                 network_mode="awsvpc", requires_compatibilities=["FARGATE"],
                 runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
                 execution_role_arn=self.execution_role.arn, task_role_arn=role.arn, container_definitions=container,
-                ephemeral_storage={"size_in_gib": 40}, opts=child,
+                ephemeral_storage={"size_in_gib": declarations.EPHEMERAL_STORAGE_GIB}, opts=child,
             )
             self.task_roles[task] = role
         self.cluster_arn = self.cluster.arn

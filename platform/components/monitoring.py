@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from stagewise.monitoring.alarms import environment_alarms
+from stagewise.monitoring.alarms import alarm_declarations
 from stagewise.monitoring.dashboard import dashboard_json
+from stagewise.platform.declarations import MONITORED_MODELS, dashboard_name
 from stagewise.platform.resources import TopicSpec
 
 
@@ -22,7 +23,7 @@ class MonitoringArgs:
     region: str
     state_machine_arn: str
     schedule: str
-    models: tuple[str, ...] = ("engagement",)
+    models: tuple[str, ...] = MONITORED_MODELS
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -40,21 +41,20 @@ class Monitoring(pulumi.ComponentResource):
             for i, email in enumerate(args.topic.emails)
         ]
         self.dashboard = aws.cloudwatch.Dashboard(
-            f"{name}-dashboard", dashboard_name=f"stagewise-{args.environment}",
+            f"{name}-dashboard", dashboard_name=dashboard_name(args.environment),
             dashboard_body=dashboard_json(args.environment, args.region, args.state_machine_arn),
             opts=child,
         )
-        self.alarms = []
-        for model in args.models:
-            for spec in environment_alarms(args.environment, model, args.state_machine_arn, args.schedule):
-                self.alarms.append(aws.cloudwatch.MetricAlarm(
-                    f"{name}-{model}-{spec.key}", name=f"stagewise-{args.environment}-{model}-{spec.key}",
-                    alarm_description=spec.description, namespace=spec.namespace, metric_name=spec.metric,
-                    dimensions=spec.dimensions, statistic=spec.statistic, period=spec.period,
-                    evaluation_periods=spec.evaluation_periods, comparison_operator=spec.comparison,
-                    threshold=spec.threshold, treat_missing_data=spec.treat_missing_data,
-                    alarm_actions=[self.topic.arn], ok_actions=[self.topic.arn], opts=child,
-                ))
+        self.alarms = [
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-{key}", name=alarm.name, alarm_description=alarm.description, namespace=alarm.namespace,
+                metric_name=alarm.metric, dimensions=dict(alarm.dimensions), statistic=alarm.statistic, period=alarm.period,
+                evaluation_periods=alarm.evaluation_periods, comparison_operator=alarm.comparison,
+                threshold=alarm.threshold, treat_missing_data=alarm.treat_missing_data,
+                alarm_actions=[self.topic.arn], ok_actions=[self.topic.arn], opts=child,
+            )
+            for key, alarm in alarm_declarations(args.environment, args.models, args.state_machine_arn, args.schedule)
+        ]
         self.topic_arn = self.topic.arn
         self.register_outputs({"topic_arn": self.topic_arn, "dashboard": self.dashboard.dashboard_name,
                                "alarms": [a.name for a in self.alarms]})

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from stagewise.platform import declarations
+
 
 @dataclass
 class NetworkArgs:
@@ -28,17 +30,15 @@ class Network(pulumi.ComponentResource):
         gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, opts=child)
         routes = aws.ec2.RouteTable(f"{name}-public", vpc_id=vpc.id,
                                     routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": gateway.id}], opts=child)
-        base = args.cidr.split("/")[0].rsplit(".", 2)[0]
         self.subnets = []
-        for i, zone in enumerate(args.availability_zones):
-            subnet = aws.ec2.Subnet(f"{name}-public-{zone}", vpc_id=vpc.id, availability_zone=zone,
-                                    cidr_block=f"{base}.{i * 16}.0/20", map_public_ip_on_launch=False, opts=child)
-            aws.ec2.RouteTableAssociation(f"{name}-public-{zone}", subnet_id=subnet.id, route_table_id=routes.id, opts=child)
+        for decl in declarations.subnets(name, args.cidr, args.availability_zones):
+            subnet = aws.ec2.Subnet(decl.logical_name, vpc_id=vpc.id, availability_zone=decl.availability_zone,
+                                    cidr_block=decl.cidr, map_public_ip_on_launch=False, opts=child)
+            aws.ec2.RouteTableAssociation(decl.logical_name, subnet_id=subnet.id, route_table_id=routes.id, opts=child)
             self.subnets.append(subnet)
         self.security_group = aws.ec2.SecurityGroup(
-            f"{name}-jobs", vpc_id=vpc.id, description="Stagewise job tasks: no inbound, HTTPS outbound",
-            egress=[{"protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": ["0.0.0.0/0"],
-                     "description": "AWS APIs and ECR"}],
+            declarations.jobs_security_group(name), vpc_id=vpc.id, description=declarations.JOBS_SECURITY_GROUP_DESCRIPTION,
+            egress=[dict(rule) for rule in declarations.JOBS_EGRESS],
             opts=child,
         )
         self.vpc_id = vpc.id

@@ -11,7 +11,7 @@ import pulumi
 import pulumi_aws as aws
 
 from stagewise.pipeline.asl import compile_for_environment, map_run_labels, to_json
-from stagewise.platform import policies
+from stagewise.platform import declarations, policies
 
 
 @dataclass
@@ -36,7 +36,7 @@ class PipelineStateMachineArgs:
     pass_role_arns: list[pulumi.Input[str]]
     subnet_ids: list[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
-    model: str = "engagement"
+    model: str = declarations.SCHEDULED_MODEL
 
 
 class PipelineStateMachine(pulumi.ComponentResource):
@@ -54,8 +54,8 @@ class PipelineStateMachine(pulumi.ComponentResource):
         res, st = args.resources, args.settings
         env = st.environment
         role = aws.iam.Role(
-            f"{name}-role", name=f"stagewise-{env}-state-machine",
-            assume_role_policy=json.dumps(policies.assume_role_policy(service="states.amazonaws.com")), opts=child,
+            f"{name}-role", name=declarations.role_name(env, "state-machine"),
+            assume_role_policy=json.dumps(declarations.service_trust(declarations.STATES)), opts=child,
         )
         # the state machine's own ARN from its name (the state machine depends on this role)
         aws.iam.RolePolicy(
@@ -66,7 +66,7 @@ class PipelineStateMachine(pulumi.ComponentResource):
                     res.state_machine_arn, list(map_run_labels())))),
             opts=pulumi.ResourceOptions(parent=role),
         )
-        logs = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/stagewise/{env}/state-machine",
+        logs = aws.cloudwatch.LogGroup(f"{name}-logs", name=declarations.state_machine_log_group(env),
                                        retention_in_days=st.log_retention_days, opts=child)
         names = list(args.task_definition_arns)
         definition = pulumi.Output.all(*args.task_definition_arns.values(), *args.subnet_ids, args.security_group_id).apply(
@@ -74,33 +74,26 @@ class PipelineStateMachine(pulumi.ComponentResource):
                 st, res, dict(zip(names, a[: len(names)])), tuple(a[len(names):-1]), (a[-1],))))
         self.state_machine = aws.sfn.StateMachine(
             f"{name}-state-machine", name=res.compute.state_machine, role_arn=role.arn, definition=definition, type="STANDARD",
-            logging_configuration={"level": "ERROR", "include_execution_data": False,
+            logging_configuration={"level": declarations.STATE_MACHINE_LOG_LEVEL, "include_execution_data": False,
                                    "log_destination": logs.arn.apply(lambda arn: f"{arn}:*")},
             tracing_configuration={"enabled": True},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[role]),
         )
         scheduler_role = aws.iam.Role(
-            f"{name}-scheduler-role", name=f"stagewise-{env}-scheduler",
-            assume_role_policy=json.dumps(policies.assume_role_policy(service="scheduler.amazonaws.com")), opts=child,
+            f"{name}-scheduler-role", name=declarations.role_name(env, "scheduler"),
+            assume_role_policy=json.dumps(declarations.service_trust(declarations.SCHEDULER)), opts=child,
         )
         aws.iam.RolePolicy(
             f"{name}-scheduler-policy", role=scheduler_role.id,
             policy=self.state_machine.arn.apply(lambda arn: json.dumps(policies.scheduler_policy(arn))),
             opts=pulumi.ResourceOptions(parent=scheduler_role),
         )
+        schedule = declarations.schedule(res, st.schedule, args.model)
         self.schedule = aws.scheduler.Schedule(
-            f"{name}-schedule", name=f"stagewise-{env}-{args.model}", schedule_expression=st.schedule,
-            flexible_time_window={"mode": "FLEXIBLE", "maximum_window_in_minutes": 15},
-            target={
-                "arn": self.state_machine.arn,
-                "role_arn": scheduler_role.arn,
-                "input": json.dumps({
-                    "run_id": "<aws.scheduler.execution-id>",
-                    "data": f"s3://{res.data_bucket.name}/incoming/{args.model}/latest.parquet",
-                    "model": args.model,
-                }),
-                "retry_policy": {"maximum_retry_attempts": 2, "maximum_event_age_in_seconds": 3600},
-            },
+            f"{name}-schedule", name=schedule.name, schedule_expression=schedule.expression,
+            flexible_time_window={"mode": "FLEXIBLE", "maximum_window_in_minutes": schedule.window_minutes},
+            target={"arn": self.state_machine.arn, "role_arn": scheduler_role.arn, "input": schedule.input,
+                    "retry_policy": dict(schedule.retry)},
             opts=child,
         )
         self.arn = self.state_machine.arn
