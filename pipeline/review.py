@@ -26,6 +26,9 @@ import pandas as pd
 
 DEFAULT_SIZE = 400
 COLUMNS = ["priority", "reason", "detail", "prediction", "model_version", "other_prediction", "other_version"]
+DTYPES = {"priority": "float64", "prediction": "float64", "model_version": "int64", "other_prediction": "float64",
+          "other_version": "float64"}
+"""The numeric columns' dtypes (``other_*`` are NaN without a second version)."""
 """The queue's columns after the id hash column, in order."""
 
 
@@ -115,5 +118,7 @@ def merge(parts: list[pd.DataFrame], size: int = DEFAULT_SIZE) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=COLUMNS)
     both = pd.concat(parts, ignore_index=True)
+    # candidates that came through JSON (the ECS tasks' hand-over) lose NaN to None: the same schema either way
+    both = both.astype({c: t for c, t in DTYPES.items() if c in both.columns})
     key = both.columns[0]
     return both.sort_values(["priority", key], ascending=[False, True], kind="stable").head(size).reset_index(drop=True)

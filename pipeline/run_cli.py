@@ -40,6 +40,13 @@ WAIT_OPT = typer.Option(
     help="If another run is working on this model in this environment, wait up to SECONDS for it to finish "
     "(default: refuse at once with exit 6).",
 )
+EXECUTOR_OPT = typer.Option(
+    "in-process", "--executor", metavar="in-process|state-machine",
+    help="in-process (default, fastest): the steps run in this process. state-machine: an execution of the "
+    "environment's Step Functions state machine, its tasks on ECS Fargate (on the embedded AWS: local processes), "
+    "as deployed; progress from the execution's history, the same run table and exit codes; --resume redrives.",
+)
+EXECUTORS = ("in-process", "state-machine")
 DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_ENV = Path("data/customers.parquet"), "engagement", "dev"
 
 
@@ -47,7 +54,7 @@ DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_ENV = Path("data/customers.parquet"), "enga
 def run(
     data: Optional[Path] = DATA_OPT, model: Optional[str] = MODEL_OPT, env: Optional[str] = RUN_ENV_OPT, aws: bool = AWS_OPT,
     actor: Optional[str] = RUN_ACTOR_OPT, port: Optional[int] = PORT_OPT, project_dir: Optional[Path] = PROJECT_OPT,
-    resume: Optional[str] = RESUME_OPT, wait: float = WAIT_OPT, as_json: bool = JSON_OPT,
+    resume: Optional[str] = RESUME_OPT, wait: float = WAIT_OPT, executor: str = EXECUTOR_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Run the pipeline: ingest, validate, train, evaluate, register, score, rollout, publish.
 
@@ -69,9 +76,14 @@ def run(
       stagewise run --model churn --env test --json
       stagewise run --resume last
       stagewise run --model churn --wait 600
+      stagewise run --executor state-machine --data data/customers.parquet
     """
     from stagewise.pipeline.definition import PIPELINE  # deferred: the steps import pandas, XGBoost and scikit-learn (~2 s)
 
+    if executor not in EXECUTORS:
+        fail(f"--executor {executor!r} is not one of {', '.join(EXECUTORS)}", ExitCode.BAD_INPUT, as_json)
+    if executor == "state-machine":
+        _execute_on_state_machine(PIPELINE, data, model, env, aws, port, project_dir, as_json, resume)
     _execute(PIPELINE, data, model, env, aws, actor, port, project_dir, as_json, resume, wait)
 
 
@@ -79,7 +91,7 @@ def run(
 def score(
     data: Optional[Path] = DATA_OPT, model: Optional[str] = MODEL_OPT, env: Optional[str] = RUN_ENV_OPT, aws: bool = AWS_OPT,
     actor: Optional[str] = RUN_ACTOR_OPT, port: Optional[int] = PORT_OPT, project_dir: Optional[Path] = PROJECT_OPT,
-    resume: Optional[str] = RESUME_OPT, wait: float = WAIT_OPT, as_json: bool = JSON_OPT,
+    resume: Optional[str] = RESUME_OPT, wait: float = WAIT_OPT, executor: str = EXECUTOR_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Score with the current rollout, without training: ingest, validate, score, rollout, publish.
 
@@ -94,6 +106,10 @@ def score(
     """
     from stagewise.pipeline.definition import SCORING  # deferred: the steps import pandas, XGBoost and scikit-learn (~2 s)
 
+    if executor != "in-process":
+        fail(f"stagewise score runs in-process only (--executor {executor!r}): the stack deploys the training "
+             "pipeline's state machine, not a scoring one", ExitCode.BAD_INPUT, as_json,
+             hint="drop --executor, or run the whole pipeline with `stagewise run --executor state-machine`")
     _execute(SCORING, data, model, env, aws, actor, port, project_dir, as_json, resume, wait)
 
 
@@ -112,14 +128,7 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
         journal.check_resumable(command)
         data, model, env, aws = _resumed_arguments(journal, data, model, env, aws, as_json)
     data, model, env = data or DEFAULT_DATA, model or DEFAULT_MODEL, env or DEFAULT_ENV
-    source = str(data)
-    if not source.startswith("s3:/") and not data.is_file():
-        fail(f"input data {data} does not exist", ExitCode.BAD_INPUT, as_json,
-             hint=f"generate it with `stagewise data generate --out {data}`, or pass --data FILE")
-    if source.startswith("s3:/") and not source.startswith("s3://"):
-        source = "s3://" + source[len("s3:/"):]  # Path() collapses the double slash
-    elif not source.startswith("s3://"):
-        source = str(data.resolve())
+    source = _data_source(data, as_json)
     if journal is not None and journal.doc.get("data_sha256") and not source.startswith("s3://"):
 
         if sha256_file(Path(source)) != journal.doc["data_sha256"]:
@@ -183,6 +192,73 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
             if "resume" in doc:
                 err.print(f"[dim]hint:[/] fix the cause, then finish this run with `{doc['resume']}`")
         raise typer.Exit(result.exit_code)
+
+
+def _data_source(data: Path, as_json: bool) -> str:
+    """``data`` as the run reads it: an ``s3://`` URI, or an existing local file's absolute path (exit 4 if missing)."""
+    source = str(data)
+    if not source.startswith("s3:/") and not data.is_file():
+        fail(f"input data {data} does not exist", ExitCode.BAD_INPUT, as_json,
+             hint=f"generate it with `stagewise data generate --out {data}`, or pass --data FILE")
+    if source.startswith("s3:/") and not source.startswith("s3://"):
+        return "s3://" + source[len("s3:/"):]  # Path() collapses the double slash
+    return source if source.startswith("s3://") else str(data.resolve())
+
+
+def _execute_on_state_machine(pipeline: Any, data: Optional[Path], model: Optional[str], env: Optional[str], aws: bool,
+                              port: Optional[int], project_dir: Optional[Path], as_json: bool, resume: Optional[str]) -> None:
+    """``stagewise run --executor state-machine`` (``pipeline/sfn_executor.py``); exits with the run's code."""
+    from types import SimpleNamespace
+
+    from stagewise.pipeline import sfn_executor as sx  # deferred: imports the steps' results (pandas, ~1 s)
+    from stagewise.pipeline.runner import new_run_id  # deferred: see above
+    from stagewise.pipeline.task_state import RunState  # deferred: see above
+
+    model, env = model or DEFAULT_MODEL, env or DEFAULT_ENV
+    if model not in builtin_spec_names():
+        fail(f"--executor state-machine runs a built-in spec ({', '.join(builtin_spec_names())}), not {model!r}: the "
+             "state machine's tasks read the spec from the job image", ExitCode.BAD_INPUT, as_json,
+             hint="add the spec to pipeline/specs/ (it ships in the image), or run in-process")
+    spec = load_spec(model)
+    source = None if resume else _data_source(data or DEFAULT_DATA, as_json)
+    started = time.monotonic()
+    with err.status(f"connecting to {env} ({'AWS' if aws else 'embedded AWS'})"):
+        conn = connect(env, aws=aws, project_dir=project_dir, start_embedded=True, provision=True, port=port)
+        identity = conn.clients.caller_identity()
+        if conn.embedded:  # the whole stack, as Pulumi declares it (a repeat is one call)
+            from stagewise.pipeline.local_stack import provision_stack  # deferred: the ASL compiler and the dashboard builders
+
+            provision_stack(conn)
+    sfn, arn = conn.clients.client("stepfunctions"), conn.resources.state_machine_arn
+    try:
+        if resume:
+            run_id = resume
+            execution_arn = sx.resume_execution(sfn, arn, run_id, conn.embedded)
+        else:
+            run_id = new_run_id()
+            uri = sx.stage_data(conn.clients.client("s3"), conn.resources.data_bucket.name, spec.name, run_id, source or "")
+            execution_arn = sx.start_execution(sfn, arn, run_id, sx.execution_input(run_id, uri, model))
+    except sx.ExecutorError as e:
+        fail(str(e), ExitCode.BAD_INPUT, as_json)
+    if not as_json:
+        out.print(f"[bold]stagewise run[/] {run_id}{' (resumed)' if resume else ''} · [cyan]{env}[/] account "
+                  f"{identity['Account']} · model [bold]{spec.name}[/] · state machine execution "
+                  f"{execution_arn.rsplit(':', 1)[-1]}")
+    on_line = (lambda _: None) if as_json else (lambda line: err.print(f"[dim]{time.monotonic() - started:7.1f} s[/] {line}"))
+    followed = sx.follow(sfn, execution_arn, on_line=on_line)
+    state = RunState.load(conn.clients.client("s3"), conn.resources.data_bucket.name, spec.name, run_id)
+    result = sx.run_result(followed.execution, state, pipeline, env, identity["Account"], started)
+    doc = result.to_dict()
+    doc.update(executor="state-machine", execution_arn=execution_arn)
+    if result.exit_code in RESUMABLE:
+        doc["resume"] = f"stagewise run --executor state-machine --resume {run_id}"
+    if as_json:
+        emit_json(doc)
+    else:
+        _report(result, doc, SimpleNamespace(spec=spec, settings=conn.settings, clients=conn.clients))
+        if "resume" in doc:
+            err.print(f"[dim]hint:[/] fix the cause, then finish this run with `{doc['resume']}`")
+    raise typer.Exit(result.exit_code)
 
 
 def _resumed_arguments(journal: Any, data: Optional[Path], model: Optional[str], env: Optional[str], aws: bool,

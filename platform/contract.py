@@ -115,6 +115,19 @@ class TaskError:
     PIPELINE_FAILED = "Stagewise.PipelineFailed"
     """The execution's error after any failure but validation or a gate (the cause names the task's error)."""
 
+    @classmethod
+    def exit_code(cls, error: str, cause: str = "") -> int:
+        """The exit code of a run whose execution failed with ``error`` and ``cause``, as the
+        in-process runner exits: validation 2, gate 3, a run lock still held (the cause starts with
+        ``RUN_LOCKED``) 6, anything else 1 (resumable)."""
+        if error == cls.VALIDATION_FAILED:
+            return ExitCode.VALIDATION_FAILED
+        if error == cls.GATE_FAILED:
+            return ExitCode.GATE_FAILED
+        if error == cls.RUN_LOCKED or cause.startswith(cls.RUN_LOCKED):
+            return ExitCode.CONFLICT
+        return ExitCode.FAILED
+
 
 class Sigterm:
     """Turns SIGTERM into an exception in the main thread (Python runs signal handlers there,

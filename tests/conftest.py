@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -91,3 +93,23 @@ def dev(embedded):
     from stagewise.platform.runtime.environment import connect
 
     return connect("dev", project_dir=REPO, provision=True)
+
+
+@contextmanager
+def private_embedded_aws(home: Path, port: int, server: Any) -> Iterator[Any]:
+    """Start ``server`` (an ``EmbeddedAWS`` of ``home``) on ``port`` and yield the dev environment
+    connected to it and provisioned, with ``STAGEWISE_HOME``/``STAGEWISE_EMBEDDED_PORT`` pointing
+    at it only inside (the session's own embedded AWS stays the default)."""
+    from stagewise.platform.runtime.environment import connect
+
+    saved = {k: os.environ.get(k) for k in ("STAGEWISE_HOME", "STAGEWISE_EMBEDDED_PORT")}
+    os.environ.update(STAGEWISE_HOME=str(home), STAGEWISE_EMBEDDED_PORT=str(port))
+    try:
+        server.up(port=port)
+        yield connect("dev", project_dir=REPO, provision=True)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

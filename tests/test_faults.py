@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, _free_port, engagement_spec
+from conftest import _free_port, engagement_spec, private_embedded_aws
 from stagewise.pipeline import modeling, scoring
 from stagewise.pipeline.definition import TRAINING
 from stagewise.pipeline.generator import generate_customers
@@ -71,19 +71,8 @@ class Faults:
         self.conn: Any = None
 
     def connect(self) -> None:
-        from stagewise.platform.runtime.environment import connect
-
-        saved = {k: os.environ.get(k) for k in ("STAGEWISE_HOME", "STAGEWISE_EMBEDDED_PORT")}
-        os.environ.update(STAGEWISE_HOME=str(self.home), STAGEWISE_EMBEDDED_PORT=str(self.port))
-        try:
-            self.server.up(port=self.port)
-            self.conn = connect("dev", project_dir=REPO, provision=True)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        with private_embedded_aws(self.home, self.port, self.server) as conn:
+            self.conn = conn
 
     @property
     def runs(self) -> Path:

@@ -50,18 +50,6 @@ def test_a_moto_of_another_minor_version_is_refused(monkeypatch):
         moto_patches.apply("https://127.0.0.1:1")
 
 
-def _engine(status, execute: bool) -> None:
-    """Turn the embedded AWS's Step Functions engine on or off (moto's own config endpoint)."""
-    import json
-    import ssl
-    import urllib.request
-
-    body = json.dumps({"stepfunctions": {"execute_state_machine": execute}}).encode()
-    request = urllib.request.Request(f"{status.endpoint}/moto-api/config", data=body, method="POST")
-    with urllib.request.urlopen(request, timeout=10, context=ssl.create_default_context(cafile=status.ca_bundle)) as r:
-        assert r.status in (200, 201)
-
-
 def test_the_embedded_aws_engine_calls_services_as_the_execution_role_over_https(embedded, dev):
     """The embedded AWS's server process has the patches: a Task state's SNS publish reaches the
     server itself over HTTPS as the state machine's role, in the dev account (unpatched, moto calls
@@ -78,19 +66,17 @@ def test_the_embedded_aws_engine_calls_services_as_the_execution_role_over_https
     definition = {"StartAt": "Publish", "States": {"Publish": {
         "Type": "Task", "Resource": "arn:aws:states:::sns:publish", "End": True,
         "Parameters": {"TopicArn": dev.resources.alert_topic_arn, "Message": "engine patch check"}}}}
-    sfn = clients.client("stepfunctions")
-    _engine(embedded, True)  # moto keeps the engine's state machines apart: create it with the engine on
+    sfn = clients.client("stepfunctions")  # the embedded AWS executes state machines (moto_server)
+    machine = sfn.create_state_machine(name="stagewise-dev-patch-check", definition=json.dumps(definition),
+                                       roleArn=role)["stateMachineArn"]
     try:
-        machine = sfn.create_state_machine(name="stagewise-dev-patch-check", definition=json.dumps(definition),
-                                           roleArn=role)["stateMachineArn"]
         execution = sfn.start_execution(stateMachineArn=machine)["executionArn"]
         deadline = time.monotonic() + 60
         while (found := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
             assert time.monotonic() < deadline, "the execution did not finish in 60 s"
             time.sleep(0.2)
-        sfn.delete_state_machine(stateMachineArn=machine)
     finally:
-        _engine(embedded, False)
+        sfn.delete_state_machine(stateMachineArn=machine)
         clients.client("iam").delete_role(RoleName="stagewise-dev-patch-check")
     assert found["status"] == "SUCCEEDED", sfn.get_execution_history(executionArn=execution)["events"][-3:]
     assert json.loads(found["output"])["MessageId"]

@@ -28,6 +28,11 @@ moto 5.2 does and what AWS does instead. The state machine itself is never chang
 7. **``"ToleratedFailurePercentage": 0``**: moto's grammar wants a NUMBER token (``0.0``) and rejects
    the integer, which is valid ASL; its lexer reads that integer as a number.
 
+8. **Task-level sizes** (``EC2ContainerServiceBackend._calculate_task_resource_requirements``):
+   moto's ``RunTask`` adds up each container's ``memory`` and fails (a ``TypeError``, HTTP 500) when
+   a container declares none. Fargate needs only the task's ``cpu`` and ``memory``, as the stack
+   declares them; a container without sizes counts the task's.
+
 moto is pinned to ``PINNED`` in ``pyproject.toml`` (the ``local`` extra). ``fingerprint()`` hashes
 the source of every moto function these replace or wrap; ``tests/test_moto_patches.py`` compares it
 with ``FINGERPRINT`` and fails, naming the function, when moto changes underneath a patch.
@@ -51,6 +56,7 @@ FINGERPRINT = {
     "StepFunctionResponse.send_task_failure": "f0fed5e805768377",
     "DistributedIterationComponent._map_run": "e45cb604929ff346",
     "asl_parser.ASLLexer.nextToken": "ba8579d02932b8e9",
+    "EC2ContainerServiceBackend._calculate_task_resource_requirements": "4c4587f8d68da43a",
 }
 """sha256 (first 16 hex) of the source of each patched moto function at moto 5.2.5."""
 
@@ -70,8 +76,12 @@ def _targets() -> dict[str, Any]:
     from moto.stepfunctions.parser.asl.parse import asl_parser
     from moto.stepfunctions.responses import StepFunctionResponse
 
+    from moto.ecs.models import EC2ContainerServiceBackend
+
     ecs = ecs_task.StateTaskServiceEcs
     return {
+        "EC2ContainerServiceBackend._calculate_task_resource_requirements":
+            EC2ContainerServiceBackend._calculate_task_resource_requirements,
         "StateTaskServiceEcs._normalise_parameters": ecs._normalise_parameters,
         "StateTaskServiceEcs._normalise_response": ecs._normalise_response,
         "StateTaskServiceEcs._from_error": ecs._from_error,
@@ -96,7 +106,9 @@ class _Undo:
         self._saved: list[tuple[Any, str, Any]] = []
 
     def setattr(self, owner: Any, name: str, value: Any) -> None:
-        self._saved.append((owner, name, getattr(owner, name)))
+        # a class's own attribute as stored (a staticmethod stays one when it is put back)
+        raw = vars(owner)[name] if isinstance(owner, type) and name in vars(owner) else getattr(owner, name)
+        self._saved.append((owner, name, raw))
         setattr(owner, name, value)
 
     def setitem(self, mapping: dict, key: Any, value: Any) -> None:
@@ -221,6 +233,19 @@ def apply(endpoint: str, verify: bool | str = True) -> Callable[[], None]:
             self.previous = (self.previous[1], token.type)
             return token
 
+    # 8. a Fargate container without sizes counts the task's
+    from moto.ecs.models import EC2ContainerServiceBackend
+
+    requirements = EC2ContainerServiceBackend._calculate_task_resource_requirements
+
+    def task_level_sizes(task_definition: Any) -> dict[str, Any]:
+        containers = task_definition.container_definitions
+        if all(c.get("memory") or c.get("memoryReservation") or c.get("Memory") or c.get("MemoryReservation")
+               for c in containers):
+            return requirements(task_definition)
+        return {"CPU": int(task_definition.cpu or 0), "MEMORY": int(task_definition.memory or 0), "PORTS": [], "PORTS_UDP": []}
+
+    undo.setattr(EC2ContainerServiceBackend, "_calculate_task_resource_requirements", staticmethod(task_level_sizes))
     undo.setattr(asl_parser, "ASLLexer", Lexer)
     undo.setattr(distributed.DistributedIterationComponent, "_map_run", map_run_within_tolerance)
     undo.setattr(ecs_task.StateTaskServiceEcs, "_normalise_parameters", normalise_parameters)

@@ -7,7 +7,8 @@ This launcher runs moto's own application (``moto.server``'s ``DomainDispatcherA
 a WSGI middleware that serializes DynamoDB requests only (the ``X-Amz-Target`` header names the
 DynamoDB API), so other services, e.g. SQS long polls, stay concurrent. It also applies
 ``moto_patches`` (where moto's Step Functions engine, which runs in this process, differs from AWS)
-and installs ``local_fargate`` (ECS Fargate tasks run as local processes).
+and installs ``local_fargate`` (ECS Fargate tasks run as local processes). Step Functions executes
+state machines (moto's engine, ``execute_state_machine``) from the start.
 
 Run as ``python -m stagewise.platform.runtime.moto_server --host 127.0.0.1 --port N --ssl-cert C --ssl-key K``
 (``EmbeddedAWS.up`` does).
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     endpoint = f"https://{args.host}:{args.port}"
     # the Step Functions engine runs in this process: put it right where it differs from AWS
     moto_patches.apply(endpoint, verify=args.ssl_cert)
+    # state machines execute (moto keeps them apart from a non-executing backend: on from the start)
+    from moto.core.config import default_user_config
+
+    default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
     # ECS's Fargate tasks run as local processes (local_fargate)
     try:
         project_dir: Path | None = find_project_root()

@@ -1,0 +1,151 @@
+"""The AWS path on a laptop: `stagewise run --executor state-machine` runs the environment's state
+machine on the embedded AWS (provisioned as the stack declares it), its tasks as local Fargate
+processes under their own task roles, and ends as the in-process runner ends.
+
+- **The two executors agree**: the same data through both, each in a fresh environment (its own
+  embedded AWS): the registered version (artifact sha256, metrics, gates, stage), every row's
+  prediction and version, the manifest's rows and parts, the review queue, the drift result, and
+  the CloudWatch metric names and dimensions are equal. A difference is a bug in one of them.
+- **Exit codes**: a dataset that fails validation exits 2 through the state machine too, with
+  nothing registered; `stagewise score --executor state-machine` and a model spec the job image
+  does not ship are refused with exit 4.
+- **Resume**: ``--resume`` of a failed execution finishes the run (a new execution of the same run
+  on the embedded AWS, which has no redrive) and registers no second version.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, _free_port, private_embedded_aws
+from stagewise.pipeline.scoring.publish import read_manifest, read_predictions
+from stagewise.platform.runtime.embedded import EmbeddedAWS
+from stagewise.platform.runtime.idhash import salt_parameter
+from stagewise.platform.runtime.objects import ObjectStore
+from stagewise.registry.dynamodb import registry_of
+
+STAGEWISE = str(Path(sys.executable).parent / "stagewise")
+MODEL = "engagement"
+
+
+class Place:
+    """A fresh environment: its own STAGEWISE_HOME and embedded AWS."""
+
+    def __init__(self, home: Path) -> None:
+        self.home, self.port = home, _free_port()
+        self.env = {**os.environ, "STAGEWISE_HOME": str(home), "STAGEWISE_EMBEDDED_PORT": str(self.port)}
+        for name in ("STAGEWISE_FAULTS", "STAGEWISE_FAILPOINTS"):
+            self.env.pop(name, None)
+        self.server = EmbeddedAWS(home)
+        self.conn: Any = None
+
+    def up(self) -> "Place":
+        with private_embedded_aws(self.home, self.port, self.server) as conn:
+            self.conn = conn
+        return self
+
+    def cli(self, *args: str) -> tuple[int, dict[str, Any], str]:
+        proc = subprocess.run([STAGEWISE, *args, "--json"], env=self.env, capture_output=True, text=True, cwd=REPO, timeout=900)
+        try:
+            doc = json.loads(proc.stdout)
+        except ValueError:
+            doc = {}
+        return proc.returncode, doc, proc.stderr[-4000:]
+
+    def outcome(self, run_id: str) -> dict[str, Any]:
+        """What a user sees of run ``run_id``: the version, the predictions, the manifest, the
+        review queue, the metrics."""
+        registry = registry_of(self.conn)
+        versions = [{"version": v.version, "status": v.status, "artifact_sha256": v.artifact_sha256, "metrics": v.metrics,
+                     "gates": [(g.metric, g.value, g.outcome) for g in v.gates]} for v in registry.list_versions(MODEL)]
+        head = registry.get_model(MODEL)
+        objects, bucket = ObjectStore(self.conn.clients.client("s3")), self.conn.resources.data_bucket.name
+        manifest = read_manifest(objects, bucket, MODEL, run_id)
+        assert manifest is not None, f"run {run_id} published no predictions"
+        predictions = read_predictions(objects, bucket, MODEL, run_id)
+        id_col = [c for c in predictions.columns if c.endswith("_hash")][0]
+        review = pd.read_parquet(io.BytesIO(objects.get_bytes(bucket, manifest["review_queue"]["key"])))
+        cw = self.conn.clients.client("cloudwatch")
+        metrics = sorted({(m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"])))
+                          for page in cw.get_paginator("list_metrics").paginate(Namespace="Stagewise") for m in page["Metrics"]})
+        return {
+            "versions": versions, "champion": head.champion,
+            "predictions": predictions.sort_values(id_col).reset_index(drop=True),
+            "manifest": {"rows": manifest["rows"], "parts": len(manifest["parts"]), "review_rows": manifest["review_queue"]["rows"]},
+            "review": review.drop(columns=[c for c in review.columns if c in ("run_id",)]).reset_index(drop=True),
+            "metrics": metrics,
+        }
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory) -> Any:
+    made = {name: Place(tmp_path_factory.mktemp(f"executor-{name}")).up() for name in ("in-process", "state-machine")}
+    for place in made.values():  # one secret id salt for both, so the hashed ids of their predictions can be joined
+        place.conn.clients.client("ssm").put_parameter(Name=salt_parameter(place.conn.resources), Value="5a" * 32,
+                                                       Type="SecureString", Overwrite=True)
+    data = tmp_path_factory.mktemp("executor-data") / "customers.parquet"
+    subprocess.run([STAGEWISE, "data", "generate", "--rows", "4000", "--seed", "11", "--out", str(data)],
+                   env=made["in-process"].env, check=True, capture_output=True, cwd=REPO, timeout=300)
+    yield made, data
+    for place in made.values():
+        place.server.down()
+
+
+def test_the_state_machine_and_the_in_process_runner_agree(places):
+    made, data = places
+    code_a, doc_a, err_a = made["in-process"].cli("run", "--data", str(data))
+    code_b, doc_b, err_b = made["state-machine"].cli("run", "--executor", "state-machine", "--data", str(data))
+    assert code_a == 0, err_a
+    assert code_b == 0, err_b
+    assert doc_b["executor"] == "state-machine" and ":execution:stagewise-dev-pipeline:" in doc_b["execution_arn"]
+
+    a, b = made["in-process"].outcome(doc_a["run_id"]), made["state-machine"].outcome(doc_b["run_id"])
+
+    assert a["versions"] == b["versions"] and a["champion"] == b["champion"] == 1
+    pd.testing.assert_frame_equal(a["predictions"], b["predictions"])
+    assert a["manifest"] == b["manifest"] and a["manifest"]["rows"] == 4000
+    pd.testing.assert_frame_equal(a["review"], b["review"])
+    assert a["metrics"] == b["metrics"] and a["metrics"], "the CloudWatch metric names and dimensions differ"
+    steps = lambda doc: {s["name"]: (s["status"], s["summary"].get("drifted"), s["summary"].get("outcome")) for s in doc["steps"]}  # noqa: E731
+    assert steps(doc_a) == steps(doc_b)
+    monitor = lambda doc: next(s["summary"] for s in doc["steps"] if s["name"] == "monitor")["versions"]  # noqa: E731
+    assert monitor(doc_a) == monitor(doc_b)  # the drift result
+
+
+def test_a_dataset_that_fails_validation_exits_2_through_the_state_machine(places, tmp_path):
+    made, data = places
+    bad = tmp_path / "bad.parquet"
+    frame = pd.read_parquet(data)
+    frame["sessions_per_week"] = -5.0
+    frame.to_parquet(bad)
+    place = made["state-machine"]
+    before = len(registry_of(place.conn).list_versions(MODEL))
+
+    code, doc, err = place.cli("run", "--executor", "state-machine", "--data", str(bad))
+
+    assert code == 2, err
+    assert doc["error"].startswith("Stagewise.ValidationFailed")
+    assert [(s["name"], s["status"]) for s in doc["steps"][:3]] == [("ingest", "succeeded"), ("validate", "failed"), ("train", "skipped")]
+    assert "resume" not in doc and len(registry_of(place.conn).list_versions(MODEL)) == before
+
+
+def test_what_the_state_machine_cannot_run_is_refused_with_exit_4(places, tmp_path):
+    made, data = places
+    place = made["state-machine"]
+    code, doc, _ = place.cli("score", "--executor", "state-machine", "--data", str(data))
+    assert code == 4 and "in-process only" in doc["error"]
+    spec = tmp_path / "mine.yaml"
+    spec.write_text((REPO / "pipeline" / "specs" / "engagement.yaml").read_text())
+    code, doc, _ = place.cli("run", "--executor", "state-machine", "--model", str(spec), "--data", str(data))
+    assert code == 4 and "built-in spec" in doc["error"]
+    code, doc, _ = place.cli("run", "--executor", "lambda", "--data", str(data))
+    assert code == 4 and "in-process, state-machine" in doc["error"]
