@@ -9,8 +9,9 @@ processes under their own task roles, and ends as the in-process runner ends.
 - **Exit codes**: a dataset that fails validation exits 2 through the state machine too, with
   nothing registered; `stagewise score --executor state-machine` and a model spec the job image
   does not ship are refused with exit 4.
-- **Resume**: ``--resume`` of a failed execution finishes the run (a new execution of the same run
-  on the embedded AWS, which has no redrive) and registers no second version.
+- **A Spot interruption on the AWS path**: ``StopTask`` (SIGTERM) to the running train task is
+  reported as ``Stagewise.SpotInterruption``, retried on Spot by the state machine, and the run ends
+  with the clean run's version and predictions.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +102,19 @@ def places(tmp_path_factory) -> Any:
         place.server.down()
 
 
-def test_the_state_machine_and_the_in_process_runner_agree(places):
+@pytest.fixture(scope="module")
+def clean(places) -> dict[str, Any]:
+    """The in-process run of the data in its fresh environment: the reference."""
     made, data = places
-    code_a, doc_a, err_a = made["in-process"].cli("run", "--data", str(data))
+    code, doc, err = made["in-process"].cli("run", "--data", str(data))
+    assert code == 0, err
+    return doc
+
+
+def test_the_state_machine_and_the_in_process_runner_agree(places, clean):
+    made, data = places
+    doc_a = clean
     code_b, doc_b, err_b = made["state-machine"].cli("run", "--executor", "state-machine", "--data", str(data))
-    assert code_a == 0, err_a
     assert code_b == 0, err_b
     assert doc_b["executor"] == "state-machine" and ":execution:stagewise-dev-pipeline:" in doc_b["execution_arn"]
 
@@ -149,3 +159,41 @@ def test_what_the_state_machine_cannot_run_is_refused_with_exit_4(places, tmp_pa
     assert code == 4 and "built-in spec" in doc["error"]
     code, doc, _ = place.cli("run", "--executor", "lambda", "--data", str(data))
     assert code == 4 and "in-process, state-machine" in doc["error"]
+
+
+def test_a_spot_interruption_on_the_aws_path_is_retried_and_ends_as_a_clean_run(places, clean):
+    """SIGTERM to the running train task (``StopTask``, as Fargate Spot reclaims it): the task
+    reports ``Stagewise.SpotInterruption``, the state machine retries the group on Spot, and the run
+    ends with the clean run's version and predictions (no second version)."""
+    made, data = places
+    place = made["state-machine"]
+    ecs, cluster = place.conn.clients.client("ecs"), place.conn.resources.compute.cluster
+    family = place.conn.resources.compute.task_families["train"]
+    before = {t for t in ecs.list_tasks(cluster=cluster)["taskArns"]}
+    proc = subprocess.Popen([STAGEWISE, "run", "--executor", "state-machine", "--data", str(data), "--json"],
+                            env=place.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    stopped, deadline = None, time.monotonic() + 300
+    while stopped is None and time.monotonic() < deadline and proc.poll() is None:
+        for arn in set(ecs.list_tasks(cluster=cluster)["taskArns"]) - before:
+            task = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
+            log = place.home / "fargate" / f"{arn.rsplit('/', 1)[-1]}.log"
+            training = log.is_file() and '"step":"train","status":"started"' in log.read_text()
+            if family in task["taskDefinitionArn"] and task["lastStatus"] == "RUNNING" and training:
+                ecs.stop_task(cluster=cluster, task=arn, reason="Spot interruption (test)")
+                stopped = arn
+                break
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert stopped, f"no train task was caught running: {stderr[-2000:]}"
+    assert proc.returncode == 0, stderr[-3000:]
+    doc = json.loads(stdout)
+    sfn = place.conn.clients.client("stepfunctions")
+    events = sfn.get_execution_history(executionArn=doc["execution_arn"], maxResults=1000)["events"]
+    failures = [e["taskFailedEventDetails"]["error"] for e in events if e["type"] == "TaskFailed"]
+    assert failures == ["Stagewise.SpotInterruption"], failures
+    task = ecs.describe_tasks(cluster=cluster, tasks=[stopped])["tasks"][0]
+    assert task["containers"][0]["exitCode"] == 143 and task["stopCode"] == "UserInitiated"
+
+    a, b = made["in-process"].outcome(clean["run_id"]), place.outcome(doc["run_id"])
+    assert [v["artifact_sha256"] for v in b["versions"]] == [v["artifact_sha256"] for v in a["versions"]]  # no second version
+    pd.testing.assert_frame_equal(a["predictions"], b["predictions"])
