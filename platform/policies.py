@@ -76,8 +76,9 @@ TASK_S3_ACCESS = {
     # (read back: a conditional write whose response was lost meets its own marker, objects.put_new)
     "validate": (["raw/", "incoming/", "runs/", "staging/validation/", "validation/", "metrics/"],
                  ["raw/", "staging/validation/", "validation/", "runs/", "metrics/"], [], []),
-    "train": (["raw/", "runs/", "metrics/"], ["runs/", "metrics/"], ["models/"], ["models/"]),
-    "score": (["raw/", "runs/", "staging/", "predictions/", "metrics/"],
+    # train and score read the run's input where validate read it (raw/, or incoming/ where data lands)
+    "train": (["raw/", "incoming/", "runs/", "metrics/"], ["runs/", "metrics/"], ["models/"], ["models/"]),
+    "score": (["raw/", "incoming/", "runs/", "staging/", "predictions/", "metrics/"],
               ["staging/", "predictions/", "results/", "runs/", "metrics/"], ["models/", "agents/"], []),
 }
 TASK_S3_DELETES = {"validate": ["staging/validation/"], "score": ["staging/"]}

@@ -9,6 +9,10 @@ processes under their own task roles, and ends as the in-process runner ends.
 - **Exit codes**: a dataset that fails validation exits 2 through the state machine too, with
   nothing registered; `stagewise score --executor state-machine` and a model spec the job image
   does not ship are refused with exit 4.
+- **IAM**: the stack's task roles and state machine role are enforced by the embedded AWS
+  (``platform/runtime/local_iam.py``): the runs use only what the roles grant, and a train role
+  without its ``WriteArtifacts`` statement fails the run there, naming ``s3:PutObject`` and the key;
+  with it back, ``--resume`` finishes the run.
 - **A Spot interruption on the AWS path**: ``StopTask`` (SIGTERM) to the running train task is
   reported as ``Stagewise.SpotInterruption``, retried on Spot by the state machine, and the run ends
   with the clean run's version and predictions.
@@ -32,6 +36,7 @@ from conftest import REPO, _free_port, private_embedded_aws
 from stagewise.pipeline.scoring.publish import read_manifest, read_predictions
 from stagewise.platform.runtime.embedded import EmbeddedAWS
 from stagewise.platform.runtime.idhash import salt_parameter
+from stagewise.platform.runtime.local_iam import action_matches
 from stagewise.platform.runtime.objects import ObjectStore
 from stagewise.registry.dynamodb import registry_of
 
@@ -197,3 +202,57 @@ def test_a_spot_interruption_on_the_aws_path_is_retried_and_ends_as_a_clean_run(
     a, b = made["in-process"].outcome(clean["run_id"]), place.outcome(doc["run_id"])
     assert [v["artifact_sha256"] for v in b["versions"]] == [v["artifact_sha256"] for v in a["versions"]]  # no second version
     pd.testing.assert_frame_equal(a["predictions"], b["predictions"])
+
+
+def test_the_task_roles_are_enforced_and_a_run_uses_only_what_they_grant(places, clean):
+    """After the state machine's runs, the embedded AWS's IAM decisions for the stack's roles: every
+    action a task used is granted by its role's policy (the report lists what is granted and unused)."""
+    made, _ = places
+    code, doc, err = made["state-machine"].cli("local", "iam")
+    assert code == 0, err
+    roles = {r["role"]: r for r in doc["roles"]}
+    assert set(roles) == {f"stagewise-dev-{r}" for r in ("validate-task", "train-task", "score-task", "state-machine")}
+    for role in roles.values():
+        assert role["used"], f"{role['role']}: no call recorded"
+        assert all(any(action_matches(g, a) for g in role["granted"]) for a in role["used"])
+        assert not role["denied"], role
+    assert "s3:PutObject" in roles["stagewise-dev-train-task"]["used"] and "ecs:RunTask" in roles["stagewise-dev-state-machine"]["used"]
+
+
+def test_a_task_role_without_a_permission_fails_there_naming_it_and_resume_finishes_the_run(places, tmp_path):
+    """The train role loses its ``WriteArtifacts`` statement: the run fails in the train task with
+    AccessDenied naming ``s3:PutObject`` and the artifact key, nothing is registered; with the
+    statement back, ``--resume`` finishes the run (a new execution of the same run id) and
+    registers the version once."""
+    made, _ = places
+    place = made["state-machine"]
+    iam, role = place.conn.clients.client("iam"), "stagewise-dev-train-task"
+    [name] = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    original = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+    original = json.loads(original) if isinstance(original, str) else original
+    reduced = {**original, "Statement": [s for s in original["Statement"] if s.get("Sid") != "WriteArtifacts"]}
+    assert len(reduced["Statement"]) == len(original["Statement"]) - 1
+    data = tmp_path / "new.parquet"
+    subprocess.run([STAGEWISE, "data", "generate", "--rows", "8000", "--seed", "23", "--out", str(data)],
+                   env=place.env, check=True, capture_output=True, cwd=REPO, timeout=300)
+    registry = registry_of(place.conn)
+    before = len(registry.list_versions(MODEL))
+
+    iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(reduced))
+    try:
+        code, doc, err = place.cli("run", "--executor", "state-machine", "--data", str(data))
+    finally:
+        iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(original))
+
+    assert code == 1, err
+    assert "AccessDenied" in doc["error"] and "assumed-role/stagewise-dev-train-task/" in doc["error"]
+    assert "s3:PutObject on resource: arn:aws:s3:::stagewise-dev-artifacts-314159265358/models/engagement/" in doc["error"]
+    assert len(registry.list_versions(MODEL)) == before
+    assert doc["resume"] == f"stagewise run --executor state-machine --resume {doc['run_id']}"
+
+    code, resumed, err = place.cli("run", "--executor", "state-machine", "--resume", doc["run_id"])
+
+    assert code == 0, err
+    assert resumed["run_id"] == doc["run_id"] and resumed["execution_arn"].endswith(f":{doc['run_id']}-2")
+    assert len(registry.list_versions(MODEL)) == before + 1
+    assert place.outcome(doc["run_id"])["manifest"]["rows"] == 8000

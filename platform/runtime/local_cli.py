@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 from rich.table import Table
 
 from stagewise.platform.cli import JSON_OPT, emit_json, handles_errors, out
 from stagewise.platform.contract import Env, ExitCode
-from stagewise.platform.runtime.embedded import EmbeddedAWS
+from stagewise.platform.declarations import role_name
+from stagewise.platform.runtime.embedded import EmbeddedAWS, stagewise_home
+from stagewise.platform.runtime.environment import connect
+from stagewise.platform.runtime.local_iam import read_decisions, usage_report
 
 local_app = typer.Typer(help="The embedded AWS (moto's server on 127.0.0.1) that runs Stagewise without an AWS account.", no_args_is_help=True)
 
@@ -68,3 +73,40 @@ def local_status(as_json: bool = JSON_OPT) -> None:
         out.print(table)
     if not st.running:
         raise typer.Exit(ExitCode.AWS_UNREACHABLE)
+
+
+@local_app.command("iam")
+@handles_errors
+def local_iam_report(
+    env: str = typer.Option("dev", "--env", "-e", help="Environment (stack): dev, test or prod."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """The least-privilege report of the embedded AWS: per task role and the state machine role,
+    the actions its policy grants, the actions calls used (allowed), the actions refused, and the
+    granted ones no call used. The embedded AWS records every decision it makes for these roles
+    (``stagewise run --executor state-machine`` runs under them).
+
+    Examples:
+
+      stagewise local iam
+      stagewise local iam --env test --json
+    """
+    conn = connect(env, start_embedded=False)
+    iam, account = conn.clients.client("iam"), conn.settings.account_id
+    documents = {}
+    for role in (role_name(env, r) for r in ("validate-task", "train-task", "score-task", "state-machine")):
+        names = iam.list_role_policies(RoleName=role)["PolicyNames"]
+        docs = [iam.get_role_policy(RoleName=role, PolicyName=n)["PolicyDocument"] for n in names]
+        documents[role] = [json.loads(d) if isinstance(d, str) else d for d in docs]
+    decisions = [d for d in read_decisions(stagewise_home()) if d["account"] == account]
+    rows = usage_report(decisions, documents)
+    if as_json:
+        emit_json({"environment": env, "account": account, "roles": rows})
+        return
+    table = Table(title=f"Least privilege, {env} ({account}): what the embedded AWS saw")
+    for col in ("role", "granted", "used", "refused", "granted, never used"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["role"], "\n".join(r["granted"]), "\n".join(r["used"]) or "-", "\n".join(r["denied"]) or "-",
+                      "\n".join(r["unused"]) or "-")
+    out.print(table)

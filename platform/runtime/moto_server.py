@@ -8,7 +8,8 @@ a WSGI middleware that serializes DynamoDB requests only (the ``X-Amz-Target`` h
 DynamoDB API), so other services, e.g. SQS long polls, stay concurrent. It also applies
 ``moto_patches`` (where moto's Step Functions engine, which runs in this process, differs from AWS)
 and installs ``local_fargate`` (ECS Fargate tasks run as local processes). Step Functions executes
-state machines (moto's engine, ``execute_state_machine``) from the start.
+state machines (moto's engine, ``execute_state_machine``) from the start, and ``local_iam``
+authorises the stack's task roles and state machine role as IAM would.
 
 Run as ``python -m stagewise.platform.runtime.moto_server --host 127.0.0.1 --port N --ssl-cert C --ssl-key K``
 (``EmbeddedAWS.up`` does).
@@ -25,9 +26,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from stagewise.platform.runtime import local_fargate, moto_patches
+from stagewise.platform.runtime import local_fargate, local_iam, moto_patches
 from stagewise.platform.runtime.embedded import stagewise_home
 from stagewise.platform.runtime.local_fargate import LocalFargate
+from stagewise.platform.runtime.local_iam import LocalIam
 from stagewise.stacks.settings import SettingsError, find_project_root
 
 DYNAMODB_TARGET_PREFIX = "DynamoDB_"
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         project_dir = None
     fargate = LocalFargate(endpoint, args.ssl_cert, Path(args.home) if args.home else stagewise_home(), project_dir)
     local_fargate.install(fargate)
+    # the stack's task roles and state machine role are authorised as IAM would (local_iam)
+    local_iam.install(LocalIam(fargate.home))
     atexit.register(fargate.shutdown)
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, SerializeDynamoDB(app), threaded=True,
