@@ -45,18 +45,19 @@ while True:
 
 
 class Ecs:
-    """A Fargate cluster, a task role and a task definition in dev, on the embedded AWS."""
+    """A Fargate cluster, a task role and a task definition in dev, on the embedded AWS, named
+    outside the stack's ``stagewise-`` namespace (``tests/test_parity.py`` inventories that)."""
 
     def __init__(self, dev: Any) -> None:
         self.clients = dev.clients
         self.ecs, ec2, iam = (self.clients.client(s) for s in ("ecs", "ec2", "iam"))
-        self.cluster = self.ecs.create_cluster(clusterName="stagewise-dev-fargate-check",
+        self.cluster = self.ecs.create_cluster(clusterName="fargate-check",
                                                capacityProviders=["FARGATE_SPOT", "FARGATE"])["cluster"]["clusterArn"]
         vpc = ec2.create_vpc(CidrBlock="10.43.0.0/16")["Vpc"]["VpcId"]
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
         self.subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.43.1.0/24")["Subnet"]["SubnetId"]
         self.group = ec2.create_security_group(VpcId=vpc, GroupName="fargate-check", Description="tasks")["GroupId"]
-        self.role = iam.create_role(RoleName="stagewise-dev-fargate-check", AssumeRolePolicyDocument=json.dumps(
+        self.role = iam.create_role(RoleName="fargate-check-task", AssumeRolePolicyDocument=json.dumps(
             {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
                                                      "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
 
@@ -111,7 +112,7 @@ def test_a_task_runs_its_command_as_its_role_with_its_environment_and_exit_code(
     assert stopped["stopCode"] == "EssentialContainerExited" and stopped["stoppedReason"] == "Essential container in task exited"
     assert stopped["desiredStatus"] == "STOPPED" and stopped["startedAt"] <= stopped["stoppedAt"]
     seen = json.loads(_log(embedded, task).strip().splitlines()[-1])
-    assert seen["arn"].startswith("arn:aws:sts::314159265358:assumed-role/stagewise-dev-fargate-check/"), seen
+    assert seen["arn"].startswith("arn:aws:sts::314159265358:assumed-role/fargate-check-task/"), seen
     assert seen["in_aws"] == "1" and seen["server_home"] is None  # only the task's environment, none of the server's
     assert "Pulumi.yaml" in seen["stack_files"] and "Pulumi.dev.yaml" in seen["stack_files"]  # as the image's /app
 

@@ -59,7 +59,7 @@ def test_the_embedded_aws_engine_calls_services_as_the_execution_role_over_https
 
     clients = dev.clients
     role = clients.client("iam").create_role(
-        RoleName="stagewise-dev-patch-check",
+        RoleName="patch-check",
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole"}]}),
     )["Role"]["Arn"]
@@ -67,7 +67,7 @@ def test_the_embedded_aws_engine_calls_services_as_the_execution_role_over_https
         "Type": "Task", "Resource": "arn:aws:states:::sns:publish", "End": True,
         "Parameters": {"TopicArn": dev.resources.alert_topic_arn, "Message": "engine patch check"}}}}
     sfn = clients.client("stepfunctions")  # the embedded AWS executes state machines (moto_server)
-    machine = sfn.create_state_machine(name="stagewise-dev-patch-check", definition=json.dumps(definition),
+    machine = sfn.create_state_machine(name="patch-check", definition=json.dumps(definition),
                                        roleArn=role)["stateMachineArn"]
     try:
         execution = sfn.start_execution(stateMachineArn=machine)["executionArn"]
@@ -77,7 +77,7 @@ def test_the_embedded_aws_engine_calls_services_as_the_execution_role_over_https
             time.sleep(0.2)
     finally:
         sfn.delete_state_machine(stateMachineArn=machine)
-        clients.client("iam").delete_role(RoleName="stagewise-dev-patch-check")
+        clients.client("iam").delete_role(RoleName="patch-check")
     assert found["status"] == "SUCCEEDED", sfn.get_execution_history(executionArn=execution)["events"][-3:]
     assert json.loads(found["output"])["MessageId"]
     assert machine.split(":")[4] == clients.caller_identity()["Account"] == "314159265358"
