@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 data: $(DATA)
 
-$(DATA): pipeline/generator.py | $(STAMP)
+$(DATA): $(wildcard pipeline/generator/*.py) | $(STAMP)
 	$(BIN)/stagewise data generate --rows $(ROWS) --out $(DATA)
 
 ## run the whole pipeline on 100,000 customers against the embedded AWS (no AWS account needed)
