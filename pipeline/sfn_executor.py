@@ -120,7 +120,7 @@ class Followed:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-def describe_event(event: dict[str, Any], sfn: Any) -> str | None:
+def describe_event(event: dict[str, Any]) -> str | None:
     """One progress line for a history event worth showing, or None."""
     kind = event["type"]
     if kind.endswith("StateEntered") and kind not in ("SucceedStateEntered", "FailStateEntered"):
@@ -164,19 +164,19 @@ def follow(sfn: Any, execution_arn: str, on_line: Callable[[str], None] = lambda
             if not token:
                 break
         for event in events[len(seen):]:
-            line = describe_event(event, sfn)
+            line = describe_event(event)
             if line:
                 on_line(line)
             if event["type"] == "MapRunStarted":
                 map_runs[event["mapRunStartedEventDetails"]["mapRunArn"]] = (-1, -1)
         seen = events
         for arn, last in list(map_runs.items()):
-            counts = sfn.describe_map_run(mapRunArn=arn)["itemCounts"]
-            now = (counts["succeeded"], counts["total"])
+            run = sfn.describe_map_run(mapRunArn=arn)
+            now = (run["itemCounts"]["succeeded"], run["itemCounts"]["total"])
             if now != last:
                 on_line(f"  map items done: {now[0]} of {now[1]}")
                 map_runs[arn] = now
-            if sfn.describe_map_run(mapRunArn=arn)["status"] != "RUNNING":
+            if run["status"] != "RUNNING":
                 del map_runs[arn]
         if execution["status"] != "RUNNING":
             return Followed(execution, seen)

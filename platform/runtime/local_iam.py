@@ -51,6 +51,12 @@ def _as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value or [])
 
 
+def _statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """A policy document's statements (IAM allows one statement object instead of a list)."""
+    found = doc.get("Statement") or []
+    return found if isinstance(found, list) else [found]
+
+
 def action_matches(pattern: str, action: str) -> bool:
     """``s3:Get*`` matches ``s3:GetObject``; the service prefix and the action name ignore case, as IAM's do."""
     return _matches(pattern, action, ignore_case=True)
@@ -61,7 +67,7 @@ def evaluate(documents: Iterable[dict[str, Any]], action: str, resource: str) ->
     (``*``: unknown, the action alone decides) under the policy ``documents``."""
     allowed = False
     for doc in documents:
-        for st in _as_list(doc.get("Statement")) if isinstance(doc.get("Statement"), list) else [doc.get("Statement") or {}]:
+        for st in _statements(doc):
             if "Action" in st:
                 concerned = any(action_matches(p, action) for p in _as_list(st["Action"]))
             else:
@@ -223,7 +229,7 @@ def granted_actions(documents: Iterable[dict[str, Any]]) -> list[str]:
     """The action patterns the ``Allow`` statements of ``documents`` grant, sorted."""
     found: set[str] = set()
     for doc in documents:
-        for st in _as_list(doc.get("Statement")) if isinstance(doc.get("Statement"), list) else [doc.get("Statement") or {}]:
+        for st in _statements(doc):
             if st.get("Effect") == "Allow":
                 found.update(_as_list(st.get("Action")))
     return sorted(found)
