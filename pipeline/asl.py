@@ -32,10 +32,12 @@ within the 256 KiB payload limit), which needs no manifest object in S3, no S3 p
 state machine's role and no change to the container contract; beyond that size the validate
 group would write a JSON manifest and the Map would read it with an ``ItemReader``. The payload
 stays bounded: a child execution returns only ``{"index", "rows_scored"}`` (``PARTITION_SUMMARY``)
-and the Map keeps only their count (``MAP_SUMMARY``). ``ToleratedFailurePercentage`` is 0: one
-failed partition (after its Spot retries and on-demand fallback) fails the Map Run with
-``States.ExceedToleratedFailureThreshold``, caught to ``NotifyFailure``; that partition's own error
-and cause are in its child execution's history (the Map Run, ``DescribeMapRun``).
+and the Map keeps only their count (``MAP_SUMMARY``). ``ToleratedFailurePercentage`` is 0: a partition
+that fails (after its Spot retries and on-demand fallback) publishes its own alert from its child
+execution (``NotifyScorePartitionFailed``: run, partition, the task's error and cause) and fails
+it (``ScorePartitionFailed``); that fails the Map Run with ``States.ExceedToleratedFailureThreshold``
+(whose cause names no partition), caught to ``ScoreFailed`` without a second alert. Any other
+error of the Map state goes to ``NotifyFailure``.
 
 Control flow per ECS task: wait for another run's run lock (``RUN_LOCKED_RETRY``); retry Spot
 interruptions, heartbeat timeouts and ECS API errors (1 + 2 attempts, exponential backoff), then fall back to an on-demand ``FARGATE`` copy of the state
@@ -70,6 +72,7 @@ from stagewise.stacks.settings import EnvironmentSettings
 HEARTBEAT_TIMEOUT = "States.HeartbeatTimeout"
 ECS_API_ERROR = "ECS.AmazonECSException"
 ALL_ERRORS = "States.ALL"
+EXCEED_TOLERATED_FAILURE = "States.ExceedToleratedFailureThreshold"
 
 SPOT = "FARGATE_SPOT"
 ON_DEMAND = "FARGATE"
@@ -303,6 +306,44 @@ def _check(pipeline: Pipeline, target: StateMachineTarget) -> list[tuple[str, tu
     return groups
 
 
+def _error_and_cause() -> str:
+    """A Fail state's ``CausePath``: ``"<error>: <cause>"`` of the caught error at ``$.error``."""
+    return states_format("{}: {}", JsonPath(f"{ERROR_PATH}.Error"), JsonPath(f"{ERROR_PATH}.Cause")).render()
+
+
+def _partition_failure(notify: str, fail: str) -> _Failure:
+    """The failure path of a mapped group's partition (in its child execution, whose input is the
+    Map's item: ``run_id``, ``data``, ``model``, ``partition``): the alert names the partition and
+    carries its own error and cause, which the Map Run's ``States.ExceedToleratedFailureThreshold``
+    does not. Its ``Execution`` is the child execution's ARN on AWS (the parent's on moto's engine)."""
+    return _Failure(
+        (ALL_ERRORS,), notify, fail, "partition failed",
+        "run {} of model {} on {} failed: partition {} (of {}, counted from 0) failed with {}. {} Execution: {}",
+        ("$.run_id", "$.model", "$.data", "$.partition.index", "$.partition.count", "$.error.Error", "$.error.Cause",
+         "$$.Execution.Id"),
+        TaskError.PIPELINE_FAILED, True,
+    )
+
+
+def _failure_path(f: _Failure, pipeline_name: str, target: StateMachineTarget) -> tuple[State, State]:
+    """The alert (an SNS publish, retried; a failed publish still ends in the Fail state) and the
+    Fail state of failure ``f``."""
+    env = target.environment
+    notify = SnsPublishState(
+        name=f.notify,
+        comment=f"Alert the {env} alert topic: {f.what}. A failed publish still ends in {f.fail}.",
+        topic_arn=target.alert_topic_arn,
+        subject=f"[Stagewise {env}] {pipeline_name}: {f.what}",
+        message=states_format(f"Stagewise {env}: {f.message}", *(JsonPath(a) for a in f.args)),
+        next=f.fail,
+        partition=target.partition,
+        retry=(Retrier(("States.TaskFailed",), _NOTIFY_RETRY_INTERVAL_SECONDS, max_attempts=3),),
+        catch=(Catcher((ALL_ERRORS,), f.fail, result_path="$.notify_error"),),
+    )
+    cause = _error_and_cause() if f.cause_with_error else f"{ERROR_PATH}.Cause"
+    return notify, FailState(name=f.fail, comment=f"The run stopped: {f.what}.", error=f.error, cause_path=cause)
+
+
 def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str, Any]:
     """The ASL document of ``pipeline`` for ``target``.
 
@@ -345,19 +386,23 @@ def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str
         comment = _describe(steps)
         if group in MAPPED_GROUPS:
             inner = f"{name}Partition"
+            notify, failed = f"Notify{inner}Failed", f"{inner}Failed"
             iteration = StateGraph(
                 start_at=inner,
-                states=_task_pair(
-                    inner,
-                    f"One partition. {comment}",
-                    launch,
-                    arn,
-                    task_command(group, env, partitioned=True),
-                    target,
-                    next_state=None,
-                    result_path=None,
-                    catch=(),  # other errors fail the child execution and so the Map Run
-                    result_selector=PARTITION_SUMMARY,  # a child execution's output: index and rows
+                states=(
+                    *_task_pair(
+                        inner,
+                        f"One partition. {comment}",
+                        launch,
+                        arn,
+                        task_command(group, env, partitioned=True),
+                        target,
+                        next_state=None,
+                        result_path=None,
+                        catch=(Catcher((ALL_ERRORS,), notify),),  # alert with its own error, then fail the child
+                        result_selector=PARTITION_SUMMARY,  # a child execution's output: index and rows
+                    ),
+                    *_failure_path(_partition_failure(notify, failed), pipeline.name, target),
                 ),
             )
             states.append(
@@ -380,9 +425,14 @@ def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str
                     next=next_state,
                     result_path=f"$.results.{group}",
                     result_selector=MAP_SUMMARY,
-                    catch=(Catcher((ALL_ERRORS,), "NotifyFailure"),),
+                    # the failed partition alerted with its own error: no second, generic alert
+                    catch=(Catcher((EXCEED_TOLERATED_FAILURE,), f"{name}Failed"), Catcher((ALL_ERRORS,), "NotifyFailure")),
                 )
             )
+            states.append(FailState(
+                name=f"{name}Failed", comment=f"A partition of {name} failed; its child execution alerted with its error.",
+                error=TaskError.PIPELINE_FAILED, cause_path=_error_and_cause(),
+            ))
         else:
             states.extend(
                 _task_pair(
@@ -399,32 +449,7 @@ def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str
             )
     states.append(SucceedState(DONE, f"Every task group of {pipeline.name} succeeded; results are under $.results."))
     for f in _FAILURES:
-        states.append(
-            SnsPublishState(
-                name=f.notify,
-                comment=f"Alert the {env} alert topic: {f.what}. A failed publish still ends in {f.fail}.",
-                topic_arn=target.alert_topic_arn,
-                subject=f"[Stagewise {env}] {pipeline.name}: {f.what}",
-                message=states_format(f"Stagewise {env}: {f.message}", *(JsonPath(a) for a in f.args)),
-                next=f.fail,
-                partition=target.partition,
-                retry=(Retrier(("States.TaskFailed",), _NOTIFY_RETRY_INTERVAL_SECONDS, max_attempts=3),),
-                catch=(Catcher((ALL_ERRORS,), f.fail, result_path="$.notify_error"),),
-            )
-        )
-        cause = (
-            states_format("{}: {}", JsonPath(f"{ERROR_PATH}.Error"), JsonPath(f"{ERROR_PATH}.Cause")).render()
-            if f.cause_with_error
-            else f"{ERROR_PATH}.Cause"
-        )
-        states.append(
-            FailState(
-                name=f.fail,
-                comment=f"The run stopped: {f.what}.",
-                error=f.error,
-                cause_path=cause,
-            )
-        )
+        states.extend(_failure_path(f, pipeline.name, target))
     graph = StateGraph(start_at=names[0], states=tuple(states))
     all_names = graph.all_names()
     nested_duplicates = sorted({n for n in all_names if all_names.count(n) > 1})
@@ -452,7 +477,8 @@ def target_for_environment(
     security_groups: Sequence[str],
 ) -> StateMachineTarget:
     """The target of an environment: its cluster ARN and alert topic from ``resources``, its scoring
-    concurrency from ``settings``, and the given task definition ARNs and network."""
+    concurrency, task heartbeat and retry interval from ``settings``, and the given task definition
+    ARNs and network."""
     return StateMachineTarget(
         cluster_arn=resources.arn("ecs", f"cluster/{resources.compute.cluster}"),
         task_definition_arns=dict(task_definition_arns),
@@ -462,6 +488,8 @@ def target_for_environment(
         environment=settings.environment,
         scoring_concurrency=settings.scoring_concurrency,
         partition=settings.partition,
+        heartbeat_seconds=settings.task_heartbeat_seconds,
+        retry_interval_seconds=settings.task_retry_interval_seconds,
     )
 
 

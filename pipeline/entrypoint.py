@@ -23,8 +23,8 @@ the same):
                     notice, exit 143), RUN_LOCKED (another run holds the model's run lock: exit 6),
                     STEP_FAILED (anything else: exit 1, or 4 for bad arguments, settings or spec, 5
                     for AWS unreachable, as the CLI).
-    while working   SendTaskHeartbeat every 60 s from a daemon thread (the state's HeartbeatSeconds
-                    is 300); ``Env.HEARTBEAT_SECONDS`` overrides the interval.
+    while working   SendTaskHeartbeat every ``Env.HEARTBEAT_SECONDS`` s (task definition: a fifth of the
+                    stack's ``taskHeartbeatSeconds``, the state's HeartbeatSeconds; unset: 60 s).
 
 One run at a time per model: each task takes the model's run lock for its run id (a later group
 or a parallel partition of the same run re-enters it) and renews it while it works; the ``report``
@@ -335,8 +335,9 @@ def _output(group: str, ctx: RunContext, result: Any, state: RunState, partition
     res = ctx.results
     if group == "validate":
         ingested = ctx.needs("ingest")
-        count = plan_source(ctx.work.data_bytes or b"", ingested.data_name).count
-        out.update(rows=ctx.needs("validate").rows, rows_per_partition=rows_per_partition(),
+        per_partition = rows_per_partition(ctx.settings.rows_per_partition)
+        count = plan_source(ctx.work.data_bytes or b"", ingested.data_name, per_partition).count
+        out.update(rows=ctx.needs("validate").rows, rows_per_partition=per_partition,
                    partitions=[{"index": i, "count": count} for i in range(count)])
     elif group == "train":
         out["version"] = res.register.version if res.register else None

@@ -85,7 +85,9 @@ def stack_declaration(settings: EnvironmentSettings, res: EnvironmentResources, 
         task_definitions[task] = d.TaskDefinitionDeclaration(
             family=family, cpu=cpu, memory=memory,
             container_definitions=d.container_definitions(task, image=image, log_group=res.compute.log_groups[task],
-                                                          environment=env, region=region),
+                                                          environment=env, region=region,
+                                                          heartbeat_interval_seconds=settings.heartbeat_interval_seconds,
+                                                          rows_per_partition=settings.rows_per_partition),
             task_role=d.role_name(env, f"{task}-task"), execution_role=d.role_name(env, "task-execution"))
     network = d.component_name(env, "network")
 

@@ -117,9 +117,12 @@ def task_size(sizes: TaskSizes, task: str) -> tuple[int, int]:
     return size.cpu, size.memory_mib
 
 
-def container_definitions(task: str, *, image: str, log_group: str, environment: str, region: str) -> list[Doc]:
+def container_definitions(task: str, *, image: str, log_group: str, environment: str, region: str,
+                          heartbeat_interval_seconds: int, rows_per_partition: int) -> list[Doc]:
     """The one container of a job task definition: the job image, a placeholder command (the
-    state machine overrides it with the task group and run), the environment the entrypoint reads,
+    state machine overrides it with the task group and run), the environment the entrypoint reads
+    (its environment name, ``STAGEWISE_IN_AWS=1``, how often it heartbeats in seconds, rows per
+    scoring partition: the stack settings ``taskHeartbeatSeconds`` / 5 and ``rowsPerPartition``),
     the Spot stop timeout and awslogs logging."""
     return [{
         "name": CONTAINER_NAME,
@@ -131,6 +134,8 @@ def container_definitions(task: str, *, image: str, log_group: str, environment:
             {"name": Env.ENVIRONMENT, "value": environment},
             {"name": Env.IN_AWS, "value": "1"},
             {"name": "AWS_REGION", "value": region},
+            {"name": Env.HEARTBEAT_SECONDS, "value": str(heartbeat_interval_seconds)},
+            {"name": Env.ROWS_PER_PARTITION, "value": str(rows_per_partition)},
         ],
         "logConfiguration": {"logDriver": "awslogs", "options": {
             "awslogs-group": log_group, "awslogs-region": region, "awslogs-stream-prefix": task}},

@@ -16,7 +16,8 @@ _SCALARS = {
     "aws": ("region",),
     "stagewise": ("environment", "accountId", "toolingAccountId", "schedule"),
 }
-_INTS = {"stagewise": ("logRetentionDays", "scoringConcurrency")}
+_INTS = {"stagewise": ("logRetentionDays", "scoringConcurrency", "rowsPerPartition", "taskHeartbeatSeconds",
+                       "taskRetryIntervalSeconds")}
 _BOOLS = {"stagewise": ("deletionProtection",)}
 
 

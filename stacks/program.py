@@ -62,6 +62,7 @@ def deploy(settings: EnvironmentSettings, image_tag: str | None = None) -> dict[
             context=REPO_ROOT, image_tag=image_tag or package_version("stagewise"),
             data_bucket_arn=storage.arns["data"], artifact_bucket_arn=storage.arns["artifacts"],
             table_arn=registry.arn, topic_arn=monitoring.topic_arn, metrics_namespace=res.metrics_namespace,
+            heartbeat_interval_seconds=settings.heartbeat_interval_seconds, rows_per_partition=settings.rows_per_partition,
         ),
         opts=opts,
     )

@@ -133,6 +133,13 @@ class EnvironmentSettings(StrictModel):
         deletion_protection: protect the registry table and buckets from deletion.
         schedule: EventBridge schedule expression of the pipeline (``cron(...)`` or ``rate(...)``).
         scoring_concurrency: how many scoring partitions run at once.
+        rows_per_partition: rows of input per scoring partition (whole Parquet row groups; the
+            in-process runner's default too, ``$STAGEWISE_ROWS_PER_PARTITION`` overrides it there).
+        task_heartbeat_seconds: a job task that sends no ``SendTaskHeartbeat`` for this long fails
+            with ``States.HeartbeatTimeout`` and is retried (a task killed outright, e.g. out of
+            memory, is noticed only this way). The container beats every fifth of it.
+        task_retry_interval_seconds: wait before the first retry of a Spot interruption, heartbeat
+            timeout or ECS API error (doubled before the second).
     """
 
     environment: Annotated[str, Field(pattern="^(dev|test|prod)$")]
@@ -150,6 +157,9 @@ class EnvironmentSettings(StrictModel):
     deletion_protection: bool = False
     schedule: Annotated[str, Field(pattern=r"^(cron|rate)\(.+\)$")] = "rate(1 day)"
     scoring_concurrency: Annotated[int, Field(ge=1, le=1000)] = 4
+    rows_per_partition: Annotated[int, Field(ge=1)] = 1_000_000
+    task_heartbeat_seconds: Annotated[int, Field(ge=5, le=86_400)] = 300
+    task_retry_interval_seconds: Annotated[int, Field(ge=1, le=3_600)] = 30
 
     @model_validator(mode="after")
     def _consistent(self) -> "EnvironmentSettings":
@@ -173,6 +183,12 @@ class EnvironmentSettings(StrictModel):
         if missing:
             raise ValueError(f"aws:defaultTags.tags is missing {sorted(missing)}")
         return self
+
+    @property
+    def heartbeat_interval_seconds(self) -> int:
+        """How often the job container calls ``SendTaskHeartbeat`` (seconds): a fifth of
+        ``task_heartbeat_seconds``, so four beats may be lost before the task times out."""
+        return max(1, self.task_heartbeat_seconds // 5)
 
     @property
     def role(self) -> AssumeRole:
@@ -261,6 +277,9 @@ def settings_from_config(config: dict[str, Any], origin: str = "config") -> Envi
         "deletion_protection": config.get("stagewise:deletionProtection"),
         "schedule": config.get("stagewise:schedule"),
         "scoring_concurrency": config.get("stagewise:scoringConcurrency"),
+        "rows_per_partition": config.get("stagewise:rowsPerPartition"),
+        "task_heartbeat_seconds": config.get("stagewise:taskHeartbeatSeconds"),
+        "task_retry_interval_seconds": config.get("stagewise:taskRetryIntervalSeconds"),
     }
     raw = {k: v for k, v in raw.items() if v is not None}
     try:
@@ -285,6 +304,9 @@ _KEYS = {
     "deletion_protection": "stagewise:deletionProtection",
     "schedule": "stagewise:schedule",
     "scoring_concurrency": "stagewise:scoringConcurrency",
+    "rows_per_partition": "stagewise:rowsPerPartition",
+    "task_heartbeat_seconds": "stagewise:taskHeartbeatSeconds",
+    "task_retry_interval_seconds": "stagewise:taskRetryIntervalSeconds",
 }
 
 

@@ -96,17 +96,18 @@ def dev(embedded):
 
 
 @contextmanager
-def private_embedded_aws(home: Path, port: int, server: Any) -> Iterator[Any]:
+def private_embedded_aws(home: Path, port: int, server: Any, project: Path = REPO) -> Iterator[Any]:
     """Start ``server`` (an ``EmbeddedAWS`` of ``home``) on ``port`` and yield the dev environment
-    connected to it and provisioned, with ``STAGEWISE_HOME``/``STAGEWISE_EMBEDDED_PORT`` pointing
-    at it only inside (the session's own embedded AWS stays the default)."""
+    of ``project``'s stack files connected to it and provisioned, with
+    ``STAGEWISE_HOME``/``STAGEWISE_EMBEDDED_PORT`` pointing at it only inside (the session's own
+    embedded AWS stays the default)."""
     from stagewise.platform.runtime.environment import connect
 
     saved = {k: os.environ.get(k) for k in ("STAGEWISE_HOME", "STAGEWISE_EMBEDDED_PORT")}
     os.environ.update(STAGEWISE_HOME=str(home), STAGEWISE_EMBEDDED_PORT=str(port))
     try:
         server.up(port=port)
-        yield connect("dev", project_dir=REPO, provision=True)
+        yield connect("dev", project_dir=project, provision=True)
     finally:
         for k, v in saved.items():
             if v is None:

@@ -13,16 +13,26 @@ processes under their own task roles, and ends as the in-process runner ends.
   (``platform/runtime/local_iam.py``): the runs use only what the roles grant, and a train role
   without its ``WriteArtifacts`` statement fails the run there, naming ``s3:PutObject`` and the key;
   with it back, ``--resume`` finishes the run.
-- **A Spot interruption on the AWS path**: ``StopTask`` (SIGTERM) to the running train task is
-  reported as ``Stagewise.SpotInterruption``, retried on Spot by the state machine, and the run ends
-  with the clean run's version and predictions.
+- **Faults on the AWS path**, each ending with the clean run's version and predictions: ``StopTask``
+  (SIGTERM, as Fargate Spot reclaims a task) to the running train task is reported as
+  ``Stagewise.SpotInterruption`` and retried on Spot; a train task killed outright (SIGKILL, as the
+  kernel's OOM killer does) sends no more heartbeats, times out with ``States.HeartbeatTimeout`` and
+  is retried; a scoring partition that fails (its role may not write its part) fails the Map and the
+  run, its alert carries the partition's own error, and ``--resume`` finishes the run.
+
+The environments run from a copy of the project whose dev stack file sets ``FAST`` (two scoring
+partitions of the 4,000 rows, an 8 s heartbeat timeout, 1 s retry interval) through the stack
+settings a user has: the state machine and task definitions are compiled from them as on AWS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,9 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from conftest import REPO, _free_port, private_embedded_aws
+from stagewise.pipeline.local_stack import provision_stack
 from stagewise.pipeline.scoring.publish import read_manifest, read_predictions
 from stagewise.platform.runtime.embedded import EmbeddedAWS
 from stagewise.platform.runtime.idhash import salt_parameter
@@ -42,13 +55,16 @@ from stagewise.registry.dynamodb import registry_of
 
 STAGEWISE = str(Path(sys.executable).parent / "stagewise")
 MODEL = "engagement"
+FAST = {"stagewise:rowsPerPartition": 2000, "stagewise:taskHeartbeatSeconds": 8, "stagewise:taskRetryIntervalSeconds": 1}
+"""Stack settings of the tests' dev environment (``Pulumi.dev.yaml`` keeps 1,000,000 rows, 300 s, 30 s)."""
+ROW_GROUP_ROWS = 1000
 
 
 class Place:
-    """A fresh environment: its own STAGEWISE_HOME and embedded AWS."""
+    """A fresh environment: its own STAGEWISE_HOME and embedded AWS, run from project folder ``project``."""
 
-    def __init__(self, home: Path) -> None:
-        self.home, self.port = home, _free_port()
+    def __init__(self, home: Path, project: Path) -> None:
+        self.home, self.port, self.project = home, _free_port(), project
         self.env = {**os.environ, "STAGEWISE_HOME": str(home), "STAGEWISE_EMBEDDED_PORT": str(self.port)}
         for name in ("STAGEWISE_FAULTS", "STAGEWISE_FAILPOINTS"):
             self.env.pop(name, None)
@@ -56,12 +72,13 @@ class Place:
         self.conn: Any = None
 
     def up(self) -> "Place":
-        with private_embedded_aws(self.home, self.port, self.server) as conn:
-            self.conn = conn
+        with contextlib.chdir(self.project), private_embedded_aws(self.home, self.port, self.server, self.project) as conn:
+            self.conn = conn  # the server's local Fargate copies the project's stack files into each task
+            provision_stack(conn)  # as `run --executor state-machine` does first: any test may run alone
         return self
 
     def cli(self, *args: str) -> tuple[int, dict[str, Any], str]:
-        proc = subprocess.run([STAGEWISE, *args, "--json"], env=self.env, capture_output=True, text=True, cwd=REPO, timeout=900)
+        proc = subprocess.run([STAGEWISE, *args, "--json"], env=self.env, capture_output=True, text=True, cwd=self.project, timeout=900)
         try:
             doc = json.loads(proc.stdout)
         except ValueError:
@@ -95,13 +112,20 @@ class Place:
 
 @pytest.fixture(scope="module")
 def places(tmp_path_factory) -> Any:
-    made = {name: Place(tmp_path_factory.mktemp(f"executor-{name}")).up() for name in ("in-process", "state-machine")}
+    project = tmp_path_factory.mktemp("executor-project")
+    for stack_file in REPO.glob("Pulumi*.yaml"):
+        shutil.copy2(stack_file, project / stack_file.name)
+    stack = yaml.safe_load((project / "Pulumi.dev.yaml").read_text())
+    stack["config"].update(FAST)
+    (project / "Pulumi.dev.yaml").write_text(yaml.safe_dump(stack))
+    made = {name: Place(tmp_path_factory.mktemp(f"executor-{name}"), project).up() for name in ("in-process", "state-machine")}
     for place in made.values():  # one secret id salt for both, so the hashed ids of their predictions can be joined
         place.conn.clients.client("ssm").put_parameter(Name=salt_parameter(place.conn.resources), Value="5a" * 32,
                                                        Type="SecureString", Overwrite=True)
     data = tmp_path_factory.mktemp("executor-data") / "customers.parquet"
     subprocess.run([STAGEWISE, "data", "generate", "--rows", "4000", "--seed", "11", "--out", str(data)],
                    env=made["in-process"].env, check=True, capture_output=True, cwd=REPO, timeout=300)
+    pq.write_table(pq.read_table(data), data, row_group_size=ROW_GROUP_ROWS)  # 4 row groups: 2 partitions of 2,000 rows
     yield made, data
     for place in made.values():
         place.server.down()
@@ -127,7 +151,7 @@ def test_the_state_machine_and_the_in_process_runner_agree(places, clean):
 
     assert a["versions"] == b["versions"] and a["champion"] == b["champion"] == 1
     pd.testing.assert_frame_equal(a["predictions"], b["predictions"])
-    assert a["manifest"] == b["manifest"] and a["manifest"]["rows"] == 4000
+    assert a["manifest"] == b["manifest"] and (a["manifest"]["rows"], a["manifest"]["parts"]) == (4000, 2)
     pd.testing.assert_frame_equal(a["review"], b["review"])
     assert a["metrics"] == b["metrics"] and a["metrics"], "the CloudWatch metric names and dimensions differ"
     steps = lambda doc: {s["name"]: (s["status"], s["summary"].get("drifted"), s["summary"].get("outcome")) for s in doc["steps"]}  # noqa: E731
@@ -166,44 +190,6 @@ def test_what_the_state_machine_cannot_run_is_refused_with_exit_4(places, tmp_pa
     assert code == 4 and "in-process, state-machine" in doc["error"]
 
 
-def test_a_spot_interruption_on_the_aws_path_is_retried_and_ends_as_a_clean_run(places, clean):
-    """SIGTERM to the running train task (``StopTask``, as Fargate Spot reclaims it): the task
-    reports ``Stagewise.SpotInterruption``, the state machine retries the group on Spot, and the run
-    ends with the clean run's version and predictions (no second version)."""
-    made, data = places
-    place = made["state-machine"]
-    ecs, cluster = place.conn.clients.client("ecs"), place.conn.resources.compute.cluster
-    family = place.conn.resources.compute.task_families["train"]
-    before = {t for t in ecs.list_tasks(cluster=cluster)["taskArns"]}
-    proc = subprocess.Popen([STAGEWISE, "run", "--executor", "state-machine", "--data", str(data), "--json"],
-                            env=place.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    stopped, deadline = None, time.monotonic() + 300
-    while stopped is None and time.monotonic() < deadline and proc.poll() is None:
-        for arn in set(ecs.list_tasks(cluster=cluster)["taskArns"]) - before:
-            task = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
-            log = place.home / "fargate" / f"{arn.rsplit('/', 1)[-1]}.log"
-            training = log.is_file() and '"step":"train","status":"started"' in log.read_text()
-            if family in task["taskDefinitionArn"] and task["lastStatus"] == "RUNNING" and training:
-                ecs.stop_task(cluster=cluster, task=arn, reason="Spot interruption (test)")
-                stopped = arn
-                break
-        time.sleep(0.05)
-    stdout, stderr = proc.communicate(timeout=600)
-    assert stopped, f"no train task was caught running: {stderr[-2000:]}"
-    assert proc.returncode == 0, stderr[-3000:]
-    doc = json.loads(stdout)
-    sfn = place.conn.clients.client("stepfunctions")
-    events = sfn.get_execution_history(executionArn=doc["execution_arn"], maxResults=1000)["events"]
-    failures = [e["taskFailedEventDetails"]["error"] for e in events if e["type"] == "TaskFailed"]
-    assert failures == ["Stagewise.SpotInterruption"], failures
-    task = ecs.describe_tasks(cluster=cluster, tasks=[stopped])["tasks"][0]
-    assert task["containers"][0]["exitCode"] == 143 and task["stopCode"] == "UserInitiated"
-
-    a, b = made["in-process"].outcome(clean["run_id"]), place.outcome(doc["run_id"])
-    assert [v["artifact_sha256"] for v in b["versions"]] == [v["artifact_sha256"] for v in a["versions"]]  # no second version
-    pd.testing.assert_frame_equal(a["predictions"], b["predictions"])
-
-
 def test_the_task_roles_are_enforced_and_a_run_uses_only_what_they_grant(places, clean):
     """After the state machine's runs, the embedded AWS's IAM decisions for the stack's roles: every
     action a task used is granted by its role's policy (the report lists what is granted and unused)."""
@@ -217,6 +203,148 @@ def test_the_task_roles_are_enforced_and_a_run_uses_only_what_they_grant(places,
         assert all(any(action_matches(g, a) for g in role["granted"]) for a in role["used"])
         assert not role["denied"], role
     assert "s3:PutObject" in roles["stagewise-dev-train-task"]["used"] and "ecs:RunTask" in roles["stagewise-dev-state-machine"]["used"]
+
+
+def _start_run(place: Place, data: Path) -> tuple[subprocess.Popen, set[str]]:
+    """``stagewise run --executor state-machine`` in the background, and the tasks that ran before it."""
+    ecs, cluster = place.conn.clients.client("ecs"), place.conn.resources.compute.cluster
+    before = set(ecs.list_tasks(cluster=cluster)["taskArns"])
+    proc = subprocess.Popen([STAGEWISE, "run", "--executor", "state-machine", "--data", str(data), "--json"],
+                            env=place.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=place.project)
+    return proc, before
+
+
+def _running_train_task(place: Place, proc: subprocess.Popen, before: set[str]) -> str:
+    """The ARN of the run's train task once it is RUNNING and training (its log says so)."""
+    ecs, cluster = place.conn.clients.client("ecs"), place.conn.resources.compute.cluster
+    family = place.conn.resources.compute.task_families["train"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        for arn in set(ecs.list_tasks(cluster=cluster)["taskArns"]) - before:
+            task = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
+            log = place.home / "fargate" / f"{arn.rsplit('/', 1)[-1]}.log"
+            training = log.is_file() and '"step":"train","status":"started"' in log.read_text()
+            if family in task["taskDefinitionArn"] and task["lastStatus"] == "RUNNING" and training:
+                return arn
+        time.sleep(0.05)
+    _, stderr = proc.communicate(timeout=600)
+    raise AssertionError(f"no train task was caught running: {stderr[-2000:]}")
+
+
+def _process_of(place: Place, task_arn: str) -> int:
+    """PID of a local Fargate task's container process: the process whose working directory is
+    the task's folder, ``$STAGEWISE_HOME/fargate/<task id>``."""
+    workdir = str(place.home / "fargate" / task_arn.rsplit("/", 1)[-1])
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and os.readlink(entry / "cwd") == workdir:
+                return int(entry.name)
+    raise AssertionError(f"no process runs in {workdir}")
+
+
+def _finished(place: Place, proc: subprocess.Popen) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run's --json document and its execution's history, once it exited 0."""
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    doc = json.loads(stdout)
+    sfn = place.conn.clients.client("stepfunctions")
+    return doc, sfn.get_execution_history(executionArn=doc["execution_arn"], maxResults=1000)["events"]
+
+
+def _ends_as_the_clean_run(made: dict[str, Place], clean: dict[str, Any], run_id: str) -> None:
+    a, b = made["in-process"].outcome(clean["run_id"]), made["state-machine"].outcome(run_id)
+    assert [v["artifact_sha256"] for v in b["versions"]] == [v["artifact_sha256"] for v in a["versions"]]  # no second version
+    assert b["champion"] == a["champion"] and b["manifest"] == a["manifest"]
+    pd.testing.assert_frame_equal(a["predictions"], b["predictions"])
+
+
+def test_a_spot_interruption_on_the_aws_path_is_retried_and_ends_as_a_clean_run(places, clean):
+    """SIGTERM to the running train task (``StopTask``, as Fargate Spot reclaims it): the task
+    reports ``Stagewise.SpotInterruption``, the state machine retries the group on Spot, and the run
+    ends with the clean run's version and predictions (no second version)."""
+    made, data = places
+    place = made["state-machine"]
+    ecs, cluster = place.conn.clients.client("ecs"), place.conn.resources.compute.cluster
+    proc, before = _start_run(place, data)
+    stopped = _running_train_task(place, proc, before)
+    ecs.stop_task(cluster=cluster, task=stopped, reason="Spot interruption (test)")
+
+    doc, events = _finished(place, proc)
+
+    failures = [e["taskFailedEventDetails"]["error"] for e in events if e["type"] == "TaskFailed"]
+    assert failures == ["Stagewise.SpotInterruption"], failures
+    task = ecs.describe_tasks(cluster=cluster, tasks=[stopped])["tasks"][0]
+    assert task["containers"][0]["exitCode"] == 143 and task["stopCode"] == "UserInitiated"
+    _ends_as_the_clean_run(made, clean, doc["run_id"])
+
+
+def test_a_task_killed_outright_times_out_on_its_heartbeat_and_is_retried(places, clean):
+    """SIGKILL to the running train task's process (as the OOM killer ends a container): it cannot
+    report anything and stops sending heartbeats; after ``taskHeartbeatSeconds`` the state machine
+    sees ``States.HeartbeatTimeout`` and retries the group on Spot, and the run ends as the clean run."""
+    made, data = places
+    place = made["state-machine"]
+    ecs, cluster = place.conn.clients.client("ecs"), place.conn.resources.compute.cluster
+    proc, before = _start_run(place, data)
+    killed = _running_train_task(place, proc, before)
+    os.killpg(_process_of(place, killed), signal.SIGKILL)
+
+    doc, events = _finished(place, proc)
+
+    timeouts = [e["taskTimedOutEventDetails"]["error"] for e in events if e["type"] == "TaskTimedOut"]
+    assert timeouts == ["States.HeartbeatTimeout"]
+    assert not [e for e in events if e["type"] == "TaskFailed"]
+    task = ecs.describe_tasks(cluster=cluster, tasks=[killed])["tasks"][0]
+    assert (task["lastStatus"], task["containers"][0]["exitCode"], task["stopCode"]) == ("STOPPED", 137, "EssentialContainerExited")
+    trains = [e for e in events if e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"].startswith("Train")]
+    assert [e["stateEnteredEventDetails"]["name"] for e in trains] == ["Train"]  # retried in place, on Spot
+    _ends_as_the_clean_run(made, clean, doc["run_id"])
+
+
+def test_a_failed_partition_fails_the_map_and_the_run_with_its_own_error_in_the_alert(places, clean):
+    """The score role may not write partition 1's part (an explicit Deny): that partition fails
+    after its retries and on-demand fallback, its alert names the partition, the AccessDenied and
+    the key; the Map Run and the run fail (exit 1) with nothing published. With the Deny gone,
+    ``--resume`` finishes the run as the clean run."""
+    made, data = places
+    place = made["state-machine"]
+    clients, res = place.conn.clients, place.conn.resources
+    sqs, sns, iam = clients.client("sqs"), clients.client("sns"), clients.client("iam")
+    queue = sqs.create_queue(QueueName="executor-test-alerts")["QueueUrl"]  # outside the stack's stagewise- names
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    subscription = sns.subscribe(TopicArn=res.alert_topic_arn, Protocol="sqs", Endpoint=queue_arn)["SubscriptionArn"]
+    part = f"staging/predictions/{MODEL}/run=*/part-00001.parquet"
+    deny = {"Version": "2012-10-17", "Statement": [{"Sid": "TestDenyPartition1", "Effect": "Deny", "Action": "s3:PutObject",
+                                                    "Resource": f"arn:aws:s3:::{res.data_bucket.name}/{part}"}]}
+    iam.put_role_policy(RoleName="stagewise-dev-score-task", PolicyName="test-deny-partition-1", PolicyDocument=json.dumps(deny))
+    try:
+        code, doc, err = place.cli("run", "--executor", "state-machine", "--data", str(data))
+    finally:
+        iam.delete_role_policy(RoleName="stagewise-dev-score-task", PolicyName="test-deny-partition-1")
+    try:
+        assert code == 1, err
+        assert doc["error"].startswith("Stagewise.PipelineFailed: States.ExceedToleratedFailureThreshold: 1 of 2 items failed")
+        assert doc["resume"] == f"stagewise run --executor state-machine --resume {doc['run_id']}"
+        objects = ObjectStore(clients.client("s3"))
+        assert read_manifest(objects, res.data_bucket.name, MODEL, doc["run_id"]) is None  # nothing published
+        messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=2).get("Messages", [])
+        alerts = [json.loads(m["Body"]) for m in messages]
+        alerts = [a for a in alerts if doc["run_id"] in a["Message"]]
+        # the task's own step alert, and the state machine's for the partition (which a task killed
+        # outright could not send); no generic "pipeline failed" alert for the Map's failure
+        assert sorted(a["Subject"] for a in alerts) == ["[Stagewise dev] engagement: Step score failed",
+                                                        "[Stagewise dev] stagewise: partition failed"]
+        message = next(a["Message"] for a in alerts if a["Subject"].endswith("partition failed"))
+        assert "partition 1 (of 2, counted from 0) failed with Stagewise.StepFailed" in message
+        assert "AccessDenied" in message and "s3:PutObject" in message and "part-00001.parquet" in message
+    finally:
+        sns.unsubscribe(SubscriptionArn=subscription)
+        sqs.delete_queue(QueueUrl=queue)
+
+    code, resumed, err = place.cli("run", "--executor", "state-machine", "--resume", doc["run_id"])
+
+    assert code == 0, err
+    _ends_as_the_clean_run(made, clean, doc["run_id"])
 
 
 def test_a_task_role_without_a_permission_fails_there_naming_it_and_resume_finishes_the_run(places, tmp_path):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO
+from stagewise.pipeline.local_stack import stack_declaration
+from stagewise.platform.resources import environment_resources
 from stagewise.stacks.settings import SettingsError, load_settings
 
 
@@ -45,6 +48,9 @@ def _write(tmp_path: Path, env: str, mutate) -> Path:
         (lambda c: c["stagewise:taskSizes"]["train"].update({"memoryMiB": 100}), "stagewise:taskSizes.train"),
         (lambda c: c.update({"aws:allowedAccountIds": ["999999999999"]}), "not in aws:allowedAccountIds"),
         (lambda c: c.update({"stagewise:alertEmails": ["not-an-email"]}), "stagewise:alertEmails"),
+        (lambda c: c.update({"stagewise:taskHeartbeatSeconds": 2}), "stagewise:taskHeartbeatSeconds"),
+        (lambda c: c.update({"stagewise:taskRetryIntervalSeconds": 0}), "stagewise:taskRetryIntervalSeconds"),
+        (lambda c: c.update({"stagewise:rowsPerPartition": 0}), "stagewise:rowsPerPartition"),
     ],
 )
 def test_malformed_settings_are_refused_with_the_key_named(tmp_path, mutate, named):
@@ -58,3 +64,18 @@ def test_unknown_environment_and_missing_file(tmp_path):
         load_settings("staging", REPO)
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings("dev", tmp_path)
+
+
+def test_heartbeat_retry_and_partition_size_flow_into_the_task_definitions_and_state_machine(tmp_path):
+    """The optional job settings: the state's HeartbeatSeconds and retry interval, and the
+    container's heartbeat interval (a fifth) and rows per partition in its environment."""
+    root = _write(tmp_path, "dev", lambda c: c.update({"stagewise:taskHeartbeatSeconds": 600, "stagewise:taskRetryIntervalSeconds": 5,
+                                                      "stagewise:rowsPerPartition": 250_000}))
+    settings = load_settings("dev", root)
+    declared = stack_declaration(settings, environment_resources(settings))
+    env = {e["name"]: e["value"] for e in declared.task_definitions["score"].container_definitions[0]["environment"]}
+    assert (env["STAGEWISE_HEARTBEAT_SECONDS"], env["STAGEWISE_ROWS_PER_PARTITION"]) == ("120", "250000")
+    train = json.loads(declared.definition({"validate": "v", "train": "t", "score": "s"}, ["subnet-1"], ["sg-1"]))["States"]["Train"]
+    assert train["HeartbeatSeconds"] == 600 and train["Retry"][1]["IntervalSeconds"] == 5
+    defaults = load_settings("dev", REPO)
+    assert (defaults.task_heartbeat_seconds, defaults.heartbeat_interval_seconds, defaults.rows_per_partition) == (300, 60, 1_000_000)

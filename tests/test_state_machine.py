@@ -33,6 +33,7 @@ are checked by the stack tests (parliament, ``tests/test_stack.py``), not here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from stagewise.pipeline.asl import (
     StateMachineTarget,
@@ -112,7 +114,7 @@ def test_states_follow_the_task_groups() -> None:
     asl = _compile("dev")
     assert asl["StartAt"] == "Validate"
     assert list(asl["States"]) == [
-        "Validate", "ValidateOnDemand", "Train", "TrainOnDemand", "Score", "Report", "ReportOnDemand", "Done",
+        "Validate", "ValidateOnDemand", "Train", "TrainOnDemand", "Score", "ScoreFailed", "Report", "ReportOnDemand", "Done",
         "NotifyValidationFailed", "ValidationFailed", "NotifyGateFailed", "GateFailed", "NotifyFailure", "PipelineFailed",
     ]  # fmt: skip
     assert [asl["States"][s]["Next"] for s in ("Validate", "Train", "Score", "Report")] == ["Train", "Score", "Report", "Done"]
@@ -192,19 +194,27 @@ def test_score_is_a_distributed_map_as_concurrent_as_the_stack_setting(env: str)
     }  # fmt: skip
     # the payload stays bounded: a child returns index and rows, the Map keeps their count
     assert (score["ResultSelector"], score["ResultPath"]) == ({"partitions.$": "States.ArrayLength($)"}, "$.results.score")
-    assert score["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyFailure"}]
+    # a failed partition alerted with its own error in its child execution: the Map's failure is not alerted twice
+    assert score["Catch"] == [
+        {"ErrorEquals": ["States.ExceedToleratedFailureThreshold"], "ResultPath": "$.error", "Next": "ScoreFailed"},
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyFailure"},
+    ]
+    assert _compile(env)["States"]["ScoreFailed"]["Type"] == "Fail"
     inner = score["ItemProcessor"]
-    assert inner["StartAt"] == "ScorePartition" and set(inner["States"]) == {"ScorePartition", "ScorePartitionOnDemand"}
+    assert inner["StartAt"] == "ScorePartition" and set(inner["States"]) == {
+        "ScorePartition", "ScorePartitionOnDemand", "NotifyScorePartitionFailed", "ScorePartitionFailed"}
     command = inner["States"]["ScorePartition"]["Parameters"]["Overrides"]["ContainerOverrides"][0]["Command.$"]
     assert command == (
         f"States.Array('score', '--run-id', $.run_id, '--data', $.data, '--model', $.model, '--env', '{env}', "
         "'--partition', States.Format('{}', $.partition.index), '--partitions', States.Format('{}', $.partition.count))"
     )
-    for state in inner["States"].values():
+    for name in ("ScorePartition", "ScorePartitionOnDemand"):
+        state = inner["States"][name]
         assert state["ResultSelector"] == {"index.$": "$.partition.index", "rows_scored.$": "$.rows_scored"}
         assert "ResultPath" not in state and state["End"] is True
+        assert state["Catch"][-1] == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyScorePartitionFailed"}
     assert inner["States"]["ScorePartition"]["Catch"][0]["Next"] == "ScorePartitionOnDemand"
-    assert "Catch" not in inner["States"]["ScorePartitionOnDemand"]
+    assert len(inner["States"]["ScorePartitionOnDemand"]["Catch"]) == 1
 
 
 @pytest.mark.parametrize("concurrency", [0, -1, 10_001])
@@ -580,6 +590,32 @@ def test_spot_interruptions_are_retried_then_run_on_demand(deployed: Deployed) -
     assert failures == [TaskError.SPOT_INTERRUPTION] * 3
 
 
+def test_each_attempt_has_its_own_task_token_and_a_late_callback_changes_nothing(deployed: Deployed) -> None:
+    """A retried task gets a new token (as Step Functions gives each attempt): the interrupted
+    attempt's ``SendTaskFailure`` arriving again after the retry started (botocore retrying a slow
+    call) does not fail the retry (``moto_patches`` 9: moto reuses one token for every attempt)."""
+    run_id = "run-late-callback"
+    execution_arn, containers = _start(deployed, run_id)
+    containers.succeed(containers.next(), {"rows": 10, "partitions": _partitions(1)})
+    first = containers.next()
+    containers.fail(first, TaskError.SPOT_INTERRUPTION, "SIGTERM: Fargate Spot reclaimed the task")
+    second = containers.next()
+    assert second.token != first.token and second.capacity_provider == "FARGATE_SPOT"
+    with contextlib.suppress(ClientError):  # AWS answers TaskTimedOut: the token's attempt is over
+        containers.fail(first, TaskError.SPOT_INTERRUPTION, "SIGTERM: Fargate Spot reclaimed the task")
+    time.sleep(1.5)  # longer than the retry interval: a failed second attempt would have started a third
+    containers.succeed(second, {"version": 4})
+    score = containers.next()
+    containers.succeed(score, _score_output(score))
+    containers.succeed(containers.next(), {"decision": "hold"})
+
+    sfn = deployed.client("stepfunctions")
+    assert _finished(sfn, execution_arn)["status"] == "SUCCEEDED"
+    assert _entered(sfn, execution_arn) == ["Validate", "Train", "Score", "Report", "Done"]
+    failures = [e["taskFailedEventDetails"]["error"] for e in _history(sfn, execution_arn) if e["type"] == "TaskFailed"]
+    assert failures == [TaskError.SPOT_INTERRUPTION]
+
+
 def test_a_partition_interrupted_on_spot_runs_on_demand_in_its_child_execution(deployed: Deployed) -> None:
     run_id = "run-partition-spot"
     execution_arn, containers = _start(deployed, run_id)
@@ -678,18 +714,20 @@ def test_a_failed_partition_fails_the_map_run_and_the_run(deployed: Deployed) ->
     sfn = deployed.client("stepfunctions")
     execution = _finished(sfn, execution_arn)
     # ToleratedFailurePercentage 0: the Map Run fails with States.ExceedToleratedFailureThreshold;
-    # the partition's own error and cause stay in its child execution's history
+    # the partition's child execution alerted with its own error and cause
     assert (execution["status"], execution["error"]) == ("FAILED", TaskError.PIPELINE_FAILED)
     assert execution["cause"].startswith(f"{EXCEED_TOLERATED_FAILURE}: ")
-    assert _entered(sfn, execution_arn)[-2:] == ["NotifyFailure", "PipelineFailed"]
-    assert "Report" not in _entered(sfn, execution_arn)
+    assert _entered(sfn, execution_arn)[-1:] == ["ScoreFailed"]
+    assert "Report" not in _entered(sfn, execution_arn) and "NotifyFailure" not in _entered(sfn, execution_arn)
     (map_run_failed,) = [e["mapRunFailedEventDetails"] for e in _history(sfn, execution_arn) if e["type"] == "MapRunFailed"]
     assert map_run_failed["error"] == EXCEED_TOLERATED_FAILURE
     map_run = _map_run(sfn, execution_arn)
     assert (map_run["status"], map_run["itemCounts"]["succeeded"], map_run["itemCounts"]["failed"]) == ("FAILED", 1, 1)
     alert = _alert(deployed, run_id)
-    assert alert["Subject"] == "[Stagewise dev] stagewise: pipeline failed"
-    assert EXCEED_TOLERATED_FAILURE in alert["Message"] and execution_arn in alert["Message"]
+    assert alert["Subject"] == "[Stagewise dev] stagewise: partition failed"
+    assert f"partition 1 (of 2, counted from 0) failed with {TaskError.STEP_FAILED}. {cause}" in alert["Message"]
+    # the execution: on AWS the child's (execution:<state machine>/Score:<id>), on moto's engine the parent's
+    assert f"Execution: {execution_arn.rsplit(':', 1)[0]}" in alert["Message"]
 
 
 def test_a_silent_task_times_out_on_its_heartbeat_and_runs_on_demand(deployed: Deployed) -> None:

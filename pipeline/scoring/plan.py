@@ -27,13 +27,14 @@ class PartitionError(ValueError):
     """A partition index or count does not fit the input's partition plan."""
 
 
-def rows_per_partition() -> int:
-    """``$STAGEWISE_ROWS_PER_PARTITION`` (default 1,000,000).
+def rows_per_partition(default: int = DEFAULT_ROWS_PER_PARTITION) -> int:
+    """``$STAGEWISE_ROWS_PER_PARTITION``, else ``default`` (the environment's stack setting
+    ``rowsPerPartition``; on AWS the task definition sets the variable from it).
 
     Raises:
         ValueError: the variable is not a positive integer.
     """
-    raw = os.environ.get(Env.ROWS_PER_PARTITION, str(DEFAULT_ROWS_PER_PARTITION))
+    raw = os.environ.get(Env.ROWS_PER_PARTITION, str(default))
     try:
         value = int(raw)
     except ValueError:

@@ -58,7 +58,8 @@ def score(ctx: RunContext) -> Scored:
     versions = {n: ctx.version(n) for n in numbers}
     frame = ctx.work.frame
     source = _local_source(ctx, ingested) if frame is None or ctx.work.data_bytes is None else None
-    plan = scoring.plan_source(source or ctx.work.data_bytes or b"", ingested.data_name)
+    plan = scoring.plan_source(source or ctx.work.data_bytes or b"", ingested.data_name,
+                               scoring.rows_per_partition(ctx.settings.rows_per_partition))
     indices = list(range(plan.count)) if given is None else [given[0]]
     if given is not None and given[1] != plan.count:
         raise scoring.PartitionError(

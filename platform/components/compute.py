@@ -27,6 +27,9 @@ class ComputeArgs:
         image_tag: tag of the job image (e.g. the package version or git sha).
         data_bucket_arn, artifact_bucket_arn, table_arn, topic_arn: what the task roles may use.
         metrics_namespace: the only CloudWatch namespace the tasks may publish to.
+        heartbeat_interval_seconds: how often the container heartbeats (the stack setting
+            ``taskHeartbeatSeconds`` / 5), in its environment.
+        rows_per_partition: rows per scoring partition (``rowsPerPartition``), in its environment.
     """
 
     names: ComputeNames
@@ -43,6 +46,8 @@ class ComputeArgs:
     table_arn: pulumi.Input[str]
     topic_arn: pulumi.Input[str]
     metrics_namespace: str
+    heartbeat_interval_seconds: int = 60
+    rows_per_partition: int = 1_000_000
 
 
 class Compute(pulumi.ComponentResource):
@@ -116,7 +121,8 @@ class Compute(pulumi.ComponentResource):
             cpu, memory = declarations.task_size(args.task_sizes, task)
             container = pulumi.Output.all(self.image_ref, self.log_groups[task].name).apply(
                 lambda a, task=task: pulumi.Output.json_dumps(declarations.container_definitions(
-                    task, image=a[0], log_group=a[1], environment=args.environment, region=args.region)))
+                    task, image=a[0], log_group=a[1], environment=args.environment, region=args.region,
+                    heartbeat_interval_seconds=args.heartbeat_interval_seconds, rows_per_partition=args.rows_per_partition)))
             self.task_definitions[task] = aws.ecs.TaskDefinition(
                 f"{name}-{task}", family=family, cpu=str(cpu), memory=str(memory),
                 network_mode="awsvpc", requires_compatibilities=["FARGATE"],

@@ -33,6 +33,12 @@ moto 5.2 does and what AWS does instead. The state machine itself is never chang
    a container declares none. Fargate needs only the task's ``cpu`` and ``memory``, as the stack
    declares them; a container without sizes counts the task's.
 
+9. **A task token per attempt** (``StateTaskService._eval_execution`` of the ECS integration): moto
+   creates a ``.waitForTaskToken`` state's token once and keeps it, and its callback endpoint, for
+   every ``Retry`` attempt, so the retry at once sees the failed attempt's ``SendTaskFailure`` again
+   (and the next one the previous attempt's late ``SendTaskSuccess``). Step Functions gives each
+   attempt a new token: a late callback of an earlier attempt changes nothing.
+
 moto is pinned to ``PINNED`` in ``pyproject.toml`` (the ``local`` extra). ``fingerprint()`` hashes
 the source of every moto function these replace or wrap; ``tests/test_moto_patches.py`` compares it
 with ``FINGERPRINT`` and fails, naming the function, when moto changes underneath a patch.
@@ -57,6 +63,8 @@ FINGERPRINT = {
     "DistributedIterationComponent._map_run": "e45cb604929ff346",
     "asl_parser.ASLLexer.nextToken": "ba8579d02932b8e9",
     "EC2ContainerServiceBackend._calculate_task_resource_requirements": "4c4587f8d68da43a",
+    "StateTaskService._eval_execution": "81a8da94bfdb59ff",
+    "StateTaskServiceCallback._eval_body": "1565ede7010df6af",
 }
 """sha256 (first 16 hex) of the source of each patched moto function at moto 5.2.5."""
 
@@ -73,6 +81,12 @@ def _targets() -> dict[str, Any]:
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
         state_task_service_sns as sns_task,
     )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service as task_service,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_callback as callback_task,
+    )
     from moto.stepfunctions.parser.asl.parse import asl_parser
     from moto.stepfunctions.responses import StepFunctionResponse
 
@@ -80,6 +94,8 @@ def _targets() -> dict[str, Any]:
 
     ecs = ecs_task.StateTaskServiceEcs
     return {
+        "StateTaskService._eval_execution": task_service.StateTaskService._eval_execution,
+        "StateTaskServiceCallback._eval_body": callback_task.StateTaskServiceCallback._eval_body,
         "EC2ContainerServiceBackend._calculate_task_resource_requirements":
             EC2ContainerServiceBackend._calculate_task_resource_requirements,
         "StateTaskServiceEcs._normalise_parameters": ecs._normalise_parameters,
@@ -246,6 +262,17 @@ def apply(endpoint: str, verify: bool | str = True) -> Callable[[], None]:
         return {"CPU": int(task_definition.cpu or 0), "MEMORY": int(task_definition.memory or 0), "PORTS": [], "PORTS_UDP": []}
 
     undo.setattr(EC2ContainerServiceBackend, "_calculate_task_resource_requirements", staticmethod(task_level_sizes))
+
+    # 9. each attempt of a .waitForTaskToken ECS task has its own token (the attempt runs in a
+    # frame whose context object is its own copy: the new token is this attempt's only)
+    eval_execution = ecs_task.StateTaskServiceEcs._eval_execution
+
+    def eval_with_a_fresh_token(self: Any, env: Any) -> None:
+        if self.resource.condition == "waitForTaskToken":
+            env.callback_pool_manager.add(env.states.context_object.update_task_token())
+        eval_execution(self, env)
+
+    undo.setattr(ecs_task.StateTaskServiceEcs, "_eval_execution", eval_with_a_fresh_token)
     undo.setattr(asl_parser, "ASLLexer", Lexer)
     undo.setattr(distributed.DistributedIterationComponent, "_map_run", map_run_within_tolerance)
     undo.setattr(ecs_task.StateTaskServiceEcs, "_normalise_parameters", normalise_parameters)
