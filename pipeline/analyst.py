@@ -141,25 +141,31 @@ class AnalystTools:
         Raises:
             ChecksumMismatch: an artifact, baseline or spec the tool loaded was changed.
         """
-        self.calls.append({"tool": name, "input": arguments})
+        call: dict[str, Any] = {"tool": name, "input": arguments}
+        self.calls.append(call)
         if name not in TOOL_SPECS:
+            call["error"] = "UnknownTool"
             return {"error": f"no tool {name!r}"}
         try:
             return json.loads(json.dumps(getattr(self, name)(**arguments), default=str))  # JSON-safe for toolResult
         except ChecksumMismatch:
             raise
         except Exception as e:  # noqa: BLE001 - the model is told what went wrong and may try again
+            call["error"] = type(e).__name__  # the class only: the message may quote data
             return {"error": f"{type(e).__name__}: {e}"}
 
 
 @dataclass(frozen=True)
 class Answer:
-    """The agent's final text, the tools it called (in order) and the token usage summed over turns."""
+    """The agent's final text, the tools it called (in order: ``tool``, ``input``, and ``error``,
+    the exception class, when it failed), the token usage summed over turns (``inputTokens``,
+    ``outputTokens``) and the last response's ``stopReason``."""
 
     text: str
     tool_calls: list[dict[str, Any]]
     turns: int
     usage: dict[str, int]
+    stop_reason: str = "end_turn"
 
 
 def converse(bedrock: Any, agent: AgentConfig, system_prompt: str, question: str, tools: AnalystTools,
@@ -193,7 +199,7 @@ def converse(bedrock: Any, agent: AgentConfig, system_prompt: str, question: str
         messages.append(message)
         if response["stopReason"] != "tool_use":
             text = "\n".join(block["text"] for block in message["content"] if "text" in block)
-            return Answer(text, tools.calls, turn, usage)
+            return Answer(text, tools.calls, turn, usage, response["stopReason"])
         results = []
         for block in message["content"]:
             if "toolUse" not in block:

@@ -130,6 +130,29 @@ def sync(objects: ObjectStore, bucket: str, cache: Path) -> dict[str, Path]:
     return models
 
 
+AGENT_CALLS = "agent_calls"
+"""The table of audited agent calls (``stagewise.pipeline.agent_serving.CallRecord``, one row per
+call: agent, version, role, latency_ms, tokens, cost_usd, tool_calls, error_class, hashes)."""
+AGENT_CALLS_PREFIX = "agents/calls/"
+
+
+def sync_agent_calls(objects: ObjectStore, bucket: str, cache: Path) -> list[Path]:
+    """Copy the agent call records (JSON lines, immutable objects) not yet in ``cache``; returns
+    every local file."""
+    files = []
+    for page in objects.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=AGENT_CALLS_PREFIX):
+        for obj in page.get("Contents", []):
+            if not obj["Key"].endswith(".jsonl"):
+                continue
+            path = cache / obj["Key"]
+            files.append(path)
+            if path.is_file() and path.stat().st_size == obj["Size"]:
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            objects.s3.download_file(bucket, obj["Key"], str(path))
+    return sorted(files)
+
+
 @dataclass
 class Catalog:
     """A sandboxed DuckDB connection over the synced results (``sql_sandbox``): one
@@ -161,10 +184,11 @@ class Catalog:
 
 
 def connect(models: dict[str, Path], view_sql: dict[str, tuple[str, str]] | None = None,
-            limits: Limits = DEFAULT_LIMITS) -> Catalog:
-    """A ``Catalog`` over the model folders ``sync`` returned and the views (``views(specs)``); a
-    view whose model has no results, or whose SQL fails, is listed as waiting instead; one whose
-    SQL is not one SELECT is listed as refused, with the reason.
+            limits: Limits = DEFAULT_LIMITS, agent_calls: list[Path] | tuple[Path, ...] = ()) -> Catalog:
+    """A ``Catalog`` over the model folders ``sync`` returned, the views (``views(specs)``) and,
+    when there are any, the agent call records ``sync_agent_calls`` returned (table
+    ``agent_calls``); a view whose model has no results, or whose SQL fails, is listed as waiting
+    instead; one whose SQL is not one SELECT is listed as refused, with the reason.
 
     The connection may read the folders' Parquet files as they are now and nothing else, and its
     configuration is locked before any view is created, so not even a spec's view SQL runs with
@@ -174,8 +198,13 @@ def connect(models: dict[str, Path], view_sql: dict[str, tuple[str, str]] | None
 
     files = {model: sorted(folder.rglob("*.parquet")) for model, folder in sorted(models.items())}
     files = {model: found for model, found in files.items() if found}
-    db = open_connection([f for found in files.values() for f in found], limits)
+    db = open_connection([f for found in files.values() for f in found] + list(agent_calls), limits)
     catalog = Catalog(db, limits=limits)
+    if agent_calls:
+        listed = ", ".join(sql_string(str(f)) for f in agent_calls)
+        db.execute(f'CREATE VIEW "{AGENT_CALLS}" AS SELECT * FROM read_json([{listed}], format = \'newline_delimited\', '
+                   "union_by_name = true)")
+        catalog.tables[AGENT_CALLS] = AGENT_CALLS
     for model, found in files.items():
         listed = ", ".join(sql_string(str(f)) for f in found)
         db.execute(

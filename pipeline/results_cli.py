@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 import typer
 from rich.table import Table
 
-from stagewise.pipeline import analyst, catalog, spec_store
+from stagewise.pipeline import agent_serving, analyst, catalog, spec_store
 from stagewise.pipeline.spec import load_spec
 from stagewise.pipeline.version_files import load_prompt, reporting_tampered
 from stagewise.platform.cli import AWS_OPT, ENV_OPT, JSON_OPT, PROJECT_OPT, emit_json, err, fail, handles_errors, out
@@ -32,7 +32,8 @@ def query(
 
     Tables: <model>_results, one per model with published results (e.g. engagement_results:
     customer_id_hash, run_id, prediction, in_training, the features, the label; partitions
-    run_date, model_version). Views: those the models' specs declare (`views:` in the spec; the
+    run_date, model_version); agent_calls, one row per audited agent call (agent, version, role,
+    latency_ms, input_tokens, output_tokens, cost_usd, tool_calls, error_class, hashes). Views: those the models' specs declare (`views:` in the spec; the
     engagement spec's high_value, at_risk, model_performance). New results objects are copied to
     $STAGEWISE_HOME/cache/<env> first. The table is cut to the terminal's width (--json has every
     column and row). The SQL is sandboxed: one read-only SELECT (or WITH ... SELECT), no file
@@ -49,8 +50,9 @@ def query(
     objects = ObjectStore(conn.clients.client("s3"))
     with err.status("syncing the results catalog"):
         models = catalog.sync(objects, conn.resources.data_bucket.name, stagewise_home() / "cache" / env)
+        calls = catalog.sync_agent_calls(objects, conn.resources.data_bucket.name, stagewise_home() / "cache" / env)
         views = catalog.views(spec_store.catalog_specs(registry_of(conn), objects))
-    db = catalog.connect(models, views)
+    db = catalog.connect(models, views, agent_calls=calls)
     columns, rows = catalog.query(db, sql, None if as_json else max_rows + 1)
     if as_json:
         emit_json({"columns": columns, "rows": [dict(zip(columns, r)) for r in rows]})
@@ -231,44 +233,94 @@ def json_records(frame: Any) -> list[dict[str, Any]]:
 def agent_ask(
     name: str = typer.Argument(..., help="The agent, e.g. engagement-analyst."),
     question: str = typer.Argument(..., help="What to ask, in plain words."),
+    key: Optional[str] = typer.Option(None, "--key", help="Routing key (your user or session id): the same key keeps "
+                                      "its version during a rollout. Default: a random one per call."),
     env: str = ENV_OPT, aws: bool = AWS_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
 ) -> None:
-    """Ask an analyst agent (its champion version): Bedrock's Converse API with the agent's prompt,
-    model and tools (query_results, feature_statistics, explain_prediction).
+    """Ask an analyst agent: the version its rollout routes --key to (champion, or the challenger at
+    the rollout's weight; shadow mode asks the challenger too and answers with the champion), with
+    Bedrock's Converse API, the version's prompt, model and tools (query_results,
+    feature_statistics, explain_prediction). The call is measured and audited (latency, tokens,
+    cost, tools, errors: table agent_calls of `stagewise query`, CloudWatch Agent* metrics).
 
     Needs --aws: the embedded AWS has no Bedrock runtime (exit 5); locally use the tools directly,
     `stagewise query` and `stagewise explain`.
 
     Examples:
 
-      stagewise agent ask engagement-analyst "Which customers are at risk, and why?" --aws
+      stagewise agent ask engagement-analyst "Which customers are at risk, and why?" --aws --key user-42
     """
 
     conn = connect(env, aws=aws, project_dir=project_dir)
     registry = registry_of(conn)
-    version = registry.champion(name)
-    if version is None or version.agent is None:
+    champion = registry.champion(name)
+    if champion is None or champion.agent is None:
         fail(f"{name!r} has no champion agent version", ExitCode.BAD_INPUT, as_json,
              hint="register one: stagewise agent register NAME --prompt FILE --model-id ID --tool query_results ...")
     objects = ObjectStore(conn.clients.client("s3"))
     with reporting_tampered(conn, name, "asking the agent"):  # verified first: a changed prompt is never sent
-        prompt = load_prompt(objects, version)
+        load_prompt(objects, champion)
     if conn.embedded:
         fail("the embedded AWS has no Bedrock runtime, so the agent cannot call its model here", ExitCode.AWS_UNREACHABLE, as_json,
              hint="ask with --aws (Bedrock in the stack's account), or run its tools yourself: `stagewise query`, `stagewise explain`")
     # the model's SQL runs in the stack's Athena workgroup (bytes-scanned cutoff), never over downloaded data
     athena = catalog.Athena(conn.clients.client("athena"), catalog.athena_workgroup(env), catalog.glue_database(env))
-    tools = analyst.AnalystTools(
-        objects, conn.resources.data_bucket.name, registry.get_version, registry.champion,
-        read_id_salt(conn.clients, conn.resources).key, stagewise_home() / "cache" / env,
-        spec_of=lambda v: spec_store.version_spec(objects, v) or load_spec(v.model),
-        specs=lambda: spec_store.catalog_specs(registry, objects), athena=athena)
-    with reporting_tampered(conn, name, "answering the question"):  # a tool loaded a changed artifact, baseline or spec
-        answer = analyst.converse(conn.clients.client("bedrock-runtime"), version.agent, prompt, question, tools)
+    bedrock, salt = conn.clients.client("bedrock-runtime"), read_id_salt(conn.clients, conn.resources).key
+
+    def answer(config: Any, prompt: str, text: str) -> analyst.Answer:
+        tools = analyst.AnalystTools(
+            objects, conn.resources.data_bucket.name, registry.get_version, registry.champion, salt,
+            stagewise_home() / "cache" / env, spec_of=lambda v: spec_store.version_spec(objects, v) or load_spec(v.model),
+            specs=lambda: spec_store.catalog_specs(registry, objects), athena=athena)
+        return analyst.converse(bedrock, config, prompt, text, tools)
+
+    recorder = agent_serving.CallRecorder(objects, conn.resources.data_bucket.name, conn.clients.client("cloudwatch"),
+                                          conn.resources.metrics_namespace, env)
+    with reporting_tampered(conn, name, "answering the question"), \
+            agent_serving.Agent(name, registry, objects, answer, recorder) as agent:  # a changed prompt, artifact or spec
+        served = agent.ask(question, key)
+    record, reply = served.record, served.answer
     if as_json:
-        emit_json({"agent": name, "version": version.version, "answer": answer.text, "tool_calls": answer.tool_calls,
-                   "turns": answer.turns, "usage": answer.usage})
+        emit_json({"agent": name, "version": record.version, "role": record.role, "answer": reply.text,
+                   "tool_calls": reply.tool_calls, "turns": reply.turns, "usage": reply.usage, "call": record.model_dump(mode="json")})
     else:
-        out.print(answer.text)
-        err.print(f"[dim]{name} v{version.version} · {answer.turns} turn(s) · tools: "
-                  f"{', '.join(c['tool'] for c in answer.tool_calls) or 'none'}[/]")
+        out.print(reply.text)
+        cost = "unknown" if record.cost_usd is None else f"${record.cost_usd:.4f}"
+        err.print(f"[dim]{name} v{record.version} ({record.role}) · {reply.turns} turn(s) · {record.latency_ms:,.0f} ms · "
+                  f"{cost} · tools: {', '.join(c['tool'] for c in reply.tool_calls) or 'none'}[/]")
+
+
+@handles_errors
+def agent_evaluate_rollout(
+    name: str = typer.Argument(..., help="The agent, e.g. engagement-analyst."),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who acts (default: the caller's identity)."),
+    env: str = ENV_OPT, aws: bool = AWS_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
+) -> None:
+    """Apply the agent's online gates to the calls of its rollout's current step: error_rate,
+    latency_p95_ms, cost_per_call_usd and their *_vs_champion deltas, from the audited calls (plus
+    the feedback gates). All pass with the bake done: the rollout advances; a gate fails: it rolls
+    back (exit 3) and an alert goes to the environment's topic; otherwise it holds. Evaluating again
+    without new calls changes nothing.
+
+    Examples:
+
+      stagewise agent evaluate-rollout engagement-analyst
+      stagewise agent evaluate-rollout engagement-analyst --json
+    """
+
+    conn = connect(env, aws=aws, project_dir=project_dir)
+    objects = ObjectStore(conn.clients.client("s3"))
+    who = actor or conn.clients.caller_identity()["Arn"]
+    decision, observations = agent_serving.evaluate_rollout(
+        registry_of(conn), objects, conn.resources.data_bucket.name, name, actor=who,
+        sns=conn.clients.client("sns"), topic_arn=conn.resources.alert_topic_arn, environment=env)
+    if as_json:
+        emit_json({"agent": name, "outcome": decision.outcome, "reason": decision.reason,
+                   "observations": {k: {"value": v, "samples": n} for k, (v, n) in observations.items()},
+                   "gates": [g.model_dump() for g in decision.results], "serving": decision.model.serving()})
+    else:
+        for g in decision.results:
+            out.print(f"  {g.describe()}")
+        out.print(f"{name}: {decision.outcome.replace('_', ' ')}" + (f" ({decision.reason})" if decision.reason else ""))
+    if decision.outcome == "rolled_back":
+        raise typer.Exit(ExitCode.GATE_FAILED)

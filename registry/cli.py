@@ -469,8 +469,10 @@ def agent_register(
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=2.0),
     max_tokens: int = typer.Option(1024, "--max-tokens", min=1),
     tool: list[str] = typer.Option([], "--tool", help="Tool name the agent may call (repeatable)."),
-    gate: list[str] = typer.Option([], "--gate", help="Rollout gate METRIC>=X[:MIN_SAMPLES] on approval_rate or "
-                                   "mean_score (repeatable; default approval_rate>=0.8:20)."),
+    gate: list[str] = typer.Option([], "--gate", help="Rollout gate METRIC>=X[:MIN_SAMPLES] (or <=) on approval_rate, "
+                                   "mean_score (feedback) or, from the measured calls, error_rate, latency_p95_ms, "
+                                   "cost_per_call_usd, error_rate_vs_champion, latency_p95_ms_vs_champion (repeatable; "
+                                   "default approval_rate>=0.8:20)."),
     description: str = typer.Option("", "--description"),
     actor: Optional[str] = ACTOR_OPT,
     env: str = ENV_OPT, aws: bool = AWS_OPT, as_json: bool = JSON_OPT,
