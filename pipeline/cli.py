@@ -17,7 +17,7 @@ from stagewise.monitoring.alerts_cli import alerts_app
 from stagewise.monitoring.cli import dashboard_command
 from stagewise.pipeline.data_cli import data_app
 from stagewise.pipeline.promote_cli import promote
-from stagewise.pipeline.results_cli import agent_ask, agent_evaluate_rollout, explain, query, review
+from stagewise.pipeline.results_cli import agent_ask, agent_evaluate, agent_evaluate_rollout, explain, query, review
 from stagewise.pipeline.run_cli import run, score
 from stagewise.platform.cli import out, reflow_help
 from stagewise.platform.runtime.local_cli import local_app
@@ -42,6 +42,7 @@ app.command("review")(review)
 app.command("promote")(promote)
 app.command("dashboard")(dashboard_command)
 agent_app.command("ask")(agent_ask)
+agent_app.command("evaluate")(agent_evaluate)
 agent_app.command("evaluate-rollout")(agent_evaluate_rollout)
 app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")

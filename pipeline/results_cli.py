@@ -291,6 +291,92 @@ def agent_ask(
 
 
 @handles_errors
+def agent_evaluate(
+    name: str = typer.Argument(..., help="The agent, e.g. engagement-analyst."),
+    version: int = typer.Argument(..., help="The version to evaluate (its champion answers the same cases)."),
+    dataset: Path = typer.Option(..., "--dataset", exists=True, dir_okay=False, help="Evaluation set, JSON lines."),
+    judge_model_id: Optional[str] = typer.Option(None, "--judge-model-id", help="Model of the LLM judge (must differ from "
+                                                 "the agent's); needed when a case has a judge check."),
+    min_pass_rate: float = typer.Option(0.9, "--min-pass-rate", min=0, max=1, help="Gate: share of cases passed."),
+    max_drop: float = typer.Option(0.05, "--max-drop", min=0, max=1, help="Gate: pass rate below the champion's by at most this."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost-per-answer", min=0, help="Gate: USD per answer."),
+    max_p95_ms: Optional[float] = typer.Option(None, "--max-p95-ms", min=0, help="Gate: p95 latency per answer, ms."),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who acts (default: the caller's identity)."),
+    env: str = ENV_OPT, aws: bool = AWS_OPT, project_dir: Optional[Path] = PROJECT_OPT, as_json: bool = JSON_OPT,
+) -> None:
+    """Evaluate an agent version on an evaluation set, beside its champion: deterministic checks
+    (tools called, a number within tolerance of a reference SQL over the results catalog, strings
+    that must or must not appear), then an LLM judge for free-text criteria. Prints each case and
+    the gates (pass rate, vs the champion, cost per answer, p95 latency); the result goes to S3 and
+    the registry's audit trail. Exit 3 when a gate fails: `registry promote` then refuses to start
+    the version's rollout.
+
+    Needs --aws: the embedded AWS has no Bedrock runtime (exit 5).
+
+    Examples:
+
+      stagewise agent evaluate engagement-analyst 2 --dataset pipeline/specs/engagement-analyst-eval.jsonl --aws
+      stagewise agent evaluate engagement-analyst 2 --dataset eval.jsonl --judge-model-id amazon.nova-pro-v1:0 --aws
+    """
+    from stagewise.pipeline import agent_evaluation as ev  # deferred: only this command evaluates
+
+    try:
+        cases = ev.load_cases(dataset)
+    except ValueError as e:
+        fail(str(e), ExitCode.BAD_INPUT, as_json)
+    conn = connect(env, aws=aws, project_dir=project_dir)
+    registry = registry_of(conn)
+    target = registry.get_version(name, version)
+    if target.agent is None:
+        fail(f"{name} v{version} is not an agent version", ExitCode.BAD_INPUT, as_json)
+    if conn.embedded:
+        fail("the embedded AWS has no Bedrock runtime, so the agent cannot call its model here", ExitCode.AWS_UNREACHABLE, as_json,
+             hint="evaluate with --aws (Bedrock in the stack's account)")
+    champion = registry.get_model(name).champion
+    objects = ObjectStore(conn.clients.client("s3"))
+    bedrock, salt = conn.clients.client("bedrock-runtime"), read_id_salt(conn.clients, conn.resources).key
+    athena = catalog.Athena(conn.clients.client("athena"), catalog.athena_workgroup(env), catalog.glue_database(env))
+    try:
+        judge = ev.converse_judge(bedrock, judge_model_id, target.agent.model_id) if judge_model_id else None
+    except ValueError as e:
+        fail(str(e), ExitCode.BAD_INPUT, as_json)
+
+    def answer_with(number: int) -> Callable[[str], analyst.Answer]:
+        record = registry.get_version(name, number)
+        with reporting_tampered(conn, name, "evaluating the agent"):
+            prompt = load_prompt(objects, record)
+
+        def answer(question: str) -> analyst.Answer:
+            tools = analyst.AnalystTools(objects, conn.resources.data_bucket.name, registry.get_version, registry.champion, salt,
+                                         stagewise_home() / "cache" / env, athena=athena)
+            return analyst.converse(bedrock, record.agent, prompt, question, tools)
+        return answer
+
+    def reference(sql: str) -> float | None:
+        _, rows = athena.query(sql, 1)
+        return float(rows[0][0]) if rows and rows[0] and rows[0][0] is not None else None
+
+    def show(number: int, r: Any) -> None:
+        if not as_json:
+            mark = "[green]pass[/]" if r.passed else "[red]fail[/]"
+            err.print(f"  v{number} {r.id}: {mark} {'; '.join(r.failures)}")
+
+    evaluation = ev.evaluate_version(name, version, champion, dataset.name, cases, answer_with,
+                                     lambda n: registry.get_version(name, n).agent.model_id, reference, judge,
+                                     ev.EvaluationGates(min_pass_rate, max_drop, max_cost, max_p95_ms), show)
+    uri = ev.record_evaluation(registry, objects, conn.resources.artifact_bucket.name, evaluation,
+                               actor or conn.clients.caller_identity()["Arn"])
+    if as_json:
+        emit_json({**evaluation.to_dict(), "uri": uri})
+    else:
+        for g in evaluation.gates:
+            out.print(f"  {g.describe()}")
+        out.print(f"{name} v{version}: evaluation {'passed' if evaluation.passed else 'failed'} ({uri})")
+    if not evaluation.passed:
+        raise typer.Exit(ExitCode.GATE_FAILED)
+
+
+@handles_errors
 def agent_evaluate_rollout(
     name: str = typer.Argument(..., help="The agent, e.g. engagement-analyst."),
     actor: Optional[str] = typer.Option(None, "--actor", help="Who acts (default: the caller's identity)."),

@@ -21,7 +21,7 @@ from stagewise.platform.contract import ExitCode
 from stagewise.platform.runtime.environment import Environment, connect
 from stagewise.registry import routing
 from stagewise.registry.gates import parse_gate
-from stagewise.registry.records import AgentConfig, Gate, ModelRecord, VersionRecord
+from stagewise.registry.records import AGENT_EVALUATION, AgentConfig, Gate, ModelRecord, VersionRecord
 from stagewise.registry.service import Registry, RolloutPlan
 from stagewise.registry.dynamodb import registry_of
 
@@ -327,6 +327,12 @@ def _registered(result: Any, as_json: bool, env: str) -> None:
         out.print(f"{v.model} v{v.version} registered{again}; stage {result.stage}; sha256 {v.artifact_sha256[:16]}…")
 
 
+def latest_evaluation(reg: Registry, name: str, version: int) -> Any:
+    """The newest ``agent.evaluation`` audit event of ``name`` v``version``, or None."""
+    events = [e for e in reg.history(name) if e.action == AGENT_EVALUATION and e.version == version]
+    return max(events, key=lambda e: e.revision) if events else None
+
+
 @registry_app.command("promote")
 @handles_errors
 def promote(
@@ -353,6 +359,12 @@ def promote(
         rollout_plan = RolloutPlan.for_environment(conn.settings, steps, bake_minutes, bake_runs, shadow=shadow)
     except ValueError as e:
         fail(f"--plan {plan!r}: {e}", ExitCode.BAD_INPUT, as_json)
+    evaluation = latest_evaluation(reg, model, version)
+    if evaluation is not None and not evaluation.evidence.get("passed", True):
+        failed = [g["metric"] for g in evaluation.evidence.get("gates", []) if g.get("outcome") == "fail"]
+        fail(f"{model} v{version} failed its offline evaluation ({', '.join(failed)}) on "
+             f"{evaluation.evidence.get('dataset')}; failed cases: {', '.join(evaluation.evidence.get('failed_cases', []))}",
+             ExitCode.GATE_FAILED, as_json, hint=f"read it: {evaluation.evidence.get('uri')}; fix the agent and register a new version")
     m = reg.promote(model, version, rollout_plan, actor=_actor(conn, actor), token=token or uuid.uuid4().hex,
                     reason=reason, expected_revision=expected_revision)
     _changed(m, "promote", as_json, env)

@@ -13,6 +13,11 @@ from pydantic import Field
 
 from stagewise.platform.strict import StrictModel
 
+AGENT_EVALUATION = "agent.evaluation"
+"""Audit action of an agent version's offline evaluation (``stagewise agent evaluate``); its evidence
+holds ``passed``, ``gates``, ``failed_cases``, ``summary``, ``dataset`` and the result's ``uri``.
+``registry promote`` refuses a version whose latest one did not pass."""
+
 Kind = Literal["model", "agent"]
 VersionStatus = Literal["registered", "rejected"]
 GateOutcome = Literal["pass", "fail", "inconclusive"]
