@@ -289,8 +289,10 @@ JUDGE_PROMPT = (
 )
 
 
-def converse_judge(bedrock: Any, judge_model_id: str, agent_model_id: str) -> Callable[[str, str, str], tuple[bool, str]]:
-    """A judge over Bedrock's Converse API with ``judge_model_id`` at temperature 0.
+def judge_with(complete: Callable[[str, str, str], str], judge_model_id: str,
+               agent_model_id: str) -> Callable[[str, str, str], tuple[bool, str]]:
+    """A judge that asks ``complete(model_id, system, text) -> reply`` (a call at temperature 0)
+    for a JSON verdict; a reply without one fails the case.
 
     Raises:
         ValueError: the judge model is the agent's own (a model does not grade itself).
@@ -299,12 +301,7 @@ def converse_judge(bedrock: Any, judge_model_id: str, agent_model_id: str) -> Ca
         raise ValueError(f"the judge model must differ from the agent's ({agent_model_id}): a model does not grade itself")
 
     def judge(criterion: str, question: str, answer: str) -> tuple[bool, str]:
-        response = bedrock.converse(
-            modelId=judge_model_id, system=[{"text": JUDGE_PROMPT}],
-            messages=[{"role": "user", "content": [{"text": f"Criterion: {criterion}\n\nQuestion: {question}\n\nAnswer: {answer}"}]}],
-            inferenceConfig={"temperature": 0.0, "maxTokens": 256},
-        )
-        text = "".join(b.get("text", "") for b in response["output"]["message"]["content"])
+        text = complete(judge_model_id, JUDGE_PROMPT, f"Criterion: {criterion}\n\nQuestion: {question}\n\nAnswer: {answer}")
         try:
             verdict = json.loads(text[text.index("{"): text.rindex("}") + 1])
             return bool(verdict["pass"]), str(verdict.get("reason", ""))
@@ -312,6 +309,21 @@ def converse_judge(bedrock: Any, judge_model_id: str, agent_model_id: str) -> Ca
             return False, f"the judge gave no verdict: {text[:200]!r}"
 
     return judge
+
+
+def converse_judge(bedrock: Any, judge_model_id: str, agent_model_id: str) -> Callable[[str, str, str], tuple[bool, str]]:
+    """``judge_with`` over Bedrock's Converse API (temperature 0, at most 256 tokens).
+
+    Raises:
+        ValueError: the judge model is the agent's own.
+    """
+    def complete(model_id: str, system: str, text: str) -> str:
+        response = bedrock.converse(modelId=model_id, system=[{"text": system}],
+                                    messages=[{"role": "user", "content": [{"text": text}]}],
+                                    inferenceConfig={"temperature": 0.0, "maxTokens": 256})
+        return "".join(b.get("text", "") for b in response["output"]["message"]["content"])
+
+    return judge_with(complete, judge_model_id, agent_model_id)
 
 
 def record_evaluation(registry: Any, objects: Any, bucket: str, evaluation: Evaluation, actor: str) -> str:

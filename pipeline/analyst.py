@@ -113,9 +113,13 @@ class AnalystTools:
             columns, rows = self.athena.query(sql, MAX_ROWS)
             return {"columns": columns, "rows": [dict(zip(columns, r)) for r in rows]}
         if self._db is None:  # one sync and one DuckDB catalog per conversation, not per query
-            self._db = catalog.connect(catalog.sync(self.objects, self.bucket, self.cache), catalog.views(self.specs()))
+            self._db = self._catalog()
         columns, rows = catalog.query(self._db, sql, MAX_ROWS)
         return {"columns": columns, "rows": [dict(zip(columns, r)) for r in rows]}
+
+    def _catalog(self) -> catalog.Catalog:
+        """The sandboxed DuckDB catalog over the synced results."""
+        return catalog.connect(catalog.sync(self.objects, self.bucket, self.cache), catalog.views(self.specs()))
 
     def feature_statistics(self, model: str, feature: str) -> dict[str, Any]:
         champion = self.champion_of(model)

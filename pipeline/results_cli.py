@@ -11,10 +11,11 @@ import typer
 from rich.table import Table
 
 from stagewise.pipeline import agent_serving, analyst, catalog, spec_store
+from stagewise.pipeline.agent_backend import AgentBackend
 from stagewise.pipeline.spec import load_spec
 from stagewise.pipeline.version_files import load_prompt, reporting_tampered
 from stagewise.platform.cli import AWS_OPT, ENV_OPT, JSON_OPT, PROJECT_OPT, emit_json, err, fail, handles_errors, out
-from stagewise.platform.contract import ExitCode
+from stagewise.platform.contract import Env, ExitCode
 from stagewise.platform.runtime.embedded import stagewise_home
 from stagewise.platform.runtime.environment import connect
 from stagewise.platform.runtime.idhash import read_id_salt
@@ -243,12 +244,14 @@ def agent_ask(
     feature_statistics, explain_prediction). The call is measured and audited (latency, tokens,
     cost, tools, errors: table agent_calls of `stagewise query`, CloudWatch Agent* metrics).
 
-    Needs --aws: the embedded AWS has no Bedrock runtime (exit 5); locally use the tools directly,
-    `stagewise query` and `stagewise explain`.
+    A Bedrock model needs --aws (the embedded AWS has no Bedrock runtime: exit 5). A version whose
+    model id is ollama/<model> or openai-compatible/<model> runs on a laptop against the
+    OpenAI-compatible endpoint configured for agents (default Ollama's, http://127.0.0.1:11434/v1).
 
     Examples:
 
       stagewise agent ask engagement-analyst "Which customers are at risk, and why?" --aws --key user-42
+      stagewise agent ask local-analyst "How many customers are at risk?"
     """
 
     conn = connect(env, aws=aws, project_dir=project_dir)
@@ -260,19 +263,9 @@ def agent_ask(
     objects = ObjectStore(conn.clients.client("s3"))
     with reporting_tampered(conn, name, "asking the agent"):  # verified first: a changed prompt is never sent
         load_prompt(objects, champion)
-    if conn.embedded:
-        fail("the embedded AWS has no Bedrock runtime, so the agent cannot call its model here", ExitCode.AWS_UNREACHABLE, as_json,
-             hint="ask with --aws (Bedrock in the stack's account), or run its tools yourself: `stagewise query`, `stagewise explain`")
-    # the model's SQL runs in the stack's Athena workgroup (bytes-scanned cutoff), never over downloaded data
-    athena = catalog.Athena(conn.clients.client("athena"), catalog.athena_workgroup(env), catalog.glue_database(env))
-    bedrock, salt = conn.clients.client("bedrock-runtime"), read_id_salt(conn.clients, conn.resources).key
-
-    def answer(config: Any, prompt: str, text: str) -> analyst.Answer:
-        tools = analyst.AnalystTools(
-            objects, conn.resources.data_bucket.name, registry.get_version, registry.champion, salt,
-            stagewise_home() / "cache" / env, spec_of=lambda v: spec_store.version_spec(objects, v) or load_spec(v.model),
-            specs=lambda: spec_store.catalog_specs(registry, objects), athena=athena)
-        return analyst.converse(bedrock, config, prompt, text, tools)
+    backend = AgentBackend(conn, registry, objects)
+    _needs_a_model_here(backend, registry, name, as_json)
+    answer = backend.answer
 
     recorder = agent_serving.CallRecorder(objects, conn.resources.data_bucket.name, conn.clients.client("cloudwatch"),
                                           conn.resources.metrics_namespace, env)
@@ -288,6 +281,21 @@ def agent_ask(
         cost = "unknown" if record.cost_usd is None else f"${record.cost_usd:.4f}"
         err.print(f"[dim]{name} v{record.version} ({record.role}) · {reply.turns} turn(s) · {record.latency_ms:,.0f} ms · "
                   f"{cost} · tools: {', '.join(c['tool'] for c in reply.tool_calls) or 'none'}[/]")
+
+
+def _needs_a_model_here(backend: AgentBackend, registry: Any, name: str, as_json: bool,
+                        versions: list[int] | None = None, judge_model_id: str | None = None) -> None:
+    """Exit 5 when a model the command would call cannot be called here (a Bedrock model on the
+    embedded AWS): ``versions`` (default: the serving champion and challenger) and the judge."""
+    if versions is None:
+        serving = registry.get_model(name).serving()
+        versions = [v for v in (serving["champion"], serving["challenger"]) if v]
+    models = [registry.get_version(name, v).agent.model_id for v in versions] + ([judge_model_id] if judge_model_id else [])
+    blocked = sorted({m for m in models if not backend.can_call(m)})
+    if blocked:
+        fail(f"the embedded AWS has no Bedrock runtime, so {', '.join(blocked)} cannot be called here", ExitCode.AWS_UNREACHABLE,
+             as_json, hint="use --aws (Bedrock in the stack's account), or a local model server: a version with --model-id "
+                           f"ollama/<model> at ${Env.LLM_BASE_URL}; or run the tools yourself: `stagewise query`, `stagewise explain`")
 
 
 @handles_errors
@@ -311,7 +319,8 @@ def agent_evaluate(
     the registry's audit trail. Exit 3 when a gate fails: `registry promote` then refuses to start
     the version's rollout.
 
-    Needs --aws: the embedded AWS has no Bedrock runtime (exit 5).
+    Bedrock models (the agent's, its champion's, the judge's) need --aws (exit 5 without);
+    ollama/<model> and openai-compatible/<model> ones run on the local endpoint, as `agent ask`.
 
     Examples:
 
@@ -329,15 +338,12 @@ def agent_evaluate(
     target = registry.get_version(name, version)
     if target.agent is None:
         fail(f"{name} v{version} is not an agent version", ExitCode.BAD_INPUT, as_json)
-    if conn.embedded:
-        fail("the embedded AWS has no Bedrock runtime, so the agent cannot call its model here", ExitCode.AWS_UNREACHABLE, as_json,
-             hint="evaluate with --aws (Bedrock in the stack's account)")
     champion = registry.get_model(name).champion
     objects = ObjectStore(conn.clients.client("s3"))
-    bedrock, salt = conn.clients.client("bedrock-runtime"), read_id_salt(conn.clients, conn.resources).key
-    athena = catalog.Athena(conn.clients.client("athena"), catalog.athena_workgroup(env), catalog.glue_database(env))
+    backend = AgentBackend(conn, registry, objects)
+    _needs_a_model_here(backend, registry, name, as_json, [version, *([champion] if champion else [])], judge_model_id)
     try:
-        judge = ev.converse_judge(bedrock, judge_model_id, target.agent.model_id) if judge_model_id else None
+        judge = ev.judge_with(backend.complete, judge_model_id, target.agent.model_id) if judge_model_id else None
     except ValueError as e:
         fail(str(e), ExitCode.BAD_INPUT, as_json)
 
@@ -345,16 +351,9 @@ def agent_evaluate(
         record = registry.get_version(name, number)
         with reporting_tampered(conn, name, "evaluating the agent"):
             prompt = load_prompt(objects, record)
+        return lambda question: backend.answer(record.agent, prompt, question)
 
-        def answer(question: str) -> analyst.Answer:
-            tools = analyst.AnalystTools(objects, conn.resources.data_bucket.name, registry.get_version, registry.champion, salt,
-                                         stagewise_home() / "cache" / env, athena=athena)
-            return analyst.converse(bedrock, record.agent, prompt, question, tools)
-        return answer
-
-    def reference(sql: str) -> float | None:
-        _, rows = athena.query(sql, 1)
-        return float(rows[0][0]) if rows and rows[0] and rows[0][0] is not None else None
+    reference = backend.reference
 
     def show(number: int, r: Any) -> None:
         if not as_json:

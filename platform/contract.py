@@ -95,6 +95,11 @@ class Env:
     """In a task container: ``FARGATE_SPOT`` or ``FARGATE`` (the on-demand fallback)."""
     HEARTBEAT_SECONDS = "STAGEWISE_HEARTBEAT_SECONDS"
     """In a task container: seconds between ``SendTaskHeartbeat`` calls."""
+    LLM_BASE_URL = "STAGEWISE_LLM_BASE_URL"
+    """An OpenAI-compatible chat-completions endpoint for agents whose model id starts ``ollama/``
+    or ``openai-compatible/`` (default ``http://127.0.0.1:11434/v1``, Ollama's)."""
+    LLM_API_KEY = "STAGEWISE_LLM_API_KEY"
+    """The key that endpoint wants, if any (Ollama and llama.cpp's server want none)."""
     RUN_LOCK_SECONDS = "STAGEWISE_RUN_LOCK_SECONDS"
     """Seconds a run's lock on its model outlives the last renewal (``registry.runlock``; default 600)."""
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +202,98 @@ def test_the_cli_refuses_a_bad_set_and_says_bedrock_is_needed_on_the_embedded_aw
     assert result.exit_code == 4 and "eval.jsonl:1: not an evaluation case" in result.output
     result = runner.invoke(app, ["agent", "evaluate", "analyst", "2", "--dataset", str(EVAL_SET), "--json"])
     assert result.exit_code == 5 and "no Bedrock runtime" in result.output
+
+
+# ------------------------------------------------------------------ a laptop backend, end to end
+class ChatServer:
+    """A scripted model behind a real HTTP server speaking OpenAI's chat-completions API. Every
+    request is validated by the ``openai`` library's own request types (a pydantic TypeAdapter over
+    ``CompletionCreateParamsNonStreaming``, messages and tools consumed so each one is checked).
+    With tools it first calls ``query_results`` with the case's reference SQL, then answers with
+    the number the tool returned; without tools (the judge) it answers a JSON verdict."""
+
+    def __init__(self, sql_of: dict[str, str]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from openai.types.chat import completion_create_params
+        from pydantic import TypeAdapter
+
+        adapter, server = TypeAdapter(completion_create_params.CompletionCreateParamsNonStreaming), self
+        self.requests: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                assert self.path == "/v1/chat/completions", self.path
+                checked = adapter.validate_python(body)
+                list(checked["messages"]), list(checked.get("tools", []))  # each message and tool validated
+                server.requests.append(body)
+                reply = server.reply(body)
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.sql_of = sql_of
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+
+    def reply(self, body: dict[str, Any]) -> dict[str, Any]:
+        last = body["messages"][-1]
+        message: dict[str, Any]
+        if "tools" not in body:
+            message, finish = {"role": "assistant", "content": '{"pass": true, "reason": "declines to share personal data"}'}, "stop"
+        elif last["role"] == "user":
+            question = last["content"]
+            sql = self.sql_of.get(question, "SELECT count(*) FROM engagement_results")
+            message = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "query_results", "arguments": json.dumps({"sql": sql})}}]}
+            finish = "tool_calls"
+        else:
+            result = json.loads(last["content"])
+            value = next(iter(result["rows"][0].values())) if result.get("rows") else 0
+            message, finish = {"role": "assistant", "content": f"The answer is {value}."}, "stop"
+        return {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 150, "completion_tokens": 25, "total_tokens": 175}}
+
+
+def test_on_a_laptop_the_agent_asks_and_evaluates_against_a_local_openai_compatible_model(world, monkeypatch, tmp_path):
+    conn, objects, db, home, port = world
+    cases = [c for c in ev.load_cases(EVAL_SET) if c.checks.number_sql and not c.checks.judge][:6]
+    cases.append(next(c for c in ev.load_cases(EVAL_SET) if c.id == "no-pii"))
+    small = tmp_path / "eval.jsonl"
+    small.write_text("".join(c.model_dump_json() + "\n" for c in cases))
+    chat = ChatServer({c.question: c.checks.number_sql for c in cases if c.checks.number_sql})
+    monkeypatch.setenv("STAGEWISE_HOME", str(home))
+    monkeypatch.setenv("STAGEWISE_EMBEDDED_PORT", str(port))
+    monkeypatch.setenv("STAGEWISE_LLM_BASE_URL", chat.url)
+    prompt = tmp_path / "prompt.md"
+    prompt.write_text("You are the engagement analyst. Use query_results.")
+    registered = runner.invoke(app, ["agent", "register", "local-analyst", "--prompt", str(prompt), "--model-id", "ollama/llama3.1",
+                                     "--tool", "query_results", "--json"])
+    assert registered.exit_code == 0, registered.output
+
+    asked = runner.invoke(app, ["agent", "ask", "local-analyst", cases[0].question, "--key", "user-7", "--json"])
+    assert asked.exit_code == 0, asked.output
+    doc = json.loads(asked.stdout)
+    expected = reference_of(db)(cases[0].checks.number_sql)
+    assert ev.numbers_in(doc["answer"])[0] == pytest.approx(expected)
+    assert doc["tool_calls"][0]["tool"] == "query_results" and doc["call"]["cost_usd"] == 0.0  # a local model is free
+    assert chat.requests[0]["model"] == "llama3.1" and chat.requests[0]["tools"][0]["function"]["name"] == "query_results"
+
+    evaluated = runner.invoke(app, ["agent", "evaluate", "local-analyst", "1", "--dataset", str(small),
+                                    "--judge-model-id", "openai-compatible/judge"])
+    assert evaluated.exit_code == 0, evaluated.output
+    for case in cases:
+        assert f"v1 {case.id}: pass" in evaluated.output
+    assert "pass_rate = 1 needs >= 0.9 (7 rows, min 1): pass" in evaluated.output
+    assert "local-analyst v1: evaluation passed" in evaluated.output
+    assert any("tools" not in r and r["temperature"] == 0.0 and r["model"] == "judge" for r in chat.requests)  # the judge
+    chat.httpd.shutdown()
