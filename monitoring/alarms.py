@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from stagewise.monitoring import metrics as m
 from stagewise.platform.declarations import AlarmDeclaration, alarm_name
+from stagewise.stacks.settings import AgentAlarms
 
 DAY = 86_400
 
@@ -75,16 +76,38 @@ def environment_alarms(environment: str, model: str, state_machine_arn: str, sch
     ]
 
 
-def alarm_declarations(environment: str, models: tuple[str, ...], state_machine_arn: str,
-                       schedule: str) -> list[tuple[str, AlarmDeclaration]]:
-    """``(<model>-<key>, alarm)`` for every alarm of the environment's ``models``: what the stack's
-    ``Monitoring`` component and local provisioning both create (``environment_alarms`` named)."""
+def agent_alarms(environment: str, agent: str, limits: AgentAlarms) -> list[AlarmSpec]:
+    """The alarms of one agent over its calls (dimensions Environment, Agent): error rate (the
+    Average of ``AgentErrors``, 0 or 1 per call) and p95 latency over 15 minutes, and cost per day."""
+    dims = {"Environment": environment, "Agent": agent}
     return [
-        (f"{model}-{spec.key}", AlarmDeclaration(
-            name=alarm_name(environment, model, spec.key), description=spec.description, namespace=spec.namespace,
+        AlarmSpec("error-rate", f"Agent {agent} in {environment}: more than {limits.max_error_rate:.0%} of its calls "
+                  "failed in 15 minutes. Read them: stagewise query \"SELECT * FROM agent_calls WHERE error_class IS NOT NULL\".",
+                  m.NAMESPACE, m.AGENT_ERRORS, dims, statistic="Average", period=900,
+                  comparison="GreaterThanThreshold", threshold=limits.max_error_rate),
+        AlarmSpec("latency-p95", f"Agent {agent} in {environment}: p95 latency above {limits.p95_latency_ms:,.0f} ms "
+                  "over 15 minutes (its model, tools or Athena are slow).", m.NAMESPACE, m.AGENT_LATENCY, dims,
+                  statistic="p95", period=900, comparison="GreaterThanThreshold", threshold=limits.p95_latency_ms),
+        AlarmSpec("daily-cost", f"Agent {agent} in {environment}: its model calls cost more than "
+                  f"{limits.daily_budget_usd:,.2f} USD today (the stack's agentAlarms.dailyBudgetUsd).", m.NAMESPACE,
+                  m.AGENT_COST_USD, dims, statistic="Sum", period=DAY, comparison="GreaterThanThreshold",
+                  threshold=limits.daily_budget_usd),
+    ]
+
+
+def alarm_declarations(environment: str, models: tuple[str, ...], state_machine_arn: str, schedule: str,
+                       agents: tuple[str, ...] = (), agent_limits: AgentAlarms | None = None) -> list[tuple[str, AlarmDeclaration]]:
+    """``(<model or agent>-<key>, alarm)`` for every alarm of the environment's ``models`` and
+    ``agents``: what the stack's ``Monitoring`` component and local provisioning both create
+    (``environment_alarms`` and ``agent_alarms`` named). A ``statistic`` ``pNN`` is an extended
+    statistic (CloudWatch's ``ExtendedStatistic``)."""
+    specs = [(model, spec) for model in models for spec in environment_alarms(environment, model, state_machine_arn, schedule)]
+    specs += [(agent, spec) for agent in agents for spec in agent_alarms(environment, agent, agent_limits or AgentAlarms())]
+    return [
+        (f"{owner}-{spec.key}", AlarmDeclaration(
+            name=alarm_name(environment, owner, spec.key), description=spec.description, namespace=spec.namespace,
             metric=spec.metric, dimensions=dict(spec.dimensions), statistic=spec.statistic, period=spec.period,
             evaluation_periods=spec.evaluation_periods, comparison=spec.comparison, threshold=spec.threshold,
             treat_missing_data=spec.treat_missing_data))
-        for model in models
-        for spec in environment_alarms(environment, model, state_machine_arn, schedule)
+        for owner, spec in specs
     ]

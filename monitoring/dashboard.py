@@ -43,7 +43,8 @@ def _search_widget(title: str, metric: str, environment: str, region: str, stat:
 
 def dashboard_body(environment: str, region: str, state_machine_arn: str | None = None) -> dict[str, Any]:
     """The dashboard of ``environment``: executions, step durations, validation, holdout and
-    realised metrics per version, traffic weight and mean prediction per version, rollbacks.
+    realised metrics per version, traffic weight and mean prediction per version, rollbacks, and
+    the agents' calls, errors, latency percentiles, tokens and cost (``agent_widgets``).
 
     Returns:
         The dashboard body as a dict (``json.dumps`` it for the API); every metric name in it is
@@ -94,7 +95,36 @@ def dashboard_body(environment: str, region: str, state_machine_arn: str | None 
     y += 6
     for i, (title, metric, stat, dims) in enumerate(pairs):
         widgets.append(_search_widget(title, metric, environment, region, stat, 12 * (i % 2), y + 6 * (i // 2), dims=dims))
+    y += 6 * ((len(pairs) + 1) // 2)
+    widgets += agent_widgets(environment, region, y)
     return {"start": "-P7D", "periodOverride": "inherit", "widgets": widgets}
+
+
+AGENT_DIMS = "Environment,Agent,Version"
+
+
+def agent_widgets(environment: str, region: str, y: int) -> list[dict[str, Any]]:
+    """The agents' section, from ``y``: per agent version calls, errors, latency p50/p95/p99 (ms),
+    input and output tokens, and cost per day (USD)."""
+    def expressions(*rows: tuple[str, str, str, int]) -> list[list[dict[str, Any]]]:
+        return [[{"expression": _search(metric, environment, stat, period, AGENT_DIMS), "id": f"e{i}", "label": label}]
+                for i, (metric, stat, label, period) in enumerate(rows, 1)]
+
+    def widget(title: str, x: int, row: int, rows: list[list[dict[str, Any]]], stat: str, period: int = 3600) -> dict[str, Any]:
+        return _widget(title, x, row, {"region": region, "metrics": rows, "period": period, "stat": stat})
+
+    return [
+        {"type": "text", "x": 0, "y": y, "width": GRID_WIDTH, "height": 1,
+         "properties": {"markdown": "## Agents\nEvery call, per agent version (`stagewise query \"SELECT * FROM agent_calls\"`)."}},
+        widget("Agent calls per version", 0, y + 1, expressions((m.AGENT_CALLS, "Sum", "calls", 3600)), "Sum"),
+        widget("Agent errors per version", 12, y + 1, expressions((m.AGENT_ERRORS, "Sum", "errors", 3600),
+                                                                  (m.AGENT_TOOL_ERRORS, "Sum", "tool errors", 3600)), "Sum"),
+        widget("Agent latency p50 / p95 / p99 (ms)", 0, y + 7, expressions(
+            (m.AGENT_LATENCY, "p50", "p50", 3600), (m.AGENT_LATENCY, "p95", "p95", 3600), (m.AGENT_LATENCY, "p99", "p99", 3600)), "p95"),
+        widget("Agent tokens per version", 12, y + 7, expressions((m.AGENT_INPUT_TOKENS, "Sum", "input", 3600),
+                                                                  (m.AGENT_OUTPUT_TOKENS, "Sum", "output", 3600)), "Sum"),
+        widget("Agent cost per day (USD)", 0, y + 13, expressions((m.AGENT_COST_USD, "Sum", "USD", 86400)), "Sum", 86400),
+    ]
 
 
 def metric_names(body: dict[str, Any]) -> set[str]:

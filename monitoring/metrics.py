@@ -44,12 +44,22 @@ ON_DEMAND_FALLBACKS = "OnDemandFallbacks"  # Count, dimensions Environment, Mode
 PIPELINE_SUCCEEDED = "PipelineSucceeded"  # Count, dimensions Environment, Model
 PIPELINE_FAILED = "PipelineFailed"  # Count, dimensions Environment, Model
 VALIDATION_FAILED = "ValidationFailed"  # Count, dimensions Environment, Model: runs stopped by the suite
+# agent calls (``pipeline.agent_serving``): one datum per call with dimensions Environment, Agent,
+# Version, and again with Environment, Agent (what the alarms watch)
+AGENT_CALLS = "AgentCalls"  # Count
+AGENT_ERRORS = "AgentErrors"  # Count, 0 or 1 per call: its Average is the error rate
+AGENT_TOOL_ERRORS = "AgentToolErrors"  # Count
+AGENT_LATENCY = "AgentLatency"  # Milliseconds, one raw value per call (p50/p95/p99 over them)
+AGENT_INPUT_TOKENS = "AgentInputTokens"  # Count
+AGENT_OUTPUT_TOKENS = "AgentOutputTokens"  # Count
+AGENT_COST_USD = "AgentCostUSD"  # None (USD), only calls whose cost is known
 
 PUBLISHED = frozenset({
     ROWS_VALIDATED, EXPECTATIONS_FAILED, VALIDATION_SUCCESS, VALIDATION_FAILED, HOLDOUT_R2, HOLDOUT_RMSE, HOLDOUT_MAE,
     ROWS_SCORED, SCORED_R2, SCORED_RMSE, SCORED_MAE, TRAFFIC_WEIGHT, ROLLBACKS, MEAN_PREDICTION, STEP_DURATION,
     PIPELINE_SUCCEEDED, PIPELINE_FAILED, FEATURE_PSI, FEATURE_KS, DRIFTED_FEATURE_SHARE, DRIFT_ALERTS, ALERTS_SENT,
-    SPOT_INTERRUPTIONS, ON_DEMAND_FALLBACKS,
+    SPOT_INTERRUPTIONS, ON_DEMAND_FALLBACKS, AGENT_CALLS, AGENT_ERRORS, AGENT_TOOL_ERRORS, AGENT_LATENCY,
+    AGENT_INPUT_TOKENS, AGENT_OUTPUT_TOKENS, AGENT_COST_USD,
 })
 """Every metric name the runtime publishes (the dashboard and alarms may use only these)."""
 

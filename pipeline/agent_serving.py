@@ -47,6 +47,7 @@ import numpy as np
 from pydantic import Field
 
 from stagewise.monitoring.alerts import Alert, publish_alert
+from stagewise.monitoring import metrics as m
 from stagewise.monitoring.metrics import Datum, publish
 from stagewise.pipeline.analyst import Answer
 from stagewise.pipeline.version_files import load_prompt
@@ -205,18 +206,19 @@ class CallRecorder:
 
 
 def call_metrics(record: CallRecord, environment: str) -> list[Datum]:
-    """The CloudWatch values of one call (module docstring); the cost only when it is known."""
-    dims = {"Environment": environment, "Agent": record.agent, "Version": str(record.version)}
-    out = [
-        Datum("AgentCalls", 1, "Count", dims), Datum("AgentErrors", int(record.failed), "Count", dims),
-        Datum("AgentToolErrors", sum(1 for c in record.tool_calls if c.get("error")), "Count", dims),
-        Datum("AgentLatency", record.latency_ms, "Milliseconds", dims),
-        Datum("AgentInputTokens", record.input_tokens, "Count", dims),
-        Datum("AgentOutputTokens", record.output_tokens, "Count", dims),
+    """The CloudWatch values of one call (module docstring), each with dimensions Environment,
+    Agent, Version and again with Environment, Agent (for the alarms); the cost only when known."""
+    values = [
+        (m.AGENT_CALLS, 1, "Count"), (m.AGENT_ERRORS, int(record.failed), "Count"),
+        (m.AGENT_TOOL_ERRORS, sum(1 for c in record.tool_calls if c.get("error")), "Count"),
+        (m.AGENT_LATENCY, record.latency_ms, "Milliseconds"),
+        (m.AGENT_INPUT_TOKENS, record.input_tokens, "Count"), (m.AGENT_OUTPUT_TOKENS, record.output_tokens, "Count"),
     ]
     if record.cost_usd is not None:
-        out.append(Datum("AgentCostUSD", record.cost_usd, "None", dims))
-    return out
+        values.append((m.AGENT_COST_USD, record.cost_usd, "None"))
+    per_version = {"Environment": environment, "Agent": record.agent, "Version": str(record.version)}
+    per_agent = {"Environment": environment, "Agent": record.agent}
+    return [Datum(name, value, unit, dims) for dims in (per_version, per_agent) for name, value, unit in values]
 
 
 def read_calls(objects: ObjectStore, bucket: str, agent: str) -> list[CallRecord]:

@@ -110,7 +110,8 @@ def stack_declaration(settings: EnvironmentSettings, res: EnvironmentResources, 
         schedule=d.schedule(res, settings.schedule, d.SCHEDULED_MODEL),
         scheduler_role=d.role_name(env, "scheduler"),
         dashboard_body=dashboard_json(env, region, res.state_machine_arn),
-        alarms=tuple(a for _, a in alarm_declarations(env, d.MONITORED_MODELS, res.state_machine_arn, settings.schedule)),
+        alarms=tuple(a for _, a in alarm_declarations(env, d.MONITORED_MODELS, res.state_machine_arn, settings.schedule,
+                                                      d.MONITORED_AGENTS, settings.agent_alarms)),
     )
 
 

@@ -44,6 +44,8 @@ SCHEDULE_RETRY = {"maximum_retry_attempts": 2, "maximum_event_age_in_seconds": 3
 
 
 MONITORED_MODELS = ("engagement",)
+MONITORED_AGENTS = ("engagement-analyst",)
+"""The agents whose error rate, p95 latency and daily cost have alarms (``monitoring.alarms``)."""
 """Models whose alarms the stack creates."""
 SCHEDULED_MODEL = "engagement"
 """The model the stack's schedule runs."""
@@ -244,7 +246,8 @@ def alarm_name(environment: str, model: str, key: str) -> str:
 
 @dataclass(frozen=True)
 class AlarmDeclaration:
-    """A CloudWatch metric alarm notifying the alert topic (fields as ``monitoring.alarms.AlarmSpec``)."""
+    """A CloudWatch metric alarm notifying the alert topic (fields as ``monitoring.alarms.AlarmSpec``;
+    a ``statistic`` ``pNN`` is an extended statistic, ``extended`` says so)."""
 
     name: str
     description: str
@@ -257,6 +260,11 @@ class AlarmDeclaration:
     comparison: str
     threshold: float
     treat_missing_data: str
+
+    @property
+    def extended(self) -> bool:
+        """The statistic is a percentile (``p95``): CloudWatch's ``ExtendedStatistic``."""
+        return self.statistic.startswith("p")
 
 
 # ------------------------------------------------------------------------------ the whole stack

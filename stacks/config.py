@@ -10,7 +10,7 @@ from stagewise.stacks.settings import EnvironmentSettings, settings_from_config
 
 _STRUCTURED = {
     "aws": ("allowedAccountIds", "assumeRoles", "defaultTags"),
-    "stagewise": ("alertEmails", "rolloutPlan", "bake", "taskSizes"),
+    "stagewise": ("alertEmails", "rolloutPlan", "bake", "taskSizes", "agentAlarms"),
 }
 _SCALARS = {
     "aws": ("region",),

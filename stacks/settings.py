@@ -112,6 +112,16 @@ class Bake(StrictModel):
     min_scoring_runs: Annotated[int, Field(alias="minScoringRuns", ge=0)] = 1
 
 
+class AgentAlarms(StrictModel):
+    """When an agent's alarms trip (per agent, over its calls): error rate above ``maxErrorRate``
+    (0..1) over 15 minutes, p95 latency above ``p95LatencyMs`` (milliseconds) over 15 minutes, cost
+    above ``dailyBudgetUsd`` (USD) in a day."""
+
+    max_error_rate: Annotated[float, Field(alias="maxErrorRate", gt=0, le=1)] = 0.05
+    p95_latency_ms: Annotated[float, Field(alias="p95LatencyMs", gt=0)] = 20_000
+    daily_budget_usd: Annotated[float, Field(alias="dailyBudgetUsd", gt=0)] = 50.0
+
+
 class EnvironmentSettings(StrictModel):
     """Everything that differs between dev, test and prod, read from ``Pulumi.<env>.yaml``.
 
@@ -140,6 +150,7 @@ class EnvironmentSettings(StrictModel):
             memory, is noticed only this way). The container beats every fifth of it.
         task_retry_interval_seconds: wait before the first retry of a Spot interruption, heartbeat
             timeout or ECS API error (doubled before the second).
+        agent_alarms: thresholds of each monitored agent's alarms (``AgentAlarms``).
     """
 
     environment: Annotated[str, Field(pattern="^(dev|test|prod)$")]
@@ -160,6 +171,7 @@ class EnvironmentSettings(StrictModel):
     rows_per_partition: Annotated[int, Field(ge=1)] = 1_000_000
     task_heartbeat_seconds: Annotated[int, Field(ge=5, le=86_400)] = 300
     task_retry_interval_seconds: Annotated[int, Field(ge=1, le=3_600)] = 30
+    agent_alarms: AgentAlarms = AgentAlarms()
 
     @model_validator(mode="after")
     def _consistent(self) -> "EnvironmentSettings":
@@ -280,6 +292,7 @@ def settings_from_config(config: dict[str, Any], origin: str = "config") -> Envi
         "rows_per_partition": config.get("stagewise:rowsPerPartition"),
         "task_heartbeat_seconds": config.get("stagewise:taskHeartbeatSeconds"),
         "task_retry_interval_seconds": config.get("stagewise:taskRetryIntervalSeconds"),
+        "agent_alarms": config.get("stagewise:agentAlarms"),
     }
     raw = {k: v for k, v in raw.items() if v is not None}
     try:
@@ -307,6 +320,7 @@ _KEYS = {
     "rows_per_partition": "stagewise:rowsPerPartition",
     "task_heartbeat_seconds": "stagewise:taskHeartbeatSeconds",
     "task_retry_interval_seconds": "stagewise:taskRetryIntervalSeconds",
+    "agent_alarms": "stagewise:agentAlarms",
 }
 
 

@@ -81,6 +81,29 @@ def registered(run) -> tuple[str, float]:
     return str(_step(run, "register")["summary"]["version"]), _step(run, "evaluate")["summary"]["metrics"]["r2"]
 
 
+@pytest.fixture(scope="module")
+def agent_calls(dev) -> str:
+    """200 calls of an agent (two versions, a 30% canary) through ``Agent.ask`` against a
+    Stubber-scripted Converse model: their metrics are in the embedded CloudWatch."""
+    from test_agent_serving import HAIKU, CallRecorder, ScriptedModel, _register
+
+    from stagewise.pipeline.agent_serving import Agent
+    from stagewise.platform.runtime.objects import ObjectStore
+    from stagewise.registry.dynamodb import registry_of
+    from stagewise.registry.transitions import RolloutPlan
+
+    name = "analyst-dashboard"
+    _register(dev, name, HAIKU, "You are the analyst, v1.")
+    _register(dev, name, HAIKU, "You are the analyst, v2.", RolloutPlan(steps=(30, 100)))
+    objects = ObjectStore(dev.clients.client("s3"))
+    recorder = CallRecorder(objects, dev.resources.data_bucket.name, dev.clients.client("cloudwatch"),
+                            dev.resources.metrics_namespace, "dev")
+    with Agent(name, registry_of(dev), objects, ScriptedModel(), recorder) as agent:
+        versions = {agent.ask(f"question {i}", key=f"user-{i}").version for i in range(200)}
+    assert versions == {1, 2}
+    return name
+
+
 def test_search_finds_the_holdout_r2_of_the_registered_version(run, registered, dev):
     version, r2 = registered
     cw = dev.clients.client("cloudwatch")
@@ -231,7 +254,22 @@ def test_dashboard_command_prints_the_path_and_opens_it(run, tmp_path, monkeypat
     assert opened == [path.resolve().as_uri()]
 
 
-def test_dashboard_command_writes_a_page_that_chromium_renders(run, registered, dev, tmp_path_factory):
+def test_the_agent_widgets_resolve_the_calls_per_version_and_their_latency_percentiles(agent_calls, dev):
+    body = dashboard_body("dev", dev.settings.region, dev.resources.state_machine_arn)
+    end = datetime.now(timezone.utc) + timedelta(minutes=5)
+    widgets = {w["properties"]["title"]: w for w in body["widgets"] if w["type"] == "metric"}
+    cw = dev.clients.client("cloudwatch")
+    def ours(series: list[Series]) -> list[Series]:  # a label names the Agent only when other agents have metrics too
+        return [s for s in series if "Agent=" not in s.label or f"Agent={agent_calls}" in s.label]
+
+    calls = ours(resolve_widget(cw, widgets["Agent calls per version"], end - timedelta(hours=2), end))
+    assert sorted(re.search(r"Version=(\d+)", s.label).group(1) for s in calls) == ["1", "2"]
+    assert sum(sum(s.values) for s in calls) == 200
+    latency = ours(resolve_widget(cw, widgets["Agent latency p50 / p95 / p99 (ms)"], end - timedelta(hours=2), end))
+    assert len(latency) == 6 and all(s.values and s.values[0] > 0 for s in latency)  # p50, p95, p99 of each version
+
+
+def test_dashboard_command_writes_a_page_that_chromium_renders(run, registered, agent_calls, dev, tmp_path_factory):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -271,6 +309,9 @@ def test_dashboard_command_writes_a_page_that_chromium_renders(run, registered, 
             assert box is not None and box["width"] > 300 and box["height"] > 120
             legend = page.locator(f'.chart[data-widget="{holdout}"] + .legend').inner_text()
             assert f"{MODEL}" in legend or f"Version={registered[0]}" in legend
+            latency = next(i for i, w in enumerate(body["widgets"]) if w["properties"].get("title", "").startswith("Agent latency"))
+            assert page.locator(f'.chart[data-widget="{latency}"]').locator("text.no-data").count() == 0
+            assert page.locator(f'.chart[data-widget="{latency}"] + .legend').inner_text().count("Version=") >= 6
             shot = SCREENSHOT  # where the README says: .stagewise/screenshots/ in the repository
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)

@@ -81,3 +81,21 @@ def test_the_embedded_aws_engine_calls_services_as_the_execution_role_over_https
     assert found["status"] == "SUCCEEDED", sfn.get_execution_history(executionArn=execution)["events"][-3:]
     assert json.loads(found["output"])["MessageId"]
     assert machine.split(":")[4] == clients.caller_identity()["Account"] == "314159265358"
+
+
+def test_the_embedded_cloudwatch_answers_percentile_statistics(dev):
+    """Patch 10: GetMetricData with ``p50``/``p95``/``p99`` (moto fails with HTTP 500) gives the
+    percentiles of the period's values, as CloudWatch does for the agents' latency widgets."""
+    from datetime import datetime, timedelta, timezone
+
+    cw = dev.clients.client("cloudwatch")
+    now = datetime.now(timezone.utc)
+    dims = [{"Name": "Agent", "Value": "percentile-test"}]
+    cw.put_metric_data(Namespace="PatchTest", MetricData=[
+        {"MetricName": "Latency", "Value": float(v), "Unit": "Milliseconds", "Dimensions": dims, "Timestamp": now}
+        for v in range(1, 101)])
+    queries = [{"Id": f"q{stat}", "MetricStat": {"Metric": {"Namespace": "PatchTest", "MetricName": "Latency", "Dimensions": dims},
+                                                  "Period": 3600, "Stat": f"p{stat}"}} for stat in (50, 95, 99)]
+    results = cw.get_metric_data(MetricDataQueries=queries, StartTime=now - timedelta(hours=1), EndTime=now + timedelta(hours=1))
+    values = [r["Values"] for r in results["MetricDataResults"]]
+    assert values == [[50.5], [pytest.approx(95.05)], [pytest.approx(99.01)]]

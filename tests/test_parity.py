@@ -115,7 +115,8 @@ def local_inventory(conn, ids: dict[str, Any]) -> Inventory:
     inv[f"dashboard {name}"] = {"body": cw.get_dashboard(DashboardName=name)["DashboardBody"]}
     for a in cw.describe_alarms(AlarmNamePrefix=f"stagewise-{env}-")["MetricAlarms"]:
         inv[f"alarm {a['AlarmName']}"] = _alarm_fields(
-            a["Namespace"], a["MetricName"], {x["Name"]: x["Value"] for x in a["Dimensions"]}, a["Statistic"], a["Period"],
+            a["Namespace"], a["MetricName"], {x["Name"]: x["Value"] for x in a["Dimensions"]},
+            a.get("Statistic") or a["ExtendedStatistic"], a["Period"],
             a["EvaluationPeriods"], a["ComparisonOperator"], a["Threshold"], a["TreatMissingData"], a["AlarmActions"])
     for zone, cidr in ids["subnet cidrs"].values():
         inv[f"subnet {zone}"] = {"cidr": cidr}
@@ -204,7 +205,8 @@ def declared_inventory(mocks: RecordingMocks) -> Inventory:
     for a in mocks.of_type("aws:cloudwatch/metricAlarm:MetricAlarm"):
         i = a.inputs
         inv[f"alarm {i['name']}"] = _alarm_fields(
-            i["namespace"], i["metricName"], i["dimensions"], i["statistic"], i["period"], i["evaluationPeriods"],
+            i["namespace"], i["metricName"], i["dimensions"], i.get("statistic") or i["extendedStatistic"], i["period"],
+            i["evaluationPeriods"],
             i["comparisonOperator"], i["threshold"], i["treatMissingData"], i["alarmActions"])
     for s in mocks.of_type("aws:ec2/subnet:Subnet"):
         inv[f"subnet {s.inputs['availabilityZone']}"] = {"cidr": s.inputs["cidrBlock"]}
@@ -251,7 +253,7 @@ def test_local_provisioning_matches_the_stack(parity):
             "schedule", "log group", "subnet"} <= kinds
     counts = {kind: sum(k.startswith(kind + " ") for k in declared) for kind in
               ("iam role", "task definition", "alarm", "ssm parameter", "log group", "subnet")}
-    assert counts == {"iam role": 8, "task definition": 3, "alarm": 4, "ssm parameter": 10, "log group": 4, "subnet": 2}
+    assert counts == {"iam role": 8, "task definition": 3, "alarm": 7, "ssm parameter": 10, "log group": 4, "subnet": 2}
     roles = {k.removeprefix("iam role ") for k in declared if k.startswith("iam role ")}
     assert roles == {f"stagewise-{env}-{r}" for r in ("validate-task", "train-task", "score-task", "task-execution",
                                                         "state-machine", "scheduler", "promoter")} | {"stagewise-deployer"}

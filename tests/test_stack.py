@@ -173,12 +173,18 @@ def test_dashboard_body_is_valid_and_shows_only_published_metrics(stack):
 def test_alarms_cover_failures_validation_rollback_and_staleness(stack):
     env, _, mocks, _ = stack
     alarms = {a.inputs["name"].removeprefix(f"stagewise-{env}-engagement-"): a.inputs for a in mocks.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
-    assert set(alarms) == {"failed-executions", "failed-validation", "rollback", "no-successful-run"}
+    assert set(alarms) == {"failed-executions", "failed-validation", "rollback", "no-successful-run",
+                           "analyst-error-rate", "analyst-latency-p95", "analyst-daily-cost"}
     assert alarms["no-successful-run"]["treatMissingData"] == "breaching"
     assert alarms["failed-executions"]["namespace"] == "AWS/States"
     for a in alarms.values():
         assert a["metricName"] in m.PUBLISHED | {"ExecutionsFailed"}
         assert a["alarmActions"] and a["alarmActions"][0].endswith(f"stagewise-{env}-alerts")
+    # the agent's: error rate (Average of 0/1 per call), p95 latency (an extended statistic), cost per day
+    assert (alarms["analyst-error-rate"]["statistic"], alarms["analyst-error-rate"]["threshold"]) == ("Average", 0.05)
+    assert alarms["analyst-latency-p95"]["extendedStatistic"] == "p95" and "statistic" not in alarms["analyst-latency-p95"]
+    assert (alarms["analyst-daily-cost"]["period"], alarms["analyst-daily-cost"]["dimensions"]) == (
+        86_400, {"Environment": env, "Agent": "engagement-analyst"})
 
 
 def test_alert_emails_become_subscriptions(stack):

@@ -9,14 +9,16 @@ import pulumi_aws as aws
 
 from stagewise.monitoring.alarms import alarm_declarations
 from stagewise.monitoring.dashboard import dashboard_json
-from stagewise.platform.declarations import MONITORED_MODELS, dashboard_name
+from stagewise.platform.declarations import MONITORED_AGENTS, MONITORED_MODELS, dashboard_name
+from stagewise.stacks.settings import AgentAlarms
 from stagewise.platform.resources import TopicSpec
 
 
 @dataclass
 class MonitoringArgs:
     """The alert topic spec (with the stack's alert e-mails), the environment, the state machine
-    ARN (for execution metrics), the schedule (for the freshness alarm) and the models watched."""
+    ARN (for execution metrics), the schedule (for the freshness alarm), the models and agents
+    watched and the agents' alarm thresholds."""
 
     topic: TopicSpec
     environment: str
@@ -24,6 +26,8 @@ class MonitoringArgs:
     state_machine_arn: str
     schedule: str
     models: tuple[str, ...] = MONITORED_MODELS
+    agents: tuple[str, ...] = MONITORED_AGENTS
+    agent_limits: AgentAlarms = AgentAlarms()
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -48,12 +52,14 @@ class Monitoring(pulumi.ComponentResource):
         self.alarms = [
             aws.cloudwatch.MetricAlarm(
                 f"{name}-{key}", name=alarm.name, alarm_description=alarm.description, namespace=alarm.namespace,
-                metric_name=alarm.metric, dimensions=dict(alarm.dimensions), statistic=alarm.statistic, period=alarm.period,
+                metric_name=alarm.metric, dimensions=dict(alarm.dimensions),
+                **({"extended_statistic": alarm.statistic} if alarm.extended else {"statistic": alarm.statistic}), period=alarm.period,
                 evaluation_periods=alarm.evaluation_periods, comparison_operator=alarm.comparison,
                 threshold=alarm.threshold, treat_missing_data=alarm.treat_missing_data,
                 alarm_actions=[self.topic.arn], ok_actions=[self.topic.arn], opts=child,
             )
-            for key, alarm in alarm_declarations(args.environment, args.models, args.state_machine_arn, args.schedule)
+            for key, alarm in alarm_declarations(args.environment, args.models, args.state_machine_arn, args.schedule,
+                                                 args.agents, args.agent_limits)
         ]
         self.topic_arn = self.topic.arn
         self.register_outputs({"topic_arn": self.topic_arn, "dashboard": self.dashboard.dashboard_name,

@@ -39,6 +39,12 @@ moto 5.2 does and what AWS does instead. The state machine itself is never chang
    (and the next one the previous attempt's late ``SendTaskSuccess``). Step Functions gives each
    attempt a new token: a late callback of an earlier attempt changes nothing.
 
+10. **Percentile statistics** (``cloudwatch.models.Statistics.get_statistics_for_type``): moto
+   answers ``GetMetricData`` with ``Stat`` ``p95`` (any ``pNN``) by failing (HTTP 500); CloudWatch
+   returns the percentile of the period's values. Here: numpy's linear-interpolation percentile of
+   the raw values (CloudWatch's own is an approximation over its stored distribution; on a few
+   hundred values they agree to well under a millisecond of latency).
+
 moto is pinned to ``PINNED`` in ``pyproject.toml`` (the ``local`` extra). ``fingerprint()`` hashes
 the source of every moto function these replace or wrap; ``tests/test_moto_patches.py`` compares it
 with ``FINGERPRINT`` and fails, naming the function, when moto changes underneath a patch.
@@ -49,6 +55,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 from typing import Any, Callable
+
+import numpy as np
 
 PINNED = "5.2"
 """The moto minor version these patches were written against."""
@@ -65,6 +73,7 @@ FINGERPRINT = {
     "EC2ContainerServiceBackend._calculate_task_resource_requirements": "4c4587f8d68da43a",
     "StateTaskService._eval_execution": "81a8da94bfdb59ff",
     "StateTaskServiceCallback._eval_body": "1565ede7010df6af",
+    "cloudwatch.Statistics.get_statistics_for_type": "d10becd72eee65f1",
 }
 """sha256 (first 16 hex) of the source of each patched moto function at moto 5.2.5."""
 
@@ -92,8 +101,11 @@ def _targets() -> dict[str, Any]:
 
     from moto.ecs.models import EC2ContainerServiceBackend
 
+    from moto.cloudwatch.models import Statistics
+
     ecs = ecs_task.StateTaskServiceEcs
     return {
+        "cloudwatch.Statistics.get_statistics_for_type": Statistics.get_statistics_for_type,
         "StateTaskService._eval_execution": task_service.StateTaskService._eval_execution,
         "StateTaskServiceCallback._eval_body": callback_task.StateTaskServiceCallback._eval_body,
         "EC2ContainerServiceBackend._calculate_task_resource_requirements":
@@ -262,6 +274,19 @@ def apply(endpoint: str, verify: bool | str = True) -> Callable[[], None]:
         return {"CPU": int(task_definition.cpu or 0), "MEMORY": int(task_definition.memory or 0), "PORTS": [], "PORTS_UDP": []}
 
     undo.setattr(EC2ContainerServiceBackend, "_calculate_task_resource_requirements", staticmethod(task_level_sizes))
+
+    # 10. percentile statistics from the period's raw values
+    from moto.cloudwatch.models import Statistics
+
+    statistic = Statistics.get_statistics_for_type
+
+    def statistic_or_percentile(self: Any, stat: str) -> Any:
+        if stat.startswith("p") and stat[1:].replace(".", "", 1).isdigit():
+            values = self.metric_single_values_list
+            return float(np.percentile(values, float(stat[1:]))) if values else None
+        return statistic(self, stat)
+
+    undo.setattr(Statistics, "get_statistics_for_type", statistic_or_percentile)
 
     # 9. each attempt of a .waitForTaskToken ECS task has its own token (the attempt runs in a
     # frame whose context object is its own copy: the new token is this attempt's only)

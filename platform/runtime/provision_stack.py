@@ -402,7 +402,8 @@ def _ensure_alarm(clients: AwsClients, alarm: d.AlarmDeclaration, topic_arn: str
     existed = bool(cw.describe_alarms(AlarmNames=[alarm.name])["MetricAlarms"])
     cw.put_metric_alarm(  # PutMetricAlarm replaces the alarm with the same definition: idempotent
         AlarmName=alarm.name, AlarmDescription=alarm.description, Namespace=alarm.namespace, MetricName=alarm.metric,
-        Dimensions=[{"Name": k, "Value": v} for k, v in alarm.dimensions.items()], Statistic=alarm.statistic,
+        Dimensions=[{"Name": k, "Value": v} for k, v in alarm.dimensions.items()],
+        **({"ExtendedStatistic": alarm.statistic} if alarm.extended else {"Statistic": alarm.statistic}),
         Period=alarm.period, EvaluationPeriods=alarm.evaluation_periods, ComparisonOperator=alarm.comparison,
         Threshold=alarm.threshold, TreatMissingData=alarm.treat_missing_data,
         AlarmActions=[topic_arn], OKActions=[topic_arn],
