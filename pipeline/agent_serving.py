@@ -24,8 +24,8 @@ version does; this module makes the rollout decide what answers:
   asks for the text (``log_text``).
 - **Online gates** (``evaluate_rollout``): the challenger's calls in the current step (live calls
   only, not shadow ones) give ``error_rate``, ``latency_p95_ms``, ``cost_per_call_usd`` and, against
-  the champion's calls in the same step, ``error_rate_vs_champion`` and
-  ``latency_p95_ms_vs_champion`` (challenger minus champion); the registry's rollout controller
+  the champion's calls in the same step, ``error_rate_vs_champion``, ``latency_p95_ms_vs_champion``
+  and ``cost_per_call_usd_vs_champion`` (challenger minus champion); the registry's rollout controller
   applies the agent's gates on them (plus the feedback gates), with min samples and bake, and a
   rollback publishes an alert.
 """
@@ -388,13 +388,18 @@ def rollout_observations(calls: list[CallRecord], rollout_id: str, step: int | s
 
     mine_p95, their_p95 = p95([c.latency_ms for c in mine]), p95([c.latency_ms for c in theirs])
     mine_rate, their_rate = rate(mine), rate(theirs)
-    costs = [c.cost_usd for c in mine if not c.failed]
-    cost = sum(costs) / len(costs) if costs and all(x is not None for x in costs) else None  # type: ignore[misc]
+    def cost_of(cs: list[CallRecord]) -> tuple[float | None, int]:
+        costs = [c.cost_usd for c in cs if not c.failed]
+        known = bool(costs) and all(x is not None for x in costs)
+        return (sum(costs) / len(costs) if known else None), len(costs)  # type: ignore[arg-type]
+
+    (cost, cost_samples), (their_cost, _) = cost_of(mine), cost_of(theirs)
     both = min(len(mine), len(theirs))
     return {
         "error_rate": (mine_rate, len(mine)),
         "latency_p95_ms": (mine_p95, len(mine)),
-        "cost_per_call_usd": (cost, len(costs)),
+        "cost_per_call_usd": (cost, cost_samples),
+        "cost_per_call_usd_vs_champion": (None if cost is None or their_cost is None else cost - their_cost, both),
         "error_rate_vs_champion": (None if mine_rate is None or their_rate is None else mine_rate - their_rate, both),
         "latency_p95_ms_vs_champion": (None if mine_p95 is None or their_p95 is None else mine_p95 - their_p95, both),
     }

@@ -32,6 +32,7 @@ from typing import Any, Callable
 from stagewise.pipeline import catalog
 from stagewise.pipeline.spec import builtin_spec_names, load_spec
 from stagewise.pipeline.version_files import load_baseline
+from stagewise.platform.runtime.idhash import hash_ids
 from stagewise.platform.runtime.objects import ChecksumMismatch, ObjectStore
 from stagewise.registry.records import AgentConfig
 
@@ -136,7 +137,10 @@ class AnalystTools:
 
         result = explain.explain(self.objects, self.bucket, model, self.spec_of, lambda n: self.version_of(model, n), self.salt,
                                  customer_id, self.cache).to_dict()
-        return {**result, "contributions": result["contributions"][:10]}
+        column = result["id_column"]
+        for key in ("id", column):  # the model gets the id's keyed hash, as the results catalog holds it, never the id
+            result.pop(key, None)
+        return {**result, f"{column}_hash": str(hash_ids([customer_id], self.salt)[0]), "contributions": result["contributions"][:10]}
 
     def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         """Run tool ``name``; a failure becomes ``{"error": "..."}`` for the model to read, except a

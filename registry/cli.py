@@ -483,7 +483,7 @@ def agent_register(
     tool: list[str] = typer.Option([], "--tool", help="Tool name the agent may call (repeatable)."),
     gate: list[str] = typer.Option([], "--gate", help="Rollout gate METRIC>=X[:MIN_SAMPLES] (or <=) on approval_rate, "
                                    "mean_score (feedback) or, from the measured calls, error_rate, latency_p95_ms, "
-                                   "cost_per_call_usd, error_rate_vs_champion, latency_p95_ms_vs_champion (repeatable; "
+                                   "cost_per_call_usd and their *_vs_champion deltas (repeatable; "
                                    "default approval_rate>=0.8:20)."),
     description: str = typer.Option("", "--description"),
     actor: Optional[str] = ACTOR_OPT,

@@ -22,7 +22,7 @@ from stagewise.pipeline import analyst, spec_store
 from stagewise.pipeline.cli import app
 from stagewise.pipeline.spec import load_spec
 from stagewise.platform.runtime.objects import ObjectStore
-from stagewise.platform.runtime.idhash import read_id_salt
+from stagewise.platform.runtime.idhash import hash_ids, read_id_salt
 from stagewise.registry.records import AgentConfig
 from stagewise.registry.dynamodb import registry_of
 
@@ -105,7 +105,8 @@ def test_a_tool_use_turn_runs_the_tool_and_returns_its_result(world):
     assert first["messages"] == [{"role": "user", "content": [{"text": f"Why did {customer} get their score?"}]}]
     result = second["messages"][-1]["content"][0]["toolResult"]
     assert result["toolUseId"] == "tool-1" and result["status"] == "success" and result["content"] == [{"json": expected}]
-    assert len(expected["contributions"]) == 10 and expected["customer_id"] == customer
+    assert len(expected["contributions"]) == 10 and "customer_id" not in expected and "id" not in expected
+    assert expected["customer_id_hash"] == hash_ids([customer], world["tools"].salt)[0]  # the model never gets the id
 
 
 def test_tool_failures_reach_the_model_and_forbidden_tools_stop_the_loop(world):

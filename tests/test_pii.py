@@ -88,3 +88,49 @@ def test_ids_leave_only_as_their_keyed_hash_and_the_salt_nowhere(dev, run):
     assert not set(pred["customer_id_hash"]) & unkeyed  # not recomputable without it
     secret = salt.key.hex()
     assert not any(secret.encode() in body for body in objects.values()) and secret not in run["output"]
+
+
+def test_no_pii_reaches_the_agents_model(dev, run, tmp_path):
+    """The analyst's three tools, run by the Converse loop on this run's results (every row of the
+    table, a feature's statistics, a customer's explanation asked for by raw id): nothing the
+    model is sent holds a name, an e-mail or a raw customer id (tool outputs carry hashed ids)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from stagewise.pipeline import analyst
+    from stagewise.pipeline.spec import load_spec
+    from stagewise.platform.runtime.idhash import read_id_salt
+    from stagewise.platform.runtime.objects import ObjectStore
+    from stagewise.registry.dynamodb import registry_of
+    from stagewise.registry.records import AgentConfig
+
+    registry, objects = registry_of(dev), ObjectStore(dev.clients.client("s3"))
+    spec = load_spec("engagement").model_copy(update={"name": MODEL})
+    raw_id = str(run["ids"].iloc[0])
+    tools = analyst.AnalystTools(objects, dev.resources.data_bucket.name, registry.get_version, registry.champion,
+                                 read_id_salt(dev.clients, dev.resources).key, tmp_path, spec_of=lambda v: spec,
+                                 specs=lambda: {MODEL: spec})
+    bedrock = boto3.client("bedrock-runtime", region_name="eu-west-1")
+    sent: list[str] = []
+    bedrock.meta.events.register("before-parameter-build.bedrock-runtime.Converse", lambda params, **_: sent.append(json.dumps(params)))
+    stub = Stubber(bedrock)
+    uses = [("query_results", {"sql": f"SELECT * FROM {MODEL.replace('-', '_')}_results LIMIT 50"}),
+            ("feature_statistics", {"model": MODEL, "feature": "age"}),
+            ("explain_prediction", {"model": MODEL, "customer_id": raw_id})]
+    stub.add_response("converse", {"output": {"message": {"role": "assistant", "content": [
+        {"toolUse": {"toolUseId": f"t{i}", "name": name, "input": args}} for i, (name, args) in enumerate(uses)]}},
+        "stopReason": "tool_use", "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2}, "metrics": {"latencyMs": 1}})
+    stub.add_response("converse", {"output": {"message": {"role": "assistant", "content": [{"text": "done"}]}},
+                                   "stopReason": "end_turn", "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2},
+                                   "metrics": {"latencyMs": 1}})
+    config = AgentConfig(prompt_uri="s3://x/y", prompt_sha256="0" * 64, model_id="anthropic.claude-3-haiku-20240307-v1:0",
+                         tools=tuple(name for name, _ in uses))
+    with stub:
+        answer = analyst.converse(bedrock, config, "You are the analyst.", "Tell me about the customers.", tools)
+    assert answer.text == "done" and [c["tool"] for c in answer.tool_calls] == [n for n, _ in uses]
+    results = json.loads(sent[1])["messages"][2]["content"]
+    assert all(r["toolResult"]["status"] == "success" for r in results), results  # the tools ran on real data
+    assert len(results[0]["toolResult"]["content"][0]["json"]["rows"]) == 50
+    second = sent[1]
+    assert not [p for p in run["pii"] if len(p) > 6 and p in second]
+    assert raw_id not in json.dumps(results)  # the tools' outputs: the id only as its keyed hash
