@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+from botocore.exceptions import ClientError
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stagewise.pipeline import spec_store
+from stagewise.pipeline import run_cost, spec_store
 from stagewise.pipeline.journal import RunJournal
 from stagewise.pipeline.spec import builtin_spec_names, load_spec
 from stagewise.platform.cli import AWS_OPT, JSON_OPT, PROJECT_OPT, emit_json, err, fail, handles_errors, out
@@ -250,12 +251,24 @@ def _execute_on_state_machine(pipeline: Any, data: Optional[Path], model: Option
     result = sx.run_result(followed.execution, state, pipeline, env, identity["Account"], started)
     doc = result.to_dict()
     doc.update(executor="state-machine", execution_arn=execution_arn)
+    try:  # the run's outcome stands whether or not its cost can be read
+        tasks = run_cost.run_tasks(conn.clients.client("ecs"), conn.resources.compute.cluster, run_id)
+    except ClientError as e:
+        err.print(f"[yellow]the run's cost is unknown: ECS would not list its tasks ({e})[/]")
+        tasks = []
+    cost = run_cost.run_cost(tasks, followed.events, conn.embedded)
+    doc["cost"] = cost.to_dict()
     if result.exit_code in RESUMABLE:
         doc["resume"] = f"stagewise run --executor state-machine --resume {run_id}"
     if as_json:
         emit_json(doc)
     else:
         _report(result, doc, SimpleNamespace(spec=spec, settings=conn.settings, clients=conn.clients))
+        would = "would cost on Fargate" if cost.estimated else "cost"
+        out.print(f"[bold]cost[/] {would} ${cost.total_usd:.4f}: {len(cost.tasks)} tasks, "
+                  f"{doc['cost']['vcpu_seconds']:,.0f} vCPU-s, {doc['cost']['gb_seconds']:,.0f} GB-s (${cost.fargate_usd:.4f}); "
+                  f"{cost.transitions} state transitions (${cost.transitions_usd:.5f}); {cost.prices}; "
+                  "not counted: S3/DynamoDB requests, metrics, transfer")
         if "resume" in doc:
             err.print(f"[dim]hint:[/] fix the cause, then finish this run with `{doc['resume']}`")
     raise typer.Exit(result.exit_code)

@@ -154,6 +154,12 @@ def test_the_state_machine_and_the_in_process_runner_agree(places, clean):
     assert a["manifest"] == b["manifest"] and (a["manifest"]["rows"], a["manifest"]["parts"]) == (4000, 2)
     pd.testing.assert_frame_equal(a["review"], b["review"])
     assert a["metrics"] == b["metrics"] and a["metrics"], "the CloudWatch metric names and dimensions differ"
+    # what the run would cost on Fargate: its four groups' tasks (two score partitions), priced; its transitions
+    cost = doc_b["cost"]
+    assert sorted(t["group"] for t in cost["tasks"]) == ["report", "score", "score", "train", "validate"]
+    assert all(t["capacity_provider"] == "FARGATE_SPOT" and t["seconds"] >= 60 for t in cost["tasks"])
+    assert cost["estimated"] and cost["transitions"] >= 5 and 0 < cost["fargate_usd"] < 0.01
+    assert cost["total_usd"] == pytest.approx(cost["fargate_usd"] + cost["transitions_usd"])
     steps = lambda doc: {s["name"]: (s["status"], s["summary"].get("drifted"), s["summary"].get("outcome")) for s in doc["steps"]}  # noqa: E731
     assert steps(doc_a) == steps(doc_b)
     monitor = lambda doc: next(s["summary"] for s in doc["steps"] if s["name"] == "monitor")["versions"]  # noqa: E731
