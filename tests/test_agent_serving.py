@@ -24,7 +24,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
+from typer.testing import CliRunner
 
+from conftest import REPO
+from stagewise.pipeline.cli import app
 from stagewise.pipeline import agent_serving, analyst, catalog
 from stagewise.pipeline.agent_serving import Agent, CallRecorder, PriceTable
 from stagewise.platform.runtime.objects import ChecksumMismatch, ObjectStore
@@ -183,6 +186,10 @@ def test_every_call_is_a_record_with_cost_queryable_and_without_the_text(dev, se
     db = catalog.connect({}, agent_calls=calls)
     columns, rows = catalog.query(db, f"SELECT version, role, input_tokens, cost_usd FROM agent_calls WHERE agent = '{name}'")
     assert columns == ["version", "role", "input_tokens", "cost_usd"] and len(rows) == 2 and rows[0][:3] == (1, "champion", 120)
+    result = CliRunner().invoke(app, ["query", f"SELECT count(*) AS calls, sum(input_tokens) AS tokens FROM agent_calls "
+                                               f"WHERE agent = '{name}'", "--env", "dev", "--project-dir", str(REPO), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rows"] == [{"calls": 2, "tokens": 240}]  # `stagewise query` reads the same table
 
     cw = dev.clients.client("cloudwatch")
     names = {m["MetricName"] for m in cw.list_metrics(Namespace=dev.resources.metrics_namespace,
