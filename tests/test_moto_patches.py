@@ -99,3 +99,18 @@ def test_the_embedded_cloudwatch_answers_percentile_statistics(dev):
     results = cw.get_metric_data(MetricDataQueries=queries, StartTime=now - timedelta(hours=1), EndTime=now + timedelta(hours=1))
     values = [r["Values"] for r in results["MetricDataResults"]]
     assert values == [[50.5], [pytest.approx(95.05)], [pytest.approx(99.01)]]
+
+
+def test_the_embedded_cloudwatch_lists_each_metric_once(dev):
+    """Patch 11: a metric with two dimensions put 300 times is listed once (moto listed it once per
+    datum, quadratically), and a dimension filter still selects."""
+    cw = dev.clients.client("cloudwatch")
+    for dims in ({"Agent": "list-once", "Version": "1"}, {"Agent": "list-once", "Version": "2"}):
+        for start in range(0, 300, 150):
+            cw.put_metric_data(Namespace="PatchTestList", MetricData=[
+                {"MetricName": "Calls", "Value": 1.0, "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()]}
+                for _ in range(start, start + 150)])
+    listed = [m for page in cw.get_paginator("list_metrics").paginate(Namespace="PatchTestList") for m in page["Metrics"]]
+    assert sorted(next(d["Value"] for d in m["Dimensions"] if d["Name"] == "Version") for m in listed) == ["1", "2"]
+    one = cw.list_metrics(Namespace="PatchTestList", Dimensions=[{"Name": "Version", "Value": "2"}])["Metrics"]
+    assert len(one) == 1

@@ -45,6 +45,13 @@ moto 5.2 does and what AWS does instead. The state machine itself is never chang
    the raw values (CloudWatch's own is an approximation over its stored distribution; on a few
    hundred values they agree to well under a millisecond of latency).
 
+11. **``ListMetrics`` lists each metric once** (``CloudWatchBackend.get_filtered_metrics``): moto
+   compares dimension lists pair by pair (``are_dimensions_same``), so a metric with two or more
+   dimensions is never recognised as listed already: it appears once per datum ever put, and the
+   listing is quadratic in the datums (with the agents' per-call latencies, a minute and more per
+   page: the tests' CloudWatch calls timed out). CloudWatch lists each metric (namespace, name,
+   dimension set) once; so does this, in one pass.
+
 moto is pinned to ``PINNED`` in ``pyproject.toml`` (the ``local`` extra). ``fingerprint()`` hashes
 the source of every moto function these replace or wrap; ``tests/test_moto_patches.py`` compares it
 with ``FINGERPRINT`` and fails, naming the function, when moto changes underneath a patch.
@@ -74,6 +81,7 @@ FINGERPRINT = {
     "StateTaskService._eval_execution": "81a8da94bfdb59ff",
     "StateTaskServiceCallback._eval_body": "1565ede7010df6af",
     "cloudwatch.Statistics.get_statistics_for_type": "d10becd72eee65f1",
+    "CloudWatchBackend.get_filtered_metrics": "63270f556ea9d022",
 }
 """sha256 (first 16 hex) of the source of each patched moto function at moto 5.2.5."""
 
@@ -101,10 +109,11 @@ def _targets() -> dict[str, Any]:
 
     from moto.ecs.models import EC2ContainerServiceBackend
 
-    from moto.cloudwatch.models import Statistics
+    from moto.cloudwatch.models import CloudWatchBackend, Statistics
 
     ecs = ecs_task.StateTaskServiceEcs
     return {
+        "CloudWatchBackend.get_filtered_metrics": CloudWatchBackend.get_filtered_metrics,
         "cloudwatch.Statistics.get_statistics_for_type": Statistics.get_statistics_for_type,
         "StateTaskService._eval_execution": task_service.StateTaskService._eval_execution,
         "StateTaskServiceCallback._eval_body": callback_task.StateTaskServiceCallback._eval_body,
@@ -287,6 +296,23 @@ def apply(endpoint: str, verify: bool | str = True) -> Callable[[], None]:
         return statistic(self, stat)
 
     undo.setattr(Statistics, "get_statistics_for_type", statistic_or_percentile)
+
+    # 11. ListMetrics: each metric once, in one pass
+    from moto.cloudwatch.models import CloudWatchBackend
+
+    def filtered_metrics_once(self: Any, metric_name: Any, namespace: Any, dimensions: Any) -> list[Any]:
+        seen: set[tuple[Any, ...]] = set()
+        listed = []
+        for datum in self.get_all_metrics():
+            if not datum.filter(namespace=namespace, name=metric_name, dimensions=dimensions):
+                continue
+            key = (datum.namespace, datum.name, frozenset((d.name, d.value) for d in datum.dimensions or []))
+            if key not in seen:
+                seen.add(key)
+                listed.append(datum)
+        return listed
+
+    undo.setattr(CloudWatchBackend, "get_filtered_metrics", filtered_metrics_once)
 
     # 9. each attempt of a .waitForTaskToken ECS task has its own token (the attempt runs in a
     # frame whose context object is its own copy: the new token is this attempt's only)
