@@ -14,6 +14,7 @@ the parent's).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources as package_files
 from typing import Any
@@ -88,18 +89,17 @@ def task_cost(task: dict[str, Any], prices: AwsPrices) -> TaskCost | None:
     return TaskCost(command[0], provider, seconds, vcpu * seconds, gb * seconds, usd)
 
 
-def run_tasks(ecs: Any, cluster: str, run_id: str) -> list[dict[str, Any]]:
-    """The cluster's stopped tasks whose command carries ``--run-id <run_id>``, with their
-    task-level ``cpu`` and ``memory`` (from the task definition when the task does not show them)."""
-    arns: list[str] = []
-    for page in ecs.get_paginator("list_tasks").paginate(cluster=cluster, desiredStatus="STOPPED"):
-        arns += page["taskArns"]
-    found = []
-    for start in range(0, len(arns), 100):
-        for task in ecs.describe_tasks(cluster=cluster, tasks=arns[start:start + 100])["tasks"]:
-            commands = [c.get("command") or [] for c in task.get("overrides", {}).get("containerOverrides", [])]
-            if any(run_id in cmd[i + 1] for cmd in commands for i, arg in enumerate(cmd[:-1]) if arg == "--run-id"):
-                found.append(task)
+def run_tasks(ecs: Any, cluster: str, run_id: str, wait_seconds: float = 60.0) -> list[dict[str, Any]]:
+    """The cluster's tasks whose command carries ``--run-id <run_id>``, once all of them stopped
+    (a task reports its result before its process exits: at most ``wait_seconds`` are given for
+    that), with their task-level ``cpu`` and ``memory`` (from the task definition when the task
+    does not show them)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        found = _tasks_of(ecs, cluster, run_id)
+        if all(t.get("lastStatus") == "STOPPED" for t in found) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     sizes: dict[str, dict[str, Any]] = {}
     for task in found:  # the task's own sizes, else its task definition's (moto's tasks carry none)
         if not task.get("cpu") or not task.get("memory"):
@@ -107,6 +107,20 @@ def run_tasks(ecs: Any, cluster: str, run_id: str) -> list[dict[str, Any]]:
             sizes.setdefault(arn, ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"])
             task["cpu"] = task.get("cpu") or sizes[arn].get("cpu")
             task["memory"] = task.get("memory") or sizes[arn].get("memory")
+    return found
+
+
+def _tasks_of(ecs: Any, cluster: str, run_id: str) -> list[dict[str, Any]]:
+    arns: list[str] = []
+    for status in ("RUNNING", "STOPPED"):
+        for page in ecs.get_paginator("list_tasks").paginate(cluster=cluster, desiredStatus=status):
+            arns += page["taskArns"]
+    arns, found = list(dict.fromkeys(arns)), []  # a task stopping between the two listings is in both
+    for start in range(0, len(arns), 100):
+        for task in ecs.describe_tasks(cluster=cluster, tasks=arns[start:start + 100])["tasks"]:
+            commands = [c.get("command") or [] for c in task.get("overrides", {}).get("containerOverrides", [])]
+            if any(run_id in cmd[i + 1] for cmd in commands for i, arg in enumerate(cmd[:-1]) if arg == "--run-id"):
+                found.append(task)
     return found
 
 
