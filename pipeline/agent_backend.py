@@ -95,7 +95,4 @@ class AgentBackend:
             return local_llm.complete(self.llm(), model_id, system, text, 0.0, 256)
         if self.conn.embedded:
             raise BackendUnavailable(f"{model_id} is a Bedrock model and the embedded AWS has no Bedrock runtime")
-        response = self.conn.clients.client("bedrock-runtime").converse(
-            modelId=model_id, system=[{"text": system}], messages=[{"role": "user", "content": [{"text": text}]}],
-            inferenceConfig={"temperature": 0.0, "maxTokens": 256})
-        return "".join(b.get("text", "") for b in response["output"]["message"]["content"])
+        return analyst.converse_text(self.conn.clients.client("bedrock-runtime"), model_id, system, text)

@@ -42,7 +42,7 @@ from typing import Any, Callable
 from pydantic import Field, ValidationError
 
 from stagewise.pipeline.agent_serving import PriceTable, p95
-from stagewise.pipeline.analyst import Answer
+from stagewise.pipeline.analyst import Answer, converse_text
 from stagewise.platform.strict import StrictModel
 from stagewise.registry import gates as gate_rules
 from stagewise.registry.records import AGENT_EVALUATION, Gate, GateResult
@@ -317,13 +317,7 @@ def converse_judge(bedrock: Any, judge_model_id: str, agent_model_id: str) -> Ca
     Raises:
         ValueError: the judge model is the agent's own.
     """
-    def complete(model_id: str, system: str, text: str) -> str:
-        response = bedrock.converse(modelId=model_id, system=[{"text": system}],
-                                    messages=[{"role": "user", "content": [{"text": text}]}],
-                                    inferenceConfig={"temperature": 0.0, "maxTokens": 256})
-        return "".join(b.get("text", "") for b in response["output"]["message"]["content"])
-
-    return judge_with(complete, judge_model_id, agent_model_id)
+    return judge_with(lambda model_id, system, text: converse_text(bedrock, model_id, system, text), judge_model_id, agent_model_id)
 
 
 def record_evaluation(registry: Any, objects: Any, bucket: str, evaluation: Evaluation, actor: str) -> str:

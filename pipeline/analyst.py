@@ -176,6 +176,17 @@ class Answer:
     stop_reason: str = "end_turn"
 
 
+def converse_text(bedrock: Any, model_id: str, system: str, text: str, temperature: float = 0.0, max_tokens: int = 256) -> str:
+    """One Converse request without tools (e.g. an LLM judge's); the reply's text.
+
+    Raises:
+        botocore.exceptions.ClientError: Bedrock refused the request.
+    """
+    response = bedrock.converse(modelId=model_id, system=[{"text": system}], messages=[{"role": "user", "content": [{"text": text}]}],
+                                inferenceConfig={"temperature": temperature, "maxTokens": max_tokens})
+    return "".join(b.get("text", "") for b in response["output"]["message"]["content"])
+
+
 def converse(bedrock: Any, agent: AgentConfig, system_prompt: str, question: str, tools: AnalystTools,
              max_turns: int = MAX_TURNS) -> Answer:
     """Answer ``question`` with Bedrock's Converse API and the agent's tools.
