@@ -105,7 +105,8 @@ AGENT_DIMS = "Environment,Agent,Version"
 
 def agent_widgets(environment: str, region: str, y: int) -> list[dict[str, Any]]:
     """The agents' section, from ``y``: per agent version calls, errors, latency p50/p95/p99 (ms),
-    input and output tokens, and cost per day (USD)."""
+    input and output tokens, cost per day (USD), and approval rate and mean score per day (from the
+    feedback verdicts, ``stagewise registry feedback``)."""
     def expressions(*rows: tuple[str, str, str, int]) -> list[list[dict[str, Any]]]:
         return [[{"expression": _search(metric, environment, stat, period, AGENT_DIMS), "id": f"e{i}", "label": label}]
                 for i, (metric, stat, label, period) in enumerate(rows, 1)]
@@ -124,6 +125,9 @@ def agent_widgets(environment: str, region: str, y: int) -> list[dict[str, Any]]
         widget("Agent tokens per version", 12, y + 7, expressions((m.AGENT_INPUT_TOKENS, "Sum", "input", 3600),
                                                                   (m.AGENT_OUTPUT_TOKENS, "Sum", "output", 3600)), "Sum"),
         widget("Agent cost per day (USD)", 0, y + 13, expressions((m.AGENT_COST_USD, "Sum", "USD", 86400)), "Sum", 86400),
+        widget("Agent approval rate per version (feedback)", 12, y + 13, expressions(
+            (m.AGENT_APPROVALS, "Average", "approval rate", 86400), (m.AGENT_FEEDBACK_SCORE, "Average", "mean score", 86400)),
+            "Average", 86400),
     ]
 
 

@@ -53,13 +53,16 @@ AGENT_LATENCY = "AgentLatency"  # Milliseconds, one raw value per call (p50/p95/
 AGENT_INPUT_TOKENS = "AgentInputTokens"  # Count
 AGENT_OUTPUT_TOKENS = "AgentOutputTokens"  # Count
 AGENT_COST_USD = "AgentCostUSD"  # None (USD), only calls whose cost is known
+# feedback verdicts on an agent version (``stagewise registry feedback``), same dimensions
+AGENT_APPROVALS = "AgentApproval"  # None, 1 approved or 0 rejected per verdict: its Average is the approval rate
+AGENT_FEEDBACK_SCORE = "AgentFeedbackScore"  # None 0..1, one value per scored verdict
 
 PUBLISHED = frozenset({
     ROWS_VALIDATED, EXPECTATIONS_FAILED, VALIDATION_SUCCESS, VALIDATION_FAILED, HOLDOUT_R2, HOLDOUT_RMSE, HOLDOUT_MAE,
     ROWS_SCORED, SCORED_R2, SCORED_RMSE, SCORED_MAE, TRAFFIC_WEIGHT, ROLLBACKS, MEAN_PREDICTION, STEP_DURATION,
     PIPELINE_SUCCEEDED, PIPELINE_FAILED, FEATURE_PSI, FEATURE_KS, DRIFTED_FEATURE_SHARE, DRIFT_ALERTS, ALERTS_SENT,
     SPOT_INTERRUPTIONS, ON_DEMAND_FALLBACKS, AGENT_CALLS, AGENT_ERRORS, AGENT_TOOL_ERRORS, AGENT_LATENCY,
-    AGENT_INPUT_TOKENS, AGENT_OUTPUT_TOKENS, AGENT_COST_USD,
+    AGENT_INPUT_TOKENS, AGENT_OUTPUT_TOKENS, AGENT_COST_USD, AGENT_APPROVALS, AGENT_FEEDBACK_SCORE,
 })
 """Every metric name the runtime publishes (the dashboard and alarms may use only these)."""
 

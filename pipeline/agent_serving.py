@@ -221,6 +221,16 @@ def call_metrics(record: CallRecord, environment: str) -> list[Datum]:
     return [Datum(name, value, unit, dims) for dims in (per_version, per_agent) for name, value, unit in values]
 
 
+def feedback_metrics(agent: str, version: int, approved: bool, score: float | None, environment: str) -> list[Datum]:
+    """The CloudWatch values of one feedback verdict on ``agent`` v``version``: ``AgentApproval``
+    (1 approved, 0 rejected, so its Average over a period is the approval rate) and, when given,
+    ``AgentFeedbackScore`` (0..1); dimensions as ``call_metrics``."""
+    values = [(m.AGENT_APPROVALS, 1.0 if approved else 0.0)] + ([(m.AGENT_FEEDBACK_SCORE, score)] if score is not None else [])
+    per_version = {"Environment": environment, "Agent": agent, "Version": str(version)}
+    per_agent = {"Environment": environment, "Agent": agent}
+    return [Datum(name, value, "None", dims) for dims in (per_version, per_agent) for name, value in values]
+
+
 def read_calls(objects: ObjectStore, bucket: str, agent: str) -> list[CallRecord]:
     """Every audited call of ``agent`` (all days), oldest first."""
     records = []

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
+from stagewise.monitoring.metrics import publish
 from stagewise.platform.cli import AWS_OPT, ENV_OPT, JSON_OPT, emit_json, fail, handles_errors, out
 from stagewise.platform.contract import ExitCode
 from stagewise.platform.runtime.environment import Environment, connect
@@ -136,10 +137,11 @@ def show(
     reg = _registry(env, aws)
     if version is not None:
         v = reg.get_version(model, version)
+        evaluations = evaluations_of(reg, model, version)
         if as_json:
-            emit_json({"environment": env, **v.model_dump(mode="json")})
+            emit_json({"environment": env, **v.model_dump(mode="json"), "evaluations": evaluations})
         else:
-            _print_version(v)
+            _print_version(v, evaluations)
         return
     record = reg.get_model(model)
     versions = reg.list_versions(model)
@@ -161,7 +163,16 @@ def _fmt_metrics(metrics: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
 
 
-def _print_version(v: VersionRecord) -> None:
+def evaluations_of(reg: Registry, name: str, version: int) -> list[dict[str, Any]]:
+    """The offline evaluations of ``name`` v``version``, oldest first, from its audit trail (the
+    version record is immutable, so an evaluation run after registration is lineage appended there):
+    each ``{"at", "actor", "passed", "dataset", "uri", "summary", "gates", "failed_cases", "champion"}``."""
+    keep = ("passed", "dataset", "uri", "summary", "gates", "failed_cases", "champion")
+    return [{"at": e.at.isoformat(), "actor": e.actor, **{k: e.evidence.get(k) for k in keep}}
+            for e in sorted(reg.history(name), key=lambda e: e.revision) if e.action == AGENT_EVALUATION and e.version == version]
+
+
+def _print_version(v: VersionRecord, evaluations: list[dict[str, Any]] = ()) -> None:
     table = Table(show_header=False, title=f"{v.model} version {v.version}")
     table.add_column("field", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -177,6 +188,10 @@ def _print_version(v: VersionRecord) -> None:
                       f"{v.agent.max_tokens}, tools {list(v.agent.tools) or '-'}\nprompt {v.agent.prompt_uri}")
     for k, val in v.lineage.items():
         table.add_row(f"lineage.{k}", str(val))
+    for e in evaluations:
+        summary = e.get("summary") or {}
+        table.add_row("evaluation", f"{e['at'][:19]} {'passed' if e['passed'] else 'FAILED'}: {summary.get('passed')} of "
+                      f"{summary.get('cases')} cases on {e['dataset']}\n{e['uri']}")
     out.print(table)
 
 
@@ -461,6 +476,11 @@ def feedback(
     conn, reg = _connect(env, aws)
     d = reg.feedback(agent, version, approved=approved, score=score, actor=_actor(conn, actor),
                      token=token or uuid.uuid4().hex, comment=comment)
+    if d.model.kind == "agent":  # the approval rate on the dashboard (the verdict itself is in the registry)
+        from stagewise.pipeline.agent_serving import feedback_metrics  # deferred: numpy and the analyst; agents only
+
+        publish(conn.clients.client("cloudwatch"), feedback_metrics(agent, version, approved, score, env),
+                conn.resources.metrics_namespace)
     tally = d.model.feedback.get(version)
     if as_json:
         emit_json({"environment": env, "agent": agent, "version": version, **d.to_dict(),

@@ -162,6 +162,15 @@ def test_a_wrong_version_fails_its_gates_and_cannot_start_a_rollout_a_right_one_
     assert started.exit_code == 0, started.output
     assert registry.get_model("analyst").serving()["challenger"] == 2
 
+    # the version's lineage view holds both evaluations, the failed one and the passed one, in order
+    shown = runner.invoke(app, ["registry", "show", "analyst", "2", "--json"])
+    assert shown.exit_code == 0, shown.output
+    evaluations = json.loads(shown.stdout)["evaluations"]
+    assert [(e["passed"], e["uri"] == uri) for e in evaluations] == [(False, True), (True, False)]
+    assert evaluations[0]["failed_cases"] == wrong.failed_cases and evaluations[1]["summary"]["pass_rate"] == 1.0
+    table = runner.invoke(app, ["registry", "show", "analyst", "2"])
+    assert "FAILED: 0 of 12 cases" in table.output and "passed: 12 of 12 cases" in table.output
+
 
 def test_the_judge_is_another_model_at_temperature_0_and_no_verdict_fails_the_case():
     client = boto3.client("bedrock-runtime", region_name="eu-west-1")

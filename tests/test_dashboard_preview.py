@@ -101,6 +101,11 @@ def agent_calls(dev) -> str:
     with Agent(name, registry_of(dev), objects, ScriptedModel(), recorder) as agent:
         versions = {agent.ask(f"question {i}", key=f"user-{i}").version for i in range(200)}
     assert versions == {1, 2}
+    from stagewise.pipeline.cli import app  # deferred: the CLI, as a user gives feedback
+
+    for approved in ("--approved", "--approved", "--approved", "--rejected"):  # v2: 3 of 4 approved
+        result = runner.invoke(app, ["registry", "feedback", name, "2", approved, "--score", "0.5", "--env", "dev", "--json"])
+        assert result.exit_code == 0, result.output
     return name
 
 
@@ -267,6 +272,10 @@ def test_the_agent_widgets_resolve_the_calls_per_version_and_their_latency_perce
     assert sum(sum(s.values) for s in calls) == 200
     latency = ours(resolve_widget(cw, widgets["Agent latency p50 / p95 / p99 (ms)"], end - timedelta(hours=2), end))
     assert len(latency) == 6 and all(s.values and s.values[0] > 0 for s in latency)  # p50, p95, p99 of each version
+    feedback = ours(resolve_widget(cw, widgets["Agent approval rate per version (feedback)"], end - timedelta(days=2), end))
+    # in the widget's order: the approval rate (3 of 4 approved), then the mean score, of v2 (v1 had no verdicts)
+    assert [(s.label, s.values) for s in feedback] == [(f"Agent={agent_calls} Version=2", [0.75]),
+                                                       (f"Agent={agent_calls} Version=2", [0.5])], feedback
 
 
 def test_dashboard_command_writes_a_page_that_chromium_renders(run, registered, agent_calls, dev, tmp_path_factory):
