@@ -53,10 +53,12 @@ def schedule_seconds(schedule: str) -> int:
     return n * {"minute": 60, "hour": 3600, "day": DAY}[unit]
 
 
-def environment_alarms(environment: str, model: str, state_machine_arn: str, schedule: str) -> list[AlarmSpec]:
+def environment_alarms(environment: str, model: str, state_machine_arn: str, schedule: str,
+                       cost_budget_usd: float | None = None) -> list[AlarmSpec]:
     """The alarms of one environment and model: failed executions, failed validation, rollback,
-    and no successful run within the expected window (twice the schedule's interval, at most a day
-    per period: CloudWatch's longest alarm period)."""
+    no successful run within the expected window (twice the schedule's interval, at most a day
+    per period: CloudWatch's longest alarm period), and, given a budget, a run that cost more than
+    ``cost_budget_usd`` (``RunCostUSD``, one value per run, over an hour)."""
     run = m.model_dimensions(environment, model)
     window = 2 * schedule_seconds(schedule)
     period = min(window, DAY)
@@ -73,7 +75,10 @@ def environment_alarms(environment: str, model: str, state_machine_arn: str, sch
                   "the schedule, the input or the jobs are broken.", m.NAMESPACE, m.PIPELINE_SUCCEEDED, run,
                   statistic="Sum", period=period, evaluation_periods=max(1, window // period),
                   comparison="LessThanThreshold", threshold=1.0, treat_missing_data="breaching"),
-    ]
+    ] + ([AlarmSpec("run-cost", f"A {model} run in {environment} cost more than its budget of {cost_budget_usd:g} USD "
+                              "(stagewise:costBudgetPerRunUsd): see the run's cost line (task sizes, retries, data volume).",
+                    m.NAMESPACE, m.RUN_COST_USD, run, statistic="Maximum", period=3600,
+                    comparison="GreaterThanThreshold", threshold=cost_budget_usd)] if cost_budget_usd else [])
 
 
 def agent_alarms(environment: str, agent: str, limits: AgentAlarms) -> list[AlarmSpec]:
@@ -96,12 +101,14 @@ def agent_alarms(environment: str, agent: str, limits: AgentAlarms) -> list[Alar
 
 
 def alarm_declarations(environment: str, models: tuple[str, ...], state_machine_arn: str, schedule: str,
-                       agents: tuple[str, ...] = (), agent_limits: AgentAlarms | None = None) -> list[tuple[str, AlarmDeclaration]]:
+                       agents: tuple[str, ...] = (), agent_limits: AgentAlarms | None = None,
+                       cost_budget_usd: float | None = None) -> list[tuple[str, AlarmDeclaration]]:
     """``(<model or agent>-<key>, alarm)`` for every alarm of the environment's ``models`` and
     ``agents``: what the stack's ``Monitoring`` component and local provisioning both create
     (``environment_alarms`` and ``agent_alarms`` named). A ``statistic`` ``pNN`` is an extended
     statistic (CloudWatch's ``ExtendedStatistic``)."""
-    specs = [(model, spec) for model in models for spec in environment_alarms(environment, model, state_machine_arn, schedule)]
+    specs = [(model, spec) for model in models
+             for spec in environment_alarms(environment, model, state_machine_arn, schedule, cost_budget_usd)]
     specs += [(agent, spec) for agent in agents for spec in agent_alarms(environment, agent, agent_limits or AgentAlarms())]
     return [
         (f"{owner}-{spec.key}", AlarmDeclaration(

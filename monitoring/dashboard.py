@@ -84,6 +84,7 @@ def dashboard_body(environment: str, region: str, state_machine_arn: str | None 
         ("Alerts sent", m.ALERTS_SENT, "Sum", "Environment,Model"),
         ("Spot interruptions per task", m.SPOT_INTERRUPTIONS, "Sum", "Environment,Model,Step"),
         ("On-demand fallbacks per task", m.ON_DEMAND_FALLBACKS, "Sum", "Environment,Model,Step"),
+        ("Run cost (USD, the dearest run per hour)", m.RUN_COST_USD, "Maximum", "Environment,Model"),
     ]
     psi = _widget("Most drifted features (PSI, top 10; > 0.2 is significant)", 0, y, {
         "region": region, "period": 3600, "stat": "Maximum",

@@ -44,6 +44,7 @@ ON_DEMAND_FALLBACKS = "OnDemandFallbacks"  # Count, dimensions Environment, Mode
 PIPELINE_SUCCEEDED = "PipelineSucceeded"  # Count, dimensions Environment, Model
 PIPELINE_FAILED = "PipelineFailed"  # Count, dimensions Environment, Model
 VALIDATION_FAILED = "ValidationFailed"  # Count, dimensions Environment, Model: runs stopped by the suite
+RUN_COST_USD = "RunCostUSD"  # None (USD), dimensions Environment, Model: one per run (``pipeline.run_cost``)
 # agent calls (``pipeline.agent_serving``): one datum per call with dimensions Environment, Agent,
 # Version, and again with Environment, Agent (what the alarms watch)
 AGENT_CALLS = "AgentCalls"  # Count
@@ -60,7 +61,7 @@ AGENT_FEEDBACK_SCORE = "AgentFeedbackScore"  # None 0..1, one value per scored v
 PUBLISHED = frozenset({
     ROWS_VALIDATED, EXPECTATIONS_FAILED, VALIDATION_SUCCESS, VALIDATION_FAILED, HOLDOUT_R2, HOLDOUT_RMSE, HOLDOUT_MAE,
     ROWS_SCORED, SCORED_R2, SCORED_RMSE, SCORED_MAE, TRAFFIC_WEIGHT, ROLLBACKS, MEAN_PREDICTION, STEP_DURATION,
-    PIPELINE_SUCCEEDED, PIPELINE_FAILED, FEATURE_PSI, FEATURE_KS, DRIFTED_FEATURE_SHARE, DRIFT_ALERTS, ALERTS_SENT,
+    PIPELINE_SUCCEEDED, PIPELINE_FAILED, RUN_COST_USD, FEATURE_PSI, FEATURE_KS, DRIFTED_FEATURE_SHARE, DRIFT_ALERTS, ALERTS_SENT,
     SPOT_INTERRUPTIONS, ON_DEMAND_FALLBACKS, AGENT_CALLS, AGENT_ERRORS, AGENT_TOOL_ERRORS, AGENT_LATENCY,
     AGENT_INPUT_TOKENS, AGENT_OUTPUT_TOKENS, AGENT_COST_USD, AGENT_APPROVALS, AGENT_FEEDBACK_SCORE,
 })

@@ -7,7 +7,10 @@ serialised once with ``to_json``.
 
 The contract with the container (``stagewise-task``, the image's ENTRYPOINT):
 
-* Execution input: ``{"run_id": "<id>", "data": "s3://bucket/key", "model": "engagement"}``.
+* Execution input: ``{"run_id": "<id>", "data": "s3://bucket/key", "model": "engagement"}``, plus
+  ``"trigger": "s3"|"schedule"`` from the S3 rule and the schedule: such a run first claims its
+  input's content (``stagewise-task claim``, ``stagewise.registry.claims``) and ends in
+  ``AlreadyProcessed`` if another execution owns it.
 * Each task group ``g`` runs as ``stagewise-task g --run-id <id> --data <uri> --model <name> --env
   <env>`` (mapped groups add ``--partition <i> --partitions <n>``) on the task definition
   ``TASK_DEFINITIONS[g]``, started with ``ecs:runTask.waitForTaskToken`` on ``FARGATE_SPOT``.
@@ -61,7 +64,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stagewise.pipeline.asl_states import (
-    ERROR_PATH, Argument, Catcher, DistributedMapState, EcsLaunch, EcsTaskState, FailState, Intrinsic, JsonPath, Retrier,
+    ERROR_PATH, Argument, Catcher, ChoiceState, DistributedMapState, EcsLaunch, EcsTaskState, FailState, Intrinsic, JsonPath, Retrier,
     SnsPublishState, State, StateGraph, SucceedState, states_format,
 )
 from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, TASK_DEFINITIONS, Pipeline, Step
@@ -84,6 +87,10 @@ MAP_SUMMARY = {"partitions.$": "States.ArrayLength($)"}
 """ResultSelector of a mapped group's Map state: ``$.results.<g>`` is ``{"partitions": <count>}``,
 the same few bytes for any number of partitions (the partitions' results are in S3)."""
 DONE = "Done"
+TRIGGERED, CLAIM_STATE, CLAIMED, ALREADY_PROCESSED = "Triggered", "ClaimInput", "Claimed", "AlreadyProcessed"
+"""The claim states that open every state machine (``_claim_states``)."""
+CLAIM_GROUP = "claim"
+"""The claim task's command (``stagewise-task claim``) and where its output lands (``$.results.claim``)."""
 
 _NOTIFY_RETRY_INTERVAL_SECONDS = 5
 _MAX_CHILD_EXECUTIONS = 10_000  # a Distributed Map's MaxConcurrency limit (0 would mean that many)
@@ -344,10 +351,37 @@ def _failure_path(f: _Failure, pipeline_name: str, target: StateMachineTarget) -
     return notify, FailState(name=f.fail, comment=f"The run stopped: {f.what}.", error=f.error, cause_path=cause)
 
 
+def claim_command(environment: str) -> Intrinsic:
+    """The claim task's arguments: ``claim --run-id .. --data .. --model .. --env <env> --execution
+    $$.Execution.Id --trigger $.trigger`` (``stagewise.pipeline.claim_task``)."""
+    return Intrinsic("States.Array", (
+        CLAIM_GROUP, "--run-id", JsonPath("$.run_id"), "--data", JsonPath("$.data"), "--model", JsonPath("$.model"),
+        "--env", environment, "--execution", JsonPath("$$.Execution.Id"), "--trigger", JsonPath("$.trigger"),
+    ))
+
+
+def _claim_states(first: str, launch: EcsLaunch, target: StateMachineTarget) -> list[State]:
+    """``Triggered`` (an input with a ``trigger``, from the S3 rule or the schedule, is claimed;
+    any other goes to ``first``), ``ClaimInput`` (+ its on-demand fallback) on the validate task
+    definition, ``Claimed`` (``$.results.claim.claimed``: run ``first``, else ``AlreadyProcessed``)."""
+    arn = target.task_definition_arns[TASK_DEFINITIONS["validate"]]
+    return [
+        ChoiceState(TRIGGERED, "Runs started by data landing or by the schedule claim their input first; others run.",
+                    (({"Variable": "$.trigger", "IsPresent": True}, CLAIM_STATE),), first),
+        *_task_pair(CLAIM_STATE, "Claim the input's content (sha256) for this execution: stagewise.registry.claims.",
+                    launch, arn, claim_command(target.environment), target, next_state=CLAIMED,
+                    result_path=f"$.results.{CLAIM_GROUP}", catch=(Catcher((ALL_ERRORS,), "NotifyFailure"),)),
+        ChoiceState(CLAIMED, "Run only if this execution holds the claim.",
+                    (({"Variable": f"$.results.{CLAIM_GROUP}.claimed", "BooleanEquals": True}, first),), ALREADY_PROCESSED),
+        SucceedState(ALREADY_PROCESSED, "Another execution claimed this content ($.results.claim.owner): no second run."),
+    ]
+
+
 def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str, Any]:
     """The ASL document of ``pipeline`` for ``target``.
 
-    States, in order: per task group ``g`` a Task state ``G`` (``Validate``, ``Train``, ``Report``)
+    States, in order: ``Triggered`` -> ``ClaimInput`` -> ``Claimed`` -> ``AlreadyProcessed`` (an
+    input with a ``trigger`` claims its content first, ``_claim_states``); per task group ``g`` a Task state ``G`` (``Validate``, ``Train``, ``Report``)
     and its on-demand fallback ``GOnDemand``, or for a mapped group a Distributed Map state ``G``
     over the validate group's partitions whose child executions run ``GPartition`` and
     ``GPartitionOnDemand``;
@@ -447,10 +481,11 @@ def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str
                     catch=_failure_catch(),
                 )
             )
+    states = [*_claim_states(names[0], launch, target), *states]
     states.append(SucceedState(DONE, f"Every task group of {pipeline.name} succeeded; results are under $.results."))
     for f in _FAILURES:
         states.extend(_failure_path(f, pipeline.name, target))
-    graph = StateGraph(start_at=names[0], states=tuple(states))
+    graph = StateGraph(start_at=TRIGGERED, states=tuple(states))
     all_names = graph.all_names()
     nested_duplicates = sorted({n for n in all_names if all_names.count(n) > 1})
     if nested_duplicates:

@@ -11,7 +11,7 @@ Resource ARNs of service integrations take the partition from the launch or stat
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Union
 
@@ -393,3 +393,23 @@ class SucceedState:
         return ()
 
 
+
+
+@dataclass(frozen=True)
+class ChoiceState:
+    """Branches on the state's input: the first rule whose condition holds (an ASL comparison such
+    as ``{"Variable": "$.trigger", "IsPresent": true}``) names the next state, else ``default``."""
+
+    name: str
+    comment: str
+    rules: tuple[tuple[Mapping[str, Any], str], ...]
+    default: str
+
+    def to_asl(self) -> dict[str, Any]:
+        """The Choice state's ASL object."""
+        return {"Type": "Choice", "Comment": self.comment,
+                "Choices": [{**condition, "Next": target} for condition, target in self.rules], "Default": self.default}
+
+    def transitions(self) -> tuple[str, ...]:
+        """Every rule's target and the default."""
+        return (*(target for _, target in self.rules), self.default)

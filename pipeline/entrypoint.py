@@ -6,7 +6,7 @@ On AWS the state machine runs each task group of ``PIPELINE.task_groups()`` in i
     stagewise-task validate --run-id R --data s3://bucket/key --model engagement --env dev
     stagewise-task train    --run-id R --data s3://bucket/key --model engagement --env dev
     stagewise-task score    --run-id R --data ... --partition I --partitions N   (a Map over partitions)
-    stagewise-task report   --run-id R --data ...
+    stagewise-task report   --run-id R --data ...      (and ``claim``, a triggered run's first: claim_task)
 
 The group's steps are the same step functions the local runner executes (``run_pipeline`` runs
 them here too, so alerts and failure metrics are the same); only the hand-over between groups
@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.monitoring import metrics as m
-from stagewise.pipeline import modeling
+from stagewise.pipeline import claim_task, modeling
 from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, Pipeline, Step
 from stagewise.pipeline.inputs import read_table
 from stagewise.pipeline.runner import StepRecord, run_pipeline
@@ -448,7 +448,6 @@ def in_aws() -> bool:
 
 
 def _connect(args: argparse.Namespace) -> Any:
-
     if in_aws():
         # In the ECS task: the task role's credentials as they are (the container credential
         # provider), no AssumeRole: AwsTarget.role_arn=None means "the default credential chain".
@@ -494,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
         The exit code: 0 ok, 1 failed, 2 validation failed, 3 gate failed, 4 bad arguments or
         configuration, 5 AWS unreachable, 143 SIGTERM.
     """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["claim"]:  # a triggered execution's first state (stagewise.pipeline.claim_task)
+        return claim_task.main(argv[1:], _connect, _callbacks)
     global _SIGTERM
     _SIGTERM = Sigterm(SpotInterruption)
     with _SIGTERM.installed():
@@ -518,8 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                 return code
             return _run_group(args.group, ctx, state, callbacks, lease, log)
         except SpotInterruption:  # while starting, or in run_task before it reported (it disarms then)
-            _setup_failed(log, clients, TaskError.SPOT_INTERRUPTION, "SIGTERM received before the group ran or reported; nothing was recorded",
-                          ExitCode.SIGTERM)
+            _setup_failed(log, clients, TaskError.SPOT_INTERRUPTION, "SIGTERM before the group ran or reported", ExitCode.SIGTERM)
             return ExitCode.SIGTERM
 
 
@@ -546,7 +547,6 @@ def _run_group(group: str, ctx: RunContext, state: RunState, callbacks: Callback
 
 
 def _context(args: argparse.Namespace) -> tuple[RunContext, Any]:
-
     spec = load_spec(args.model)
     conn = _connect(args)
     actor = args.actor or conn.clients.caller_identity()["Arn"]

@@ -58,6 +58,8 @@ def _roles(settings: EnvironmentSettings, res: EnvironmentResources) -> tuple[d.
                                                         res.state_machine_arn, list(map_run_labels()))),
         d.RoleDeclaration(d.role_name(env, "scheduler"), d.service_trust(d.SCHEDULER), f"{pipeline}-scheduler-policy",
                           policies.scheduler_policy(res.state_machine_arn)),
+        d.RoleDeclaration(d.role_name(env, "trigger"), d.service_trust(d.EVENTS), f"{pipeline}-trigger-policy",
+                          policies.scheduler_policy(res.state_machine_arn)),
         d.RoleDeclaration(d.role_name(env, "promoter"), tooling, f"{access}-promoter-policy",
                           policies.promoter_policy(artifact_arn, res.table_arn, res.alert_topic_arn),
                           max_session_duration=d.ROLE_MAX_SESSION_SECONDS),
@@ -109,9 +111,12 @@ def stack_declaration(settings: EnvironmentSettings, res: EnvironmentResources, 
         definition=definition,
         schedule=d.schedule(res, settings.schedule, d.SCHEDULED_MODEL),
         scheduler_role=d.role_name(env, "scheduler"),
+        trigger=d.data_trigger(res, d.SCHEDULED_MODEL),
+        trigger_role=d.role_name(env, "trigger"),
         dashboard_body=dashboard_json(env, region, res.state_machine_arn),
         alarms=tuple(a for _, a in alarm_declarations(env, d.MONITORED_MODELS, res.state_machine_arn, settings.schedule,
-                                                      d.MONITORED_AGENTS, settings.agent_alarms)),
+                                                      d.MONITORED_AGENTS, settings.agent_alarms,
+                                                      settings.cost_budget_per_run_usd)),
     )
 
 

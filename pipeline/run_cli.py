@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -171,6 +172,7 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
                 ingested = ctx.results.ingest
                 journal.update(step=name, data_sha256=ingested.data_sha256 if ingested else journal.doc.get("data_sha256"))
 
+        requests_before = Counter(conn.clients.requests)
         try:
             with sigterm_interrupts():
                 result = _run_with_progress(ctx, lambda c, **kw: run_pipeline(c, pipeline, **kw), quiet=as_json, track=track)
@@ -183,6 +185,7 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
         status = "succeeded" if result.exit_code == 0 else "failed" if result.exit_code in RESUMABLE else "rejected"
         journal.update(status=status, exit_code=result.exit_code, error=result.error)
         doc = result.to_dict()
+        _cost_into(doc, conn, spec.name, run_id, _in_process_cost(doc, pipeline, conn, requests_before), as_json)
         doc["outputs"] = {"workdir": str(workdir), "journal": str(journal.path)}
         if result.exit_code in RESUMABLE:
             doc["resume"] = f"stagewise {command} --resume {run_id}"
@@ -193,6 +196,39 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
             if "resume" in doc:
                 err.print(f"[dim]hint:[/] fix the cause, then finish this run with `{doc['resume']}`")
         raise typer.Exit(result.exit_code)
+
+
+def _in_process_cost(doc: dict[str, Any], pipeline: Any, conn: Any, requests_before: Counter[str]) -> Any:
+    """What the in-process run would cost on Fargate Spot (``run_cost.in_process_cost``): its steps'
+    seconds by task group at the stack's task sizes, its S3 and DynamoDB requests."""
+    from stagewise.pipeline.definition import TASK_DEFINITIONS  # deferred: see run()
+    from stagewise.platform.declarations import task_size  # deferred: see run()
+
+    groups = {st.name: g for g, steps in pipeline.task_groups() for st in steps}
+    sizes = {g: task_size(conn.settings.task_sizes, TASK_DEFINITIONS[g]) for g in set(groups.values())}
+    score = next((st["summary"] for st in doc["steps"] if st["name"] == "score" and st["summary"]), {})
+    partitions = int((score.get("partitions") or {}).get("count") or 1)
+    requests = Counter(conn.clients.requests)
+    requests.subtract(requests_before)
+    return run_cost.in_process_cost({st["name"]: st["seconds"] for st in doc["steps"]}, groups, sizes, partitions,
+                                    +requests, run_cost.AwsPrices.load(conn.settings.prices))
+
+
+def _cost_into(doc: dict[str, Any], conn: Any, model: str, run_id: str, cost: Any, as_json: bool) -> None:
+    """Put the run's cost in ``doc["cost"]``, publish ``RunCostUSD`` and, over the stack's budget, the
+    alert (into ``doc["alerts"]``); a cost that cannot be published leaves the run's outcome as it is."""
+    doc["cost"] = {**cost.to_dict(), "line": cost.line(), "budget_usd": conn.settings.cost_budget_per_run_usd}
+    try:
+        alert = run_cost.publish_cost(conn.clients.client("cloudwatch"), conn.clients.client("sns"),
+                                      conn.resources.metrics_namespace, conn.resources.alert_topic_arn,
+                                      conn.settings.environment, model, run_id, cost, conn.settings.cost_budget_per_run_usd)
+    except ClientError as e:
+        if not as_json:
+            err.print(f"[yellow]the run's cost was not published: {e}[/]")
+        return
+    doc["cost"]["over_budget"] = alert is not None
+    if alert:
+        doc.setdefault("alerts", []).append(alert)
 
 
 def _data_source(data: Path, as_json: bool) -> str:
@@ -256,19 +292,15 @@ def _execute_on_state_machine(pipeline: Any, data: Optional[Path], model: Option
     except ClientError as e:
         err.print(f"[yellow]the run's cost is unknown: ECS would not list its tasks ({e})[/]")
         tasks = []
-    cost = run_cost.run_cost(tasks, followed.events, conn.embedded)
-    doc["cost"] = cost.to_dict()
+    cost = run_cost.run_cost(tasks, followed.events, conn.embedded, run_cost.AwsPrices.load(conn.settings.prices),
+                             conn.clients.requests)
+    _cost_into(doc, conn, spec.name, run_id, cost, as_json)
     if result.exit_code in RESUMABLE:
         doc["resume"] = f"stagewise run --executor state-machine --resume {run_id}"
     if as_json:
         emit_json(doc)
     else:
         _report(result, doc, SimpleNamespace(spec=spec, settings=conn.settings, clients=conn.clients))
-        would = "would cost on Fargate" if cost.estimated else "cost"
-        out.print(f"[bold]cost[/] {would} ${cost.total_usd:.4f}: {len(cost.tasks)} tasks, "
-                  f"{doc['cost']['vcpu_seconds']:,.0f} vCPU-s, {doc['cost']['gb_seconds']:,.0f} GB-s (${cost.fargate_usd:.4f}); "
-                  f"{cost.transitions} state transitions (${cost.transitions_usd:.5f}); {cost.prices}; "
-                  "not counted: S3/DynamoDB requests, metrics, transfer")
         if "resume" in doc:
             err.print(f"[dim]hint:[/] fix the cause, then finish this run with `{doc['resume']}`")
     raise typer.Exit(result.exit_code)
@@ -390,6 +422,9 @@ def _report(result: Any, doc: dict[str, Any], ctx: Any) -> None:
     for what, where in shown.items():
         outputs.add_row(what, where)
     out.print(outputs)
+    if doc.get("cost"):
+        budget = f" [red]over the budget of ${doc['cost']['budget_usd']:g}[/]" if doc["cost"].get("over_budget") else ""
+        out.print(f"[bold]cost[/] {doc['cost']['line']}{budget}")
     for a in doc["alerts"]:
         out.print(f"[yellow]alert published[/] to {a.get('topic_arn')}: {a.get('subject')} {a.get('error', '')}")
     if doc["exit_code"]:

@@ -1,8 +1,8 @@
 """``stagewise run --executor state-machine``: the run as an execution of the environment's state
 machine, the path users deploy, on the embedded AWS (local Fargate runs the tasks) or on AWS.
 
-The CLI puts a local dataset under ``incoming/<model>/<run id>/`` in the data bucket (an ``s3://``
-URI is used as it is), starts an execution named after the run id with the contract's input
+The CLI puts a local dataset under ``raw/<model>/<run id>/`` in the data bucket (not under
+``incoming/``, where landing data starts a run of its own; an ``s3://`` URI is used as it is), starts an execution named after the run id with the contract's input
 (``{"run_id", "data", "model"}``, ``pipeline/asl.py``), follows its event history (states entered
 and exited, ECS tasks started and stopped, Map items done of total), and at the end reads the run's
 ``state.json`` (``pipeline/task_state.py``: every step's typed result and duration) to build the
@@ -52,11 +52,11 @@ def execution_input(run_id: str, data_uri: str, model: str) -> dict[str, str]:
 
 def stage_data(s3: Any, bucket: str, model: str, run_id: str, source: str) -> str:
     """The dataset as the tasks read it: ``source`` if it is an ``s3://`` URI, else a local file
-    uploaded to ``s3://<bucket>/incoming/<model>/<run id>/<name>`` (once: kept for a resume)."""
+    uploaded to ``s3://<bucket>/raw/<model>/<run id>/<name>`` (once: kept for a resume)."""
     if source.startswith("s3://"):
         return source
     path = Path(source)
-    key = f"incoming/{model}/{run_id}/{path.name}"
+    key = f"raw/{model}/{run_id}/{path.name}"
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError:

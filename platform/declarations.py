@@ -27,6 +27,7 @@ Doc = dict[str, Any]
 ECS_TASKS = "ecs-tasks.amazonaws.com"
 STATES = "states.amazonaws.com"
 SCHEDULER = "scheduler.amazonaws.com"
+EVENTS = "events.amazonaws.com"
 TASKS = ("validate", "train", "score")
 SPOT_STOP_TIMEOUT = 120  # seconds: Fargate Spot's interruption notice; the job stops cleanly within it
 CAPACITY_PROVIDERS = ("FARGATE_SPOT", "FARGATE")
@@ -41,6 +42,7 @@ JOBS_SECURITY_GROUP_DESCRIPTION = "Stagewise job tasks: no inbound, HTTPS outbou
 STATE_MACHINE_LOG_LEVEL = "ERROR"
 SCHEDULE_WINDOW_MINUTES = 15
 SCHEDULE_RETRY = {"maximum_retry_attempts": 2, "maximum_event_age_in_seconds": 3600}
+TRIGGER_RETRY = {"maximum_retry_attempts": 8, "maximum_event_age_in_seconds": 3600}
 
 
 MONITORED_MODELS = ("engagement",)
@@ -64,7 +66,7 @@ def role_name(environment: str, role: str) -> str:
     Args:
         environment: ``dev``, ``test`` or ``prod``.
         role: ``validate-task``, ``train-task``, ``score-task``, ``task-execution``,
-            ``state-machine``, ``scheduler``, ``promoter`` or ``deployer`` (one per account, no
+            ``state-machine``, ``scheduler``, ``trigger``, ``promoter`` or ``deployer`` (one per account, no
             environment in its name: the stack's ``aws:assumeRoles`` points at it).
     """
     return "stagewise-deployer" if role == "deployer" else f"stagewise-{environment}-{role}"
@@ -218,7 +220,43 @@ def schedule(resources: EnvironmentResources, expression: str, model: str) -> Sc
             "run_id": "<aws.scheduler.execution-id>",
             "data": f"s3://{resources.data_bucket.name}/incoming/{model}/latest.parquet",
             "model": model,
+            "trigger": "schedule",  # claims its input: a file already processed is not run again
         }),
+    )
+
+
+@dataclass(frozen=True)
+class TriggerDeclaration:
+    """The EventBridge rule that starts the pipeline when an object lands under
+    ``incoming/<model>/`` of the data bucket (the bucket sends its events to EventBridge), and its
+    state machine target's input transformer.
+
+    Attributes:
+        event_pattern: the rule's pattern (JSON): ``Object Created`` in the bucket, key prefix.
+        input_paths, input_template: the target's ``InputTransformer``: the execution input
+            ``{"run_id": "s3-<event id>", "data": "s3://<bucket>/<key>", "model", "trigger": "s3"}``.
+        retry: the target's retry policy (EventBridge retries a failed StartExecution).
+    """
+
+    name: str
+    event_pattern: str
+    input_paths: Mapping[str, str]
+    input_template: str
+    retry: Mapping[str, int] = field(default_factory=lambda: dict(TRIGGER_RETRY))
+
+
+def data_trigger(resources: EnvironmentResources, model: str) -> TriggerDeclaration:
+    """The data-landing rule of ``model``: ``stagewise-<env>-<model>-incoming``. The object key is
+    passed as the event carries it (not URL-decoded: keep landing keys to letters, digits, ``-_./``)."""
+    bucket = resources.data_bucket.name
+    return TriggerDeclaration(
+        name=f"stagewise-{resources.environment}-{model}-incoming",
+        event_pattern=json.dumps({
+            "source": ["aws.s3"], "detail-type": ["Object Created"],
+            "detail": {"bucket": {"name": [bucket]}, "object": {"key": [{"prefix": f"incoming/{model}/"}]}},
+        }),
+        input_paths={"event": "$.id", "bucket": "$.detail.bucket.name", "key": "$.detail.object.key"},
+        input_template=f'{{"run_id": "s3-<event>", "data": "s3://<bucket>/<key>", "model": "{model}", "trigger": "s3"}}',
     )
 
 
@@ -293,5 +331,7 @@ class StackDeclaration:
     definition: Callable[[Mapping[str, str], Sequence[str], Sequence[str]], str]
     schedule: ScheduleDeclaration
     scheduler_role: str
+    trigger: TriggerDeclaration
+    trigger_role: str
     dashboard_body: str
     alarms: tuple[AlarmDeclaration, ...]

@@ -85,7 +85,7 @@ TASK_S3_DELETES = {"validate": ["staging/validation/"], "score": ["staging/"]}
 """Data prefixes a task may delete in: what it staged, once published (validation files,
 prediction parts)."""
 TASK_REGISTRY_ACTIONS = {
-    "validate": ["dynamodb:GetItem", "dynamodb:PutItem"],  # the run lock (registry.runlock): take, renew, release
+    "validate": ["dynamodb:GetItem", "dynamodb:PutItem"],  # the run lock (registry.runlock) and input claims (registry.claims)
     "train": ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"],
     "score": ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"],
 }

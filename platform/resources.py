@@ -37,6 +37,7 @@ class BucketSpec:
     versioning: bool = True
     sse_algorithm: str = "AES256"
     lifecycle: tuple[LifecycleRule, ...] = ()
+    eventbridge: bool = False  # send the bucket's events to EventBridge (the data bucket: runs start when data lands)
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ def environment_resources(settings: EnvironmentSettings) -> EnvironmentResources
         data_bucket=BucketSpec(
             role="data",
             name=f"{prefix}-data-{acct}",
+            eventbridge=True,
             lifecycle=(
                 LifecycleRule("raw-expiry", "raw/", expire_days=90),
                 LifecycleRule("predictions-expiry", "predictions/", expire_days=180),

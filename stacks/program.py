@@ -51,7 +51,8 @@ def deploy(settings: EnvironmentSettings, image_tag: str | None = None) -> dict[
     monitoring = Monitoring(
         declarations.component_name(env, "monitoring"),
         MonitoringArgs(topic=res.alert_topic, environment=env, region=settings.region,
-                       state_machine_arn=res.state_machine_arn, schedule=settings.schedule, agent_limits=settings.agent_alarms),
+                       state_machine_arn=res.state_machine_arn, schedule=settings.schedule, agent_limits=settings.agent_alarms,
+                       cost_budget_usd=settings.cost_budget_per_run_usd),
         opts=opts,
     )
     compute = Compute(

@@ -9,14 +9,15 @@ Keys read (Pulumi config, ``<namespace>:<key>``):
     aws:region, aws:allowedAccountIds, aws:assumeRoles (list of {roleArn, sessionName}),
     aws:defaultTags ({tags: {...}}), and under ``stagewise:``: environment, accountId,
     toolingAccountId, alertEmails, rolloutPlan, bake, taskSizes, logRetentionDays, deletionProtection,
-    schedule, scoringConcurrency.
+    schedule, scoringConcurrency, rowsPerPartition, taskHeartbeatSeconds, taskRetryIntervalSeconds,
+    agentAlarms, costBudgetPerRunUsd, prices.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -122,6 +123,12 @@ class AgentAlarms(StrictModel):
     daily_budget_usd: Annotated[float, Field(alias="dailyBudgetUsd", gt=0)] = 50.0
 
 
+PriceKey = Literal["fargate_vcpu_hour", "fargate_gb_hour", "fargate_spot_discount", "step_functions_per_1k_transitions",
+                   "s3_per_1k_put", "s3_per_1k_get", "dynamodb_per_million_write", "dynamodb_per_million_read"]
+"""The prices a stack may override (``stagewise:prices``; USD, the discount a fraction 0..1): the
+keys of ``pipeline/specs/aws_prices.json``'s ``prices``."""
+
+
 class EnvironmentSettings(StrictModel):
     """Everything that differs between dev, test and prod, read from ``Pulumi.<env>.yaml``.
 
@@ -151,6 +158,9 @@ class EnvironmentSettings(StrictModel):
         task_retry_interval_seconds: wait before the first retry of a Spot interruption, heartbeat
             timeout or ECS API error (doubled before the second).
         agent_alarms: thresholds of each monitored agent's alarms (``AgentAlarms``).
+        cost_budget_per_run_usd: a run that costs more (USD) alerts, and the environment's
+            ``RunCostUSD`` alarm fires (the seed's target: under 20 USD for 100,000 rows).
+        prices: price overrides (``PriceKey`` -> USD), e.g. a negotiated Fargate rate.
     """
 
     environment: Annotated[str, Field(pattern="^(dev|test|prod)$")]
@@ -172,6 +182,8 @@ class EnvironmentSettings(StrictModel):
     task_heartbeat_seconds: Annotated[int, Field(ge=5, le=86_400)] = 300
     task_retry_interval_seconds: Annotated[int, Field(ge=1, le=3_600)] = 30
     agent_alarms: AgentAlarms = AgentAlarms()
+    cost_budget_per_run_usd: Annotated[float, Field(gt=0)] = 20.0
+    prices: dict[PriceKey, Annotated[float, Field(ge=0)]] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> "EnvironmentSettings":
@@ -293,6 +305,8 @@ def settings_from_config(config: dict[str, Any], origin: str = "config") -> Envi
         "task_heartbeat_seconds": config.get("stagewise:taskHeartbeatSeconds"),
         "task_retry_interval_seconds": config.get("stagewise:taskRetryIntervalSeconds"),
         "agent_alarms": config.get("stagewise:agentAlarms"),
+        "cost_budget_per_run_usd": config.get("stagewise:costBudgetPerRunUsd"),
+        "prices": config.get("stagewise:prices"),
     }
     raw = {k: v for k, v in raw.items() if v is not None}
     try:
@@ -321,6 +335,8 @@ _KEYS = {
     "task_heartbeat_seconds": "stagewise:taskHeartbeatSeconds",
     "task_retry_interval_seconds": "stagewise:taskRetryIntervalSeconds",
     "agent_alarms": "stagewise:agentAlarms",
+    "cost_budget_per_run_usd": "stagewise:costBudgetPerRunUsd",
+    "prices": "stagewise:prices",
 }
 
 

@@ -106,6 +106,15 @@ def local_inventory(conn, ids: dict[str, Any]) -> Inventory:
     sch = c("scheduler").get_schedule(Name=d.schedule(res, conn.settings.schedule, d.SCHEDULED_MODEL).name)
     inv[f"schedule {sch['Name']}"] = {"expression": sch["ScheduleExpression"], "target": sch["Target"]["Arn"],
                                       "role": sch["Target"]["RoleArn"], "input": sch["Target"]["Input"]}
+    trigger = d.data_trigger(res, d.SCHEDULED_MODEL)
+    events = c("events")
+    rule = events.describe_rule(Name=trigger.name)
+    (t,) = events.list_targets_by_rule(Rule=trigger.name)["Targets"]
+    inv[f"event rule {rule['Name']}"] = {
+        "pattern": json.loads(rule["EventPattern"]), "target": t["Arn"], "role": t["RoleArn"],
+        "input paths": t["InputTransformer"]["InputPathsMap"], "input template": t["InputTransformer"]["InputTemplate"],
+        "bucket to eventbridge": "EventBridgeConfiguration" in c("s3").get_bucket_notification_configuration(
+            Bucket=res.data_bucket.name)}
     ssm = c("ssm")
     for page in ssm.get_paginator("get_parameters_by_path").paginate(Path=res.compute.ssm_prefix, Recursive=True):
         for p in page["Parameters"]:
@@ -197,6 +206,13 @@ def declared_inventory(mocks: RecordingMocks) -> Inventory:
     target = sch.inputs["target"]
     inv[f"schedule {sch.inputs['name']}"] = {"expression": sch.inputs["scheduleExpression"], "target": target["arn"],
                                              "role": target["roleArn"], "input": target["input"]}
+    (rule,) = mocks.of_type("aws:cloudwatch/eventRule:EventRule")
+    (t,) = mocks.of_type("aws:cloudwatch/eventTarget:EventTarget")
+    (notification,) = mocks.of_type("aws:s3/bucketNotification:BucketNotification")
+    inv[f"event rule {rule.inputs['name']}"] = {
+        "pattern": json.loads(rule.inputs["eventPattern"]), "target": t.inputs["arn"], "role": t.inputs["roleArn"],
+        "input paths": t.inputs["inputTransformer"]["inputPaths"], "input template": t.inputs["inputTransformer"]["inputTemplate"],
+        "bucket to eventbridge": bool(notification.inputs.get("eventbridge"))}
     for p in mocks.of_type("aws:ssm/parameter:Parameter"):
         inv[f"ssm parameter {p.inputs['name']}"] = {"type": p.inputs["type"],
                                                     **({"value": _plain(p.inputs["value"])} if p.inputs["type"] == "String" else {})}
@@ -250,13 +266,13 @@ def test_local_provisioning_matches_the_stack(parity):
     kinds = {k.split(" ", 2)[0] + " " + k.split(" ", 2)[1] if k.startswith(("iam role", "task definition", "state machine",
              "ssm parameter", "ecs cluster", "log group")) else k.split(" ", 1)[0] for k in declared}
     assert {"iam role", "task definition", "state machine", "ssm parameter", "ecs cluster", "dashboard", "alarm",
-            "schedule", "log group", "subnet"} <= kinds
+            "schedule", "event", "log group", "subnet"} <= kinds
     counts = {kind: sum(k.startswith(kind + " ") for k in declared) for kind in
               ("iam role", "task definition", "alarm", "ssm parameter", "log group", "subnet")}
-    assert counts == {"iam role": 8, "task definition": 3, "alarm": 7, "ssm parameter": 10, "log group": 4, "subnet": 2}
+    assert counts == {"iam role": 9, "task definition": 3, "alarm": 8, "ssm parameter": 10, "log group": 4, "subnet": 2}
     roles = {k.removeprefix("iam role ") for k in declared if k.startswith("iam role ")}
     assert roles == {f"stagewise-{env}-{r}" for r in ("validate-task", "train-task", "score-task", "task-execution",
-                                                        "state-machine", "scheduler", "promoter")} | {"stagewise-deployer"}
+                                                        "state-machine", "scheduler", "trigger", "promoter")} | {"stagewise-deployer"}
 
 
 def test_the_state_machine_is_the_compiled_document_byte_for_byte(parity):

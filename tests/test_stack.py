@@ -173,8 +173,11 @@ def test_dashboard_body_is_valid_and_shows_only_published_metrics(stack):
 def test_alarms_cover_failures_validation_rollback_and_staleness(stack):
     env, _, mocks, _ = stack
     alarms = {a.inputs["name"].removeprefix(f"stagewise-{env}-engagement-"): a.inputs for a in mocks.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
-    assert set(alarms) == {"failed-executions", "failed-validation", "rollback", "no-successful-run",
+    assert set(alarms) == {"failed-executions", "failed-validation", "rollback", "no-successful-run", "run-cost",
                            "analyst-error-rate", "analyst-latency-p95", "analyst-daily-cost"}
+    # a run dearer than stagewise:costBudgetPerRunUsd (default 20 USD) alarms on its RunCostUSD
+    assert (alarms["run-cost"]["metricName"], alarms["run-cost"]["statistic"], alarms["run-cost"]["threshold"]) == (
+        "RunCostUSD", "Maximum", 20.0)
     assert alarms["no-successful-run"]["treatMissingData"] == "breaching"
     assert alarms["failed-executions"]["namespace"] == "AWS/States"
     for a in alarms.values():

@@ -112,12 +112,18 @@ def test_asl_validator_rejects_a_dangling_transition() -> None:
 
 def test_states_follow_the_task_groups() -> None:
     asl = _compile("dev")
-    assert asl["StartAt"] == "Validate"
+    assert asl["StartAt"] == "Triggered"
     assert list(asl["States"]) == [
+        "Triggered", "ClaimInput", "ClaimInputOnDemand", "Claimed", "AlreadyProcessed",
         "Validate", "ValidateOnDemand", "Train", "TrainOnDemand", "Score", "ScoreFailed", "Report", "ReportOnDemand", "Done",
         "NotifyValidationFailed", "ValidationFailed", "NotifyGateFailed", "GateFailed", "NotifyFailure", "PipelineFailed",
     ]  # fmt: skip
     assert [asl["States"][s]["Next"] for s in ("Validate", "Train", "Score", "Report")] == ["Train", "Score", "Report", "Done"]
+    # an input with a trigger (the S3 rule, the schedule) claims its content first; any other starts at Validate
+    assert asl["States"]["Triggered"]["Default"] == "Validate" and asl["States"]["ClaimInput"]["Next"] == "Claimed"
+    assert asl["States"]["Claimed"]["Choices"][0]["Next"] == "Validate" and asl["States"]["Claimed"]["Default"] == "AlreadyProcessed"
+    command = asl["States"]["ClaimInput"]["Parameters"]["Overrides"]["ContainerOverrides"][0]["Command.$"]
+    assert command.startswith("States.Array('claim', '--run-id', $.run_id") and "$$.Execution.Id" in command
     scoring = _compile("dev", SCORING)
     assert [scoring["States"][s]["Next"] for s in ("Validate", "Score", "Report")] == ["Score", "Report", "Done"]
     assert all(state["Comment"] for state in asl["States"].values())
@@ -552,7 +558,7 @@ def test_success_runs_every_group_on_spot_and_maps_the_partitions(deployed: Depl
     }
     sfn = deployed.client("stepfunctions")
     # the partitions ran as child executions of the Map Run, each with its own history
-    assert _entered(sfn, execution_arn) == ["Validate", "Train", "Score", "Report", "Done"]
+    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "Train", "Score", "Report", "Done"]
     assert {"MapRunStarted", "MapRunSucceeded"} <= {e["type"] for e in _history(sfn, execution_arn)}
     map_run = _map_run(sfn, execution_arn)
     assert map_run["mapRunArn"].split(":mapRun:")[1].startswith(f"{deployed.resources.compute.state_machine}/Score:")
@@ -585,7 +591,7 @@ def test_spot_interruptions_are_retried_then_run_on_demand(deployed: Deployed) -
     execution = _finished(sfn, execution_arn)
     assert execution["status"] == "SUCCEEDED"
     assert json.loads(execution["output"])["results"]["train"] == {"version": 4}
-    assert _entered(sfn, execution_arn) == ["Validate", "Train", "TrainOnDemand", "Score", "Report", "Done"]
+    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "Train", "TrainOnDemand", "Score", "Report", "Done"]
     failures = [e["taskFailedEventDetails"]["error"] for e in _history(sfn, execution_arn) if e["type"] == "TaskFailed"]
     assert failures == [TaskError.SPOT_INTERRUPTION] * 3
 
@@ -611,7 +617,7 @@ def test_each_attempt_has_its_own_task_token_and_a_late_callback_changes_nothing
 
     sfn = deployed.client("stepfunctions")
     assert _finished(sfn, execution_arn)["status"] == "SUCCEEDED"
-    assert _entered(sfn, execution_arn) == ["Validate", "Train", "Score", "Report", "Done"]
+    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "Train", "Score", "Report", "Done"]
     failures = [e["taskFailedEventDetails"]["error"] for e in _history(sfn, execution_arn) if e["type"] == "TaskFailed"]
     assert failures == [TaskError.SPOT_INTERRUPTION]
 
@@ -692,7 +698,7 @@ def test_validation_failure_alerts_and_fails_the_execution(deployed: Deployed) -
     sfn = deployed.client("stepfunctions")
     execution = _finished(sfn, execution_arn)
     assert (execution["status"], execution["error"], execution["cause"]) == ("FAILED", TaskError.VALIDATION_FAILED, cause)
-    assert _entered(sfn, execution_arn) == ["Validate", "NotifyValidationFailed", "ValidationFailed"]
+    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "NotifyValidationFailed", "ValidationFailed"]
     alert = _alert(deployed, run_id)
     assert alert["TopicArn"] == deployed.resources.alert_topic_arn
     assert alert["Subject"] == "[Stagewise dev] stagewise: validation failed"
@@ -753,5 +759,5 @@ def test_a_silent_task_times_out_on_its_heartbeat_and_runs_on_demand(deployed: D
     containers.succeed(containers.next(), {"decision": "advance"})
 
     assert _finished(sfn, execution_arn)["status"] == "SUCCEEDED"
-    assert _entered(sfn, execution_arn) == ["Validate", "ValidateOnDemand", "Score", "Report", "Done"]
+    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "ValidateOnDemand", "Score", "Report", "Done"]
     assert [e["type"] for e in _history(sfn, execution_arn)].count("TaskTimedOut") == 3

@@ -28,6 +28,7 @@ class MonitoringArgs:
     models: tuple[str, ...] = MONITORED_MODELS
     agents: tuple[str, ...] = MONITORED_AGENTS
     agent_limits: AgentAlarms = AgentAlarms()
+    cost_budget_usd: float | None = None
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -59,7 +60,7 @@ class Monitoring(pulumi.ComponentResource):
                 alarm_actions=[self.topic.arn], ok_actions=[self.topic.arn], opts=child,
             )
             for key, alarm in alarm_declarations(args.environment, args.models, args.state_machine_arn, args.schedule,
-                                                 args.agents, args.agent_limits)
+                                                 args.agents, args.agent_limits, args.cost_budget_usd)
         ]
         self.topic_arn = self.topic.arn
         self.register_outputs({"topic_arn": self.topic_arn, "dashboard": self.dashboard.dashboard_name,

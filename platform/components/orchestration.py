@@ -1,5 +1,6 @@
 """Pipeline: the Step Functions state machine compiled from the pipeline definition, its role,
-its logs, and the EventBridge schedule that starts it."""
+its logs, the EventBridge schedule that starts it, and the EventBridge rule that starts it when
+data lands under ``incoming/<model>/`` of the data bucket (a triggered run claims its input first)."""
 
 from __future__ import annotations
 
@@ -79,15 +80,7 @@ class PipelineStateMachine(pulumi.ComponentResource):
             tracing_configuration={"enabled": True},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[role]),
         )
-        scheduler_role = aws.iam.Role(
-            f"{name}-scheduler-role", name=declarations.role_name(env, "scheduler"),
-            assume_role_policy=json.dumps(declarations.service_trust(declarations.SCHEDULER)), opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-scheduler-policy", role=scheduler_role.id,
-            policy=self.state_machine.arn.apply(lambda arn: json.dumps(policies.scheduler_policy(arn))),
-            opts=pulumi.ResourceOptions(parent=scheduler_role),
-        )
+        scheduler_role = self._starter_role(name, env, "scheduler", declarations.SCHEDULER, child)
         schedule = declarations.schedule(res, st.schedule, args.model)
         self.schedule = aws.scheduler.Schedule(
             f"{name}-schedule", name=schedule.name, schedule_expression=schedule.expression,
@@ -96,6 +89,32 @@ class PipelineStateMachine(pulumi.ComponentResource):
                     "retry_policy": dict(schedule.retry)},
             opts=child,
         )
+        trigger = declarations.data_trigger(res, args.model)
+        trigger_role = self._starter_role(name, env, "trigger", declarations.EVENTS, child)
+        self.trigger = aws.cloudwatch.EventRule(
+            f"{name}-trigger", name=trigger.name, event_pattern=trigger.event_pattern,
+            description=f"Start {res.compute.state_machine} when data lands under its incoming/ prefix", opts=child,
+        )
+        aws.cloudwatch.EventTarget(
+            f"{name}-trigger-target", rule=self.trigger.name, target_id="state-machine", arn=self.state_machine.arn,
+            role_arn=trigger_role.arn,
+            input_transformer={"input_paths": dict(trigger.input_paths), "input_template": trigger.input_template},
+            retry_policy={"maximum_retry_attempts": trigger.retry["maximum_retry_attempts"],
+                          "maximum_event_age_in_seconds": trigger.retry["maximum_event_age_in_seconds"]},
+            opts=pulumi.ResourceOptions(parent=self.trigger),
+        )
         self.arn = self.state_machine.arn
         self.definition = definition
         self.register_outputs({"state_machine_arn": self.arn, "schedule": self.schedule.name})
+
+    def _starter_role(self, name: str, env: str, role: str, service: str, child: pulumi.ResourceOptions) -> aws.iam.Role:
+        """A role ``service`` (EventBridge Scheduler, EventBridge) assumes to start this state
+        machine, and nothing else (``policies.scheduler_policy``)."""
+        starter = aws.iam.Role(f"{name}-{role}-role", name=declarations.role_name(env, role),
+                               assume_role_policy=json.dumps(declarations.service_trust(service)), opts=child)
+        aws.iam.RolePolicy(
+            f"{name}-{role}-policy", role=starter.id,
+            policy=self.state_machine.arn.apply(lambda arn: json.dumps(policies.scheduler_policy(arn))),
+            opts=pulumi.ResourceOptions(parent=starter),
+        )
+        return starter

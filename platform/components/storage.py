@@ -62,6 +62,8 @@ class Storage(pulumi.ComponentResource):
                     ],
                     opts=under,
                 )
+            if spec.eventbridge:
+                aws.s3.BucketNotification(f"{name}-{spec.role}-events", bucket=bucket.id, eventbridge=True, opts=under)
             self.buckets[spec.role] = bucket
         self.names = {role: b.bucket for role, b in self.buckets.items()}
         self.arns = {role: b.arn for role, b in self.buckets.items()}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -137,6 +138,9 @@ class AwsClients:
         self._clients: dict[str, Any] = {}
         self._session: boto3.Session | None = None
         self._faults = faults.injector()  # None unless $STAGEWISE_FAULTS asks for a flaky AWS
+        self.requests: Counter[str] = Counter()
+        """API calls made through these clients, by ``"<service>:<Operation>"`` (a DynamoDB
+        ``TransactWriteItems`` counts once per item: what it is billed by); read by ``run_cost``."""
         self._timeout = timeout = float(os.environ.get(Env.AWS_TIMEOUT, 60))
         # a pool larger than urllib3's default 10: the registry is used from many threads at once
         self._config = botocore.config.Config(
@@ -207,8 +211,13 @@ class AwsClients:
                 )
                 if self._faults is not None:
                     self._faults.attach(client, service, self.target.ca_bundle, self._timeout)
+                client.meta.events.register("before-call", self._count)
                 self._clients[service] = client
             return self._clients[service]
+
+    def _count(self, model: Any, params: Any = None, **_: Any) -> None:
+        items = len(params.get("TransactItems", ())) if isinstance(params, dict) else 0
+        self.requests[f"{model.service_model.endpoint_prefix}:{model.name}"] += items or 1
 
     def caller_identity(self) -> dict[str, str]:
         """STS GetCallerIdentity of the assumed role: ``{"Account", "Arn", "UserId"}``."""

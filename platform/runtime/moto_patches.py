@@ -52,6 +52,13 @@ moto 5.2 does and what AWS does instead. The state machine itself is never chang
    page: the tests' CloudWatch calls timed out). CloudWatch lists each metric (namespace, name,
    dimension set) once; so does this, in one pass.
 
+12. **EventBridge rules start state machines** (``events.models.Rule.send_to_targets``): moto
+   delivers a rule's matching events to logs, SQS, other buses and API destinations only, and
+   applies no input transformer to S3's events. EventBridge starts a ``states`` target's execution
+   as the target's role with the transformed input: so does this (asynchronously, as the
+   ``RoleArn``, on this server), so an object put under ``incoming/<model>/`` starts the pipeline.
+   (moto's ``GetBucketNotificationConfiguration`` also omits ``EventBridgeConfiguration``; S3 returns it.)
+
 moto is pinned to ``PINNED`` in ``pyproject.toml`` (the ``local`` extra). ``fingerprint()`` hashes
 the source of every moto function these replace or wrap; ``tests/test_moto_patches.py`` compares it
 with ``FINGERPRINT`` and fails, naming the function, when moto changes underneath a patch.
@@ -82,6 +89,8 @@ FINGERPRINT = {
     "StateTaskServiceCallback._eval_body": "1565ede7010df6af",
     "cloudwatch.Statistics.get_statistics_for_type": "d10becd72eee65f1",
     "CloudWatchBackend.get_filtered_metrics": "63270f556ea9d022",
+    "events.Rule.send_to_targets": "472e002e2dab8a59",
+    "S3Response.get_bucket_notification": "82884034c1654e24",
 }
 """sha256 (first 16 hex) of the source of each patched moto function at moto 5.2.5."""
 
@@ -111,8 +120,13 @@ def _targets() -> dict[str, Any]:
 
     from moto.cloudwatch.models import CloudWatchBackend, Statistics
 
+    from moto.events.models import Rule
+    from moto.s3.responses import S3Response
+
     ecs = ecs_task.StateTaskServiceEcs
     return {
+        "events.Rule.send_to_targets": Rule.send_to_targets,
+        "S3Response.get_bucket_notification": S3Response.get_bucket_notification,
         "CloudWatchBackend.get_filtered_metrics": CloudWatchBackend.get_filtered_metrics,
         "cloudwatch.Statistics.get_statistics_for_type": Statistics.get_statistics_for_type,
         "StateTaskService._eval_execution": task_service.StateTaskService._eval_execution,
@@ -314,6 +328,60 @@ def apply(endpoint: str, verify: bool | str = True) -> Callable[[], None]:
 
     undo.setattr(CloudWatchBackend, "get_filtered_metrics", filtered_metrics_once)
 
+    # 12. a rule's state machine target starts an execution, with the input transformer applied
+    import json
+    import threading
+    import uuid
+
+    from moto.events.models import Rule
+    from moto.events.utils import EventTemplateParser
+    from moto.utilities.arns import parse_arn
+
+    send_to_targets = Rule.send_to_targets
+
+    def send_to_targets_and_state_machines(self: Any, original_event: Any, transform_input: bool = True) -> None:
+        machines = [t for t in self.targets if parse_arn(t["Arn"]).service == "states"]
+        others = [t for t in self.targets if t not in machines]
+        if others:  # moto's own delivery (it raises NotImplementedError for a states target)
+            every, self.targets = self.targets, others
+            try:
+                send_to_targets(self, original_event, transform_input)
+            finally:
+                self.targets = every
+        if not machines or not self.event_pattern.matches_event(original_event):
+            return
+        # moto gives every S3 event the same id; EventBridge a new one, as the run id needs
+        event = {"ingestion-time": original_event.get("time"), **original_event, "id": str(uuid.uuid4())}
+        for target in machines:
+            transformer = target.get("InputTransformer", {})
+            body = EventTemplateParser.parse(input_template=transformer.get("InputTemplate"),
+                                             input_paths_map=transformer.get("InputPathsMap", {}), event=event)
+            # asynchronous, as EventBridge delivers: the PutObject that raised the event returns first
+            threading.Thread(target=_start_execution, daemon=True, name="eventbridge-target", args=(
+                client_as_execution_role, parse_arn(target["Arn"]).region, target,
+                body if isinstance(body, str) else json.dumps(body))).start()
+
+    undo.setattr(Rule, "send_to_targets", send_to_targets_and_state_machines)
+
+    # 12. (and GetBucketNotificationConfiguration shows EventBridgeConfiguration when it is set)
+    from moto.core.responses import ActionResult
+    from moto.s3.responses import S3Response
+
+    get_notification = S3Response.get_bucket_notification
+
+    def get_notification_with_eventbridge(self: Any) -> Any:
+        config = self.backend.get_bucket_notification_configuration(self.bucket_name)
+        if config is None or config.event_bridge is None:
+            return get_notification(self)
+        self.data["Action"] = "GetBucketNotificationConfiguration"
+        arns = {"TopicConfigurations": ("TopicArn", config.topic), "QueueConfigurations": ("QueueArn", config.queue),
+                "LambdaFunctionConfigurations": ("LambdaFunctionArn", config.cloud_function)}
+        result: dict[str, Any] = {key: [{"Id": n.id, arn: n.arn, "Events": n.events} for n in items]
+                                  for key, (arn, items) in arns.items()}
+        return self.serialized(ActionResult({**result, "EventBridgeConfiguration": {}}))
+
+    undo.setattr(S3Response, "get_bucket_notification", get_notification_with_eventbridge)
+
     # 9. each attempt of a .waitForTaskToken ECS task has its own token (the attempt runs in a
     # frame whose context object is its own copy: the new token is this attempt's only)
     eval_execution = ecs_task.StateTaskServiceEcs._eval_execution
@@ -335,3 +403,26 @@ def apply(endpoint: str, verify: bool | str = True) -> Callable[[], None]:
     undo.setattr(sns_task, "boto_client_for", client_as_execution_role)
     undo.setattr(StepFunctionResponse, "send_task_failure", send_task_failure)
     return undo
+
+
+def _start_execution(client_for: Callable[..., Any], region: str, target: dict[str, Any], body: str) -> None:
+    """StartExecution of ``target``'s state machine as the target's role (patch 12), retried as
+    EventBridge retries a failed delivery (three tries here); a delivery that still fails is
+    dropped, as EventBridge drops it after its retry policy (no dead-letter queue declared)."""
+    import sys
+    import time
+    import uuid
+    from types import SimpleNamespace
+
+    role = SimpleNamespace(role_arn=target["RoleArn"])  # what boto_client_for's state_credentials carries
+    name = str(uuid.uuid4())  # one per delivery: a retry of it that did start reports ExecutionAlreadyExists
+    for attempt in range(3):
+        try:
+            # a name as Step Functions generates one (moto would name every unnamed execution "None")
+            client_for(region, "stepfunctions", role).start_execution(stateMachineArn=target["Arn"], input=body, name=name)
+            return
+        except Exception as e:  # noqa: BLE001 - EventBridge retries any failed delivery
+            if "ExecutionAlreadyExists" in str(e):  # an earlier try of this delivery started it
+                return
+            print(f"eventbridge: StartExecution of {target['Arn']} failed (attempt {attempt + 1}): {e}", file=sys.stderr)
+            time.sleep(0.5 * 2**attempt)

@@ -4,7 +4,7 @@
 topic, tail queue, salt). ``ensure_stack`` adds, from a ``platform.declarations.StackDeclaration``:
 
 - IAM roles with their trust documents, inline policies and managed policies: the three task roles,
-  the task execution role, the state machine role, the scheduler role, the promoter and the
+  the task execution role, the state machine role, the scheduler and trigger roles, the promoter and the
   deployer;
 - CloudWatch Logs groups (the three job groups and the state machine's) with their retention;
 - the ECR repository (empty: see below);
@@ -15,7 +15,8 @@ topic, tail queue, salt). ``ensure_stack`` adds, from a ``platform.declarations.
   association, the jobs' security group (no inbound, HTTPS outbound);
 - the state machine with the compiled ASL document unchanged (naming the task definitions, subnets
   and security group created above), its logging and tracing configuration;
-- the EventBridge Scheduler schedule that starts it;
+- the EventBridge Scheduler schedule that starts it, and the EventBridge rule that starts it when
+  data lands under ``incoming/<model>/`` (the data bucket sends its events to EventBridge);
 - the SSM String parameters naming the resources;
 - the CloudWatch dashboard and the alarms (actions: the alert topic).
 
@@ -83,6 +84,7 @@ def inventory(decl: d.StackDeclaration) -> list[tuple[str, str]]:
         ("security group", decl.security_group),
         ("state machine", res.compute.state_machine),
         ("schedule", decl.schedule.name),
+        ("event rule", decl.trigger.name),
         *[("ssm parameter", f"{res.compute.ssm_prefix}/{k}") for k in _parameter_keys(decl)],
         ("dashboard", d.dashboard_name(res.environment)),
         *[("alarm", a.name) for a in decl.alarms],
@@ -120,6 +122,7 @@ def ensure_stack(clients: AwsClients, decl: d.StackDeclaration) -> list[Provisio
     definition = decl.definition(task_arns, subnet_ids, [group_id])
     actions.append(_ensure_state_machine(clients, decl, definition))
     actions.append(_ensure_schedule(clients, decl))
+    actions.append(_ensure_trigger(clients, decl))
     parameters = d.ssm_parameters(
         data_bucket=res.data_bucket.name, artifact_bucket=res.artifact_bucket.name, registry_table=res.registry_table.name,
         alert_topic_arn=res.alert_topic_arn, cluster_arn=cluster_arn(res), state_machine_arn=res.state_machine_arn,
@@ -343,6 +346,34 @@ def _ensure_state_machine(clients: AwsClients, decl: d.StackDeclaration, definit
     sfn.update_state_machine(stateMachineArn=res.state_machine_arn, definition=definition, roleArn=role,
                              loggingConfiguration=logging, tracingConfiguration={"enabled": True})
     return ProvisionAction("state machine", name, "updated")
+
+
+def _ensure_trigger(clients: AwsClients, decl: d.StackDeclaration) -> ProvisionAction:
+    """The data bucket sends its events to EventBridge; the rule and its state machine target
+    (put every time: both calls are idempotent)."""
+    res, trigger, events = decl.resources, decl.trigger, clients.client("events")
+    s3 = clients.client("s3")
+    for bucket in (res.data_bucket, res.artifact_bucket):
+        if bucket.eventbridge and "EventBridgeConfiguration" not in s3.get_bucket_notification_configuration(Bucket=bucket.name):
+            s3.put_bucket_notification_configuration(Bucket=bucket.name, NotificationConfiguration={"EventBridgeConfiguration": {}})
+    try:
+        current = events.describe_rule(Name=trigger.name)
+    except ClientError as e:
+        if _code(e) != "ResourceNotFoundException":
+            raise
+        current = None
+    events.put_rule(Name=trigger.name, EventPattern=trigger.event_pattern, State="ENABLED",
+                    Description=f"Start {res.compute.state_machine} when data lands under its incoming/ prefix")
+    events.put_targets(Rule=trigger.name, Targets=[{
+        "Id": "state-machine", "Arn": res.state_machine_arn,
+        "RoleArn": d.role_arn(res.partition, res.account_id, decl.trigger_role),
+        "InputTransformer": {"InputPathsMap": dict(trigger.input_paths), "InputTemplate": trigger.input_template},
+        "RetryPolicy": {"MaximumRetryAttempts": trigger.retry["maximum_retry_attempts"],
+                        "MaximumEventAgeInSeconds": trigger.retry["maximum_event_age_in_seconds"]},
+    }])
+    if current is None:
+        return ProvisionAction("event rule", trigger.name, "created")
+    return ProvisionAction("event rule", trigger.name, "exists" if current.get("EventPattern") == trigger.event_pattern else "updated")
 
 
 def _ensure_schedule(clients: AwsClients, decl: d.StackDeclaration) -> ProvisionAction:
