@@ -15,6 +15,7 @@ import typer
 
 from stagewise.monitoring.alerts_cli import alerts_app
 from stagewise.monitoring.cli import dashboard_command
+from stagewise.pipeline.fleet_cli import fleet_command
 from stagewise.pipeline.data_cli import data_app
 from stagewise.pipeline.promote_cli import promote
 from stagewise.pipeline.results_cli import agent_ask, agent_evaluate, agent_evaluate_rollout, explain, query, review
@@ -41,6 +42,7 @@ app.command("explain")(explain)
 app.command("review")(review)
 app.command("promote")(promote)
 app.command("dashboard")(dashboard_command)
+app.command("fleet")(fleet_command)
 agent_app.command("ask")(agent_ask)
 agent_app.command("evaluate")(agent_evaluate)
 agent_app.command("evaluate-rollout")(agent_evaluate_rollout)

@@ -208,6 +208,23 @@ def promoter_policy(artifact_bucket_arn: str, table_arn: str, topic_arn: str) ->
     )
 
 
+def reader_policy(table_arn: str, state_machine_arn: str, artifact_bucket_arn: str) -> Doc:
+    """The cross-account fleet reader (``stagewise fleet``): read the registry, the pipeline's
+    executions, metrics and alarms, and each version's baseline and feature importance (the model
+    page compares them); nothing it can change, no model binary, no data. CloudWatch's read actions take no
+    resource scope (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html)."""
+    executions = state_machine_arn.replace(":stateMachine:", ":execution:") + ":*"
+    return document(
+        statement("ReadRegistry", ["dynamodb:GetItem", "dynamodb:Query"], [table_arn, f"{table_arn}/index/*"]),
+        statement("ReadVersionSummaries", ["s3:GetObject"], [f"{artifact_bucket_arn}/models/*/baseline.json",
+                                                             f"{artifact_bucket_arn}/models/*/feature_importance.json"]),
+        statement("ListRuns", ["states:ListExecutions"], [state_machine_arn]),
+        statement("ReadRuns", ["states:DescribeExecution"], [executions]),
+        statement("ReadMetricsAndAlarms", ["cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics",
+                                           "cloudwatch:ListMetrics", "cloudwatch:DescribeAlarms"], ["*"]),
+    )
+
+
 def deployer_iam_policy(partition: str, account_id: str) -> Doc:
     """The deployer's IAM rights, limited to Stagewise's own roles (it also holds the AWS managed
     PowerUserAccess policy, which excludes IAM)."""

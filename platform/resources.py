@@ -143,6 +143,11 @@ class EnvironmentResources:
         return self.arn("sns", self.alert_topic.name)
 
     @property
+    def reader_role_arn(self) -> str:
+        """The environment's cross-account read-only role (``stagewise fleet``; the stack's ``Access`` component)."""
+        return f"arn:{self.partition}:iam::{self.account_id}:role/stagewise-{self.environment}-reader"
+
+    @property
     def promoter_role_arn(self) -> str:
         """The environment's cross-account promoter role (created by the stack's ``Access`` component)."""
         return f"arn:{self.partition}:iam::{self.account_id}:role/stagewise-{self.environment}-promoter"

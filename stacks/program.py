@@ -83,6 +83,7 @@ def deploy(settings: EnvironmentSettings, image_tag: str | None = None) -> dict[
             environment=env, account_id=settings.account_id, partition=settings.partition,
             tooling_account_id=settings.tooling_account_id, artifact_bucket_arn=storage.arns["artifacts"],
             table_arn=registry.arn, topic_arn=monitoring.topic_arn, ssm_prefix=res.compute.ssm_prefix,
+            state_machine_arn=res.state_machine_arn,
             parameters=declarations.ssm_parameters(
                 data_bucket=storage.names["data"], artifact_bucket=storage.names["artifacts"],
                 registry_table=registry.name, alert_topic_arn=monitoring.topic_arn, cluster_arn=compute.cluster_arn,

@@ -269,10 +269,10 @@ def test_local_provisioning_matches_the_stack(parity):
             "schedule", "event", "log group", "subnet"} <= kinds
     counts = {kind: sum(k.startswith(kind + " ") for k in declared) for kind in
               ("iam role", "task definition", "alarm", "ssm parameter", "log group", "subnet")}
-    assert counts == {"iam role": 9, "task definition": 3, "alarm": 8, "ssm parameter": 10, "log group": 4, "subnet": 2}
+    assert counts == {"iam role": 10, "task definition": 3, "alarm": 8, "ssm parameter": 10, "log group": 4, "subnet": 2}
     roles = {k.removeprefix("iam role ") for k in declared if k.startswith("iam role ")}
     assert roles == {f"stagewise-{env}-{r}" for r in ("validate-task", "train-task", "score-task", "task-execution",
-                                                        "state-machine", "scheduler", "trigger", "promoter")} | {"stagewise-deployer"}
+                                                        "state-machine", "scheduler", "trigger", "promoter", "reader")} | {"stagewise-deployer"}
 
 
 def test_the_state_machine_is_the_compiled_document_byte_for_byte(parity):

@@ -1,4 +1,4 @@
-"""Access: cross-account roles (deployer, promoter) trusting the tooling account, and the SSM
+"""Access: cross-account roles (deployer, promoter, reader) trusting the tooling account, and the SSM
 parameters through which the runtime finds the environment's resources."""
 
 from __future__ import annotations
@@ -30,12 +30,14 @@ class AccessArgs:
     table_arn: pulumi.Input[str]
     topic_arn: pulumi.Input[str]
     ssm_prefix: str
+    state_machine_arn: str = ""
     parameters: dict[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 class Access(pulumi.ComponentResource):
     """The deployer role (PowerUserAccess plus IAM on ``stagewise-*`` roles; the stack's
-    ``aws:assumeRoles`` points at it) and the promoter role (artifacts and registry only), both
+    ``aws:assumeRoles`` points at it), the promoter role (artifacts and registry only) and the
+    reader role (``stagewise fleet``: registry, executions, metrics and alarms, read only), all
     trusting the tooling account; the SSM String parameters, and the SecureString salt of the id
     hash (``stagewise.platform.runtime.idhash``). Outputs the role ARNs (never the salt)."""
 
@@ -60,6 +62,15 @@ class Access(pulumi.ComponentResource):
                 lambda a: json.dumps(policies.promoter_policy(a[0], a[1], a[2]))),
             opts=pulumi.ResourceOptions(parent=self.promoter),
         )
+        self.reader = aws.iam.Role(f"{name}-reader", name=declarations.role_name(args.environment, "reader"),
+                                   assume_role_policy=trust, max_session_duration=declarations.ROLE_MAX_SESSION_SECONDS,
+                                   opts=child)
+        aws.iam.RolePolicy(
+            f"{name}-reader-policy", role=self.reader.id,
+            policy=pulumi.Output.all(args.table_arn, args.artifact_bucket_arn).apply(
+                lambda a: json.dumps(policies.reader_policy(a[0], args.state_machine_arn, a[1]))),
+            opts=pulumi.ResourceOptions(parent=self.reader),
+        )
         self.parameters = [
             aws.ssm.Parameter(f"{name}-param-{key}", name=f"{args.ssm_prefix}/{key}", type="String", value=value, opts=child)
             for key, value in args.parameters.items()
@@ -74,5 +85,7 @@ class Access(pulumi.ComponentResource):
         )
         self.deployer_arn = self.deployer.arn
         self.promoter_arn = self.promoter.arn
+        self.reader_arn = self.reader.arn
         self.register_outputs({"deployer_role_arn": self.deployer_arn, "promoter_role_arn": self.promoter_arn,
+                               "reader_role_arn": self.reader_arn,
                                "parameters": [p.name for p in self.parameters]})

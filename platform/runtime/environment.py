@@ -41,6 +41,7 @@ def connect(
     provision: bool = False,
     port: int | None = None,
     role_arn: str | None = None,
+    session_name: str | None = None,
 ) -> Environment:
     """Settings, resources and clients of ``env``.
 
@@ -54,6 +55,8 @@ def connect(
         port: port for a newly started embedded AWS.
         role_arn: assume this role instead of the stack's ``aws:assumeRoles`` role (e.g. the
             environment's promoter role for a cross-account promotion).
+        session_name: the assumed role's session name, seen in CloudTrail (default
+            ``stagewise-<env>-promotion``; the fleet reads as ``stagewise-<env>-fleet``).
 
     Raises:
         SettingsError: the stack file is missing or invalid.
@@ -70,7 +73,8 @@ def connect(
         status = embedded.up(port=port) if start_embedded else embedded.endpoint()
         target = AwsTarget.for_settings(settings, status.endpoint, status.ca_bundle)
     if role_arn is not None:
-        target = AwsTarget(target.region, role_arn, f"stagewise-{env}-promotion", target.endpoint_url, target.ca_bundle)
+        target = AwsTarget(target.region, role_arn, session_name or f"stagewise-{env}-promotion", target.endpoint_url,
+                           target.ca_bundle)
     clients = AwsClients(target)
     actions = ensure_environment(clients, resources) if (provision and not aws) else []
     return Environment(settings, resources, clients, actions)

@@ -6,7 +6,8 @@ embedded AWS's dummy base credentials are refused too), and its evaluator matche
 Installed in the embedded AWS's server process (``moto_server``), this evaluates, for every call
 signed by a session of a role whose name matches ``ENFORCED`` (``stagewise-<env>-validate-task``,
 ``-train-task``, ``-score-task``, ``-state-machine``: the local Fargate tasks and the Step Functions
-engine act as them), the role's inline and attached policies, as IAM does:
+engine act as them; ``-trigger``, as which EventBridge starts executions; ``-reader``, as which
+``stagewise fleet`` reads), the role's inline and attached policies, as IAM does:
 
 - an explicit ``Deny`` whose action (and resource) matches refuses the call;
 - else an ``Allow`` whose ``Action`` matches (wildcards as IAM reads them, service prefix without
@@ -34,7 +35,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-ENFORCED = re.compile(r"^stagewise-[a-z0-9]+-(validate-task|train-task|score-task|state-machine)$")
+ENFORCED = re.compile(r"^stagewise-[a-z0-9]+-(validate-task|train-task|score-task|state-machine|trigger|reader)$")
 """Role names whose sessions the embedded AWS authorises."""
 ALWAYS_ALLOWED = frozenset({"sts:GetCallerIdentity"})
 """Calls IAM never refuses (no policy can deny ``GetCallerIdentity``)."""
