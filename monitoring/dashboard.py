@@ -150,3 +150,24 @@ def metric_names(body: dict[str, Any]) -> set[str]:
 def dashboard_json(environment: str, region: str, state_machine_arn: str | None = None) -> str:
     """``dashboard_body`` serialised for PutDashboard / ``aws.cloudwatch.Dashboard``."""
     return json.dumps(dashboard_body(environment, region, state_machine_arn))
+
+
+FLEET_METRICS = ((m.PIPELINE_SUCCEEDED, "Sum", "Runs succeeded"), (m.PIPELINE_FAILED, "Sum", "Runs failed"),
+                 (m.RUN_COST_USD, "Maximum", "Run cost (USD)"), (m.ROLLBACKS, "Sum", "Rollbacks"),
+                 (m.DRIFT_ALERTS, "Sum", "Drift alerts"), (m.ALERTS_SENT, "Sum", "Alerts sent"))
+"""The fleet dashboard's widgets: per-model metrics with fixed dimensions (Environment, Model)."""
+
+
+def fleet_dashboard_body(accounts: dict[str, str], region: str, models: tuple[str, ...]) -> dict[str, Any]:
+    """The monitoring account's dashboard (CloudWatch cross-account observability): per metric of
+    ``FLEET_METRICS`` and model, one line per environment (``accounts``: environment -> account
+    id), each read from its source account (the metric's ``accountId``), so dev, test and prod sit
+    side by side (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch-Unified-Cross-Account.html)."""
+    widgets: list[dict[str, Any]] = [{"type": "text", "x": 0, "y": 0, "width": GRID_WIDTH, "height": 1, "properties": {
+        "markdown": "# Stagewise fleet\nEvery environment's account side by side (CloudWatch cross-account observability)."}}]
+    for i, (model, (metric, stat, title)) in enumerate((mod, f) for mod in models for f in FLEET_METRICS):
+        lines = [[m.NAMESPACE, metric, "Environment", env, "Model", model, {"accountId": acct, "label": env}]
+                 for env, acct in accounts.items()]
+        widgets.append(_widget(f"{model}: {title}", 12 * (i % 2), 1 + 6 * (i // 2),
+                               {"region": region, "stat": stat, "period": 3600, "metrics": lines}))
+    return {"start": "-P7D", "periodOverride": "inherit", "widgets": widgets}

@@ -10,7 +10,7 @@ from stagewise.stacks.settings import EnvironmentSettings, settings_from_config
 
 _STRUCTURED = {
     "aws": ("allowedAccountIds", "assumeRoles", "defaultTags"),
-    "stagewise": ("alertEmails", "rolloutPlan", "bake", "taskSizes", "agentAlarms"),
+    "stagewise": ("alertEmails", "rolloutPlan", "bake", "taskSizes", "agentAlarms", "prices", "observability"),
 }
 _SCALARS = {
     "aws": ("region",),
@@ -19,6 +19,7 @@ _SCALARS = {
 _INTS = {"stagewise": ("logRetentionDays", "scoringConcurrency", "rowsPerPartition", "taskHeartbeatSeconds",
                        "taskRetryIntervalSeconds")}
 _BOOLS = {"stagewise": ("deletionProtection",)}
+_FLOATS = {"stagewise": ("costBudgetPerRunUsd",)}
 
 
 def settings_from_pulumi_config() -> EnvironmentSettings:
@@ -42,4 +43,7 @@ def settings_from_pulumi_config() -> EnvironmentSettings:
     for ns, keys in _BOOLS.items():
         for k in keys:
             flat[f"{ns}:{k}"] = pulumi.Config(ns).get_bool(k)
+    for ns, keys in _FLOATS.items():
+        for k in keys:
+            flat[f"{ns}:{k}"] = pulumi.Config(ns).get_float(k)
     return settings_from_config(flat, origin=f"stack {pulumi.get_stack()}")

@@ -14,6 +14,7 @@ from stagewise.platform.components.access import Access, AccessArgs
 from stagewise.platform.components.compute import Compute, ComputeArgs
 from stagewise.platform.components.monitoring import Monitoring, MonitoringArgs
 from stagewise.platform.components.network import Network, NetworkArgs
+from stagewise.platform.components.observability import CrossAccountObservability, ObservabilityArgs
 from stagewise.platform.components.orchestration import PipelineStateMachine, PipelineStateMachineArgs
 from stagewise.platform.components.registry_table import RegistryTable, RegistryTableArgs
 from stagewise.platform.components.results_catalog import ResultsCatalog, ResultsCatalogArgs
@@ -97,7 +98,17 @@ def deploy(settings: EnvironmentSettings, image_tag: str | None = None) -> dict[
                            specs=[load_spec(n) for n in builtin_spec_names()]),
         opts=opts,
     )
+    outputs: dict[str, Any] = {}
+    if settings.observability is not None:
+        observability = CrossAccountObservability(
+            declarations.component_name(env, "observability"),
+            ObservabilityArgs(environment=env, account_id=settings.account_id, region=settings.region,
+                              partition=settings.partition, settings=settings.observability),
+            opts=opts)
+        if observability.sink_arn is not None:
+            outputs["oam_sink_arn"] = observability.sink_arn
     return {
+        **outputs,
         "environment": env,
         "account_id": settings.account_id,
         "region": settings.region,
@@ -111,6 +122,7 @@ def deploy(settings: EnvironmentSettings, image_tag: str | None = None) -> dict[
         "image": compute.image_ref,
         "deployer_role_arn": access.deployer_arn,
         "promoter_role_arn": access.promoter_arn,
+        "reader_role_arn": access.reader_arn,
         "glue_database": results.database.name,
         "athena_workgroup": results.workgroup.name,
     }

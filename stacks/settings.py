@@ -10,7 +10,7 @@ Keys read (Pulumi config, ``<namespace>:<key>``):
     aws:defaultTags ({tags: {...}}), and under ``stagewise:``: environment, accountId,
     toolingAccountId, alertEmails, rolloutPlan, bake, taskSizes, logRetentionDays, deletionProtection,
     schedule, scoringConcurrency, rowsPerPartition, taskHeartbeatSeconds, taskRetryIntervalSeconds,
-    agentAlarms, costBudgetPerRunUsd, prices.
+    agentAlarms, costBudgetPerRunUsd, prices, observability.
 """
 
 from __future__ import annotations
@@ -123,6 +123,27 @@ class AgentAlarms(StrictModel):
     daily_budget_usd: Annotated[float, Field(alias="dailyBudgetUsd", gt=0)] = 50.0
 
 
+class Observability(StrictModel):
+    """CloudWatch cross-account observability (OAM): one monitoring account sees the metrics and
+    logs of dev, test and prod side by side.
+
+    Attributes:
+        monitoring_account_id: the account that holds the OAM sink and the fleet dashboard.
+        create_sink: this stack creates the sink, its policy (the ``accounts`` may link) and the
+            fleet dashboard in the monitoring account (through its ``stagewise-deployer`` role).
+            Set it in one stack; deploy that one first.
+        sink_arn: the sink's ARN (that stack's ``oam_sink_arn`` output): this environment links
+            its metrics and logs to it. Unset: no link yet.
+        accounts: environment -> account id of every environment that may link (for the sink
+            policy and the dashboard's per-account lines).
+    """
+
+    monitoring_account_id: Annotated[str, Field(alias="monitoringAccountId", pattern=ACCOUNT_ID)]
+    create_sink: Annotated[bool, Field(alias="createSink")] = False
+    sink_arn: Annotated[str | None, Field(alias="sinkArn", pattern=r"^arn:aws[\w-]*:oam:[\w-]+:\d{12}:sink/[\w-]+$")] = None
+    accounts: dict[str, Annotated[str, Field(pattern=ACCOUNT_ID)]] = {}
+
+
 PriceKey = Literal["fargate_vcpu_hour", "fargate_gb_hour", "fargate_spot_discount", "step_functions_per_1k_transitions",
                    "s3_per_1k_put", "s3_per_1k_get", "dynamodb_per_million_write", "dynamodb_per_million_read"]
 """The prices a stack may override (``stagewise:prices``; USD, the discount a fraction 0..1): the
@@ -161,6 +182,7 @@ class EnvironmentSettings(StrictModel):
         cost_budget_per_run_usd: a run that costs more (USD) alerts, and the environment's
             ``RunCostUSD`` alarm fires (the seed's target: under 20 USD for 100,000 rows).
         prices: price overrides (``PriceKey`` -> USD), e.g. a negotiated Fargate rate.
+        observability: CloudWatch cross-account observability (``Observability``), or None.
     """
 
     environment: Annotated[str, Field(pattern="^(dev|test|prod)$")]
@@ -184,6 +206,7 @@ class EnvironmentSettings(StrictModel):
     agent_alarms: AgentAlarms = AgentAlarms()
     cost_budget_per_run_usd: Annotated[float, Field(gt=0)] = 20.0
     prices: dict[PriceKey, Annotated[float, Field(ge=0)]] = {}
+    observability: Observability | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "EnvironmentSettings":
@@ -307,6 +330,7 @@ def settings_from_config(config: dict[str, Any], origin: str = "config") -> Envi
         "agent_alarms": config.get("stagewise:agentAlarms"),
         "cost_budget_per_run_usd": config.get("stagewise:costBudgetPerRunUsd"),
         "prices": config.get("stagewise:prices"),
+        "observability": config.get("stagewise:observability"),
     }
     raw = {k: v for k, v in raw.items() if v is not None}
     try:
@@ -337,6 +361,7 @@ _KEYS = {
     "agent_alarms": "stagewise:agentAlarms",
     "cost_budget_per_run_usd": "stagewise:costBudgetPerRunUsd",
     "prices": "stagewise:prices",
+    "observability": "stagewise:observability",
 }
 
 

@@ -79,3 +79,14 @@ def test_heartbeat_retry_and_partition_size_flow_into_the_task_definitions_and_s
     assert train["HeartbeatSeconds"] == 600 and train["Retry"][1]["IntervalSeconds"] == 5
     defaults = load_settings("dev", REPO)
     assert (defaults.task_heartbeat_seconds, defaults.heartbeat_interval_seconds, defaults.rows_per_partition) == (300, 60, 1_000_000)
+
+
+def test_the_pulumi_program_reads_every_key_the_runtime_reads():
+    """A stack setting the runtime honours but the Pulumi program never reads would deploy with its
+    default (e.g. a budget alarm at 20 USD while runs alert at the stack's own budget)."""
+    from stagewise.stacks import config as pulumi_config
+    from stagewise.stacks.settings import _KEYS
+
+    read = {f"{ns}:{k}" for table in (pulumi_config._STRUCTURED, pulumi_config._SCALARS, pulumi_config._INTS,
+                                      pulumi_config._BOOLS, pulumi_config._FLOATS) for ns, keys in table.items() for k in keys}
+    assert {key.split(".")[0] for key in _KEYS.values()} - read == set()

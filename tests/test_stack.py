@@ -66,9 +66,11 @@ def stack_config(env: str) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
 
 
-def run_stack(env: str, mocks_class: type[RecordingMocks] = RecordingMocks, **mock_kwargs: Any) -> tuple[RecordingMocks, dict[str, Any]]:
-    """Run the program of stack ``env`` under ``mocks_class(account_id, region, **mock_kwargs)``;
-    returns the mocks (every resource's inputs) and the stack outputs."""
+def run_stack(env: str, mocks_class: type[RecordingMocks] = RecordingMocks, config: dict[str, Any] | None = None,
+              **mock_kwargs: Any) -> tuple[RecordingMocks, dict[str, Any]]:
+    """Run the program of stack ``env`` under ``mocks_class(account_id, region, **mock_kwargs)``,
+    with ``config`` (Pulumi keys) over the stack file's; returns the mocks (every resource's
+    inputs) and the stack outputs."""
     from stagewise.stacks.config import settings_from_pulumi_config
     from stagewise.stacks.program import deploy
     from stagewise.stacks.settings import load_settings
@@ -76,7 +78,7 @@ def run_stack(env: str, mocks_class: type[RecordingMocks] = RecordingMocks, **mo
     settings = load_settings(env, REPO)
     mocks = mocks_class(settings.account_id, settings.region, **mock_kwargs)
     pulumi.runtime.set_mocks(mocks, project="stagewise", stack=env, preview=False)
-    pulumi.runtime.set_all_config(stack_config(env))
+    pulumi.runtime.set_all_config({**stack_config(env), **{k: json.dumps(v) for k, v in (config or {}).items()}})
     exported: dict[str, Any] = {}
 
     @pulumi.runtime.test
@@ -334,3 +336,35 @@ def test_results_catalog_projects_partitions_over_the_runtime_layout(stack):
     assert set(queries) == {f"stagewise create view {v}" for v in ("at_risk", "high_value", "model_performance", "churn_performance")}
     (wg,) = mocks.of_type("aws:athena/workgroup:Workgroup")
     assert wg.inputs["configuration"]["resultConfiguration"]["outputLocation"] == f"s3://{bucket}/athena-results/"
+
+
+ACCOUNTS = {"dev": "314159265358", "test": "271828182845", "prod": "161803398874"}
+
+
+def test_cross_account_observability_a_sink_in_the_monitoring_account_and_a_link_from_each_environment():
+    """``stagewise:observability``: the stack that creates the sink does it in the monitoring account
+    (its own provider, that account's deployer role), lets the three accounts link metrics and logs,
+    and puts the fleet dashboard there with one line per account; each environment links to the sink."""
+    owner = {"monitoringAccountId": "999988887777", "createSink": True, "accounts": ACCOUNTS}
+    mocks, outputs = run_stack("prod", config={"stagewise:observability": owner})
+    (sink,) = mocks.of_type("aws:oam/sink:Sink")
+    monitoring = next(p for p in mocks.of_type("pulumi:providers:aws") if "monitoring-account" in p.name)
+    assert json.loads(monitoring.inputs["allowedAccountIds"]) == ["999988887777"]
+    assert json.loads(monitoring.inputs["assumeRoles"])[0]["role_arn"] == "arn:aws:iam::999988887777:role/stagewise-deployer"
+    assert sink.provider and "monitoring-account" in sink.provider and outputs["oam_sink_arn"]
+    (policy,) = mocks.of_type("aws:oam/sinkPolicy:SinkPolicy")
+    statement = json.loads(policy.inputs["policy"])["Statement"][0]
+    assert statement["Principal"]["AWS"] == sorted(ACCOUNTS.values()) and statement["Action"] == ["oam:CreateLink", "oam:UpdateLink"]
+    dashboards = {d.inputs["dashboardName"]: json.loads(d.inputs["dashboardBody"]) for d in mocks.of_type("aws:cloudwatch/dashboard:Dashboard")}
+    fleet = dashboards["stagewise-fleet"]
+    runs = next(w for w in fleet["widgets"] if w["properties"].get("title") == "engagement: Runs succeeded")
+    assert [(line[3], line[-1]["accountId"]) for line in runs["properties"]["metrics"]] == list(ACCOUNTS.items())
+    assert not mocks.of_type("aws:oam/link:Link")  # the sink's ARN is not known before it exists: link in a second deploy
+
+    linked = {**owner, "createSink": False, "sinkArn": "arn:aws:oam:eu-west-1:999988887777:sink/0123-abcd"}
+    for env in ("dev", "prod"):
+        mocks, outputs = run_stack(env, config={"stagewise:observability": linked})
+        (link,) = mocks.of_type("aws:oam/link:Link")
+        assert link.inputs["sinkIdentifier"] == linked["sinkArn"] and "oam_sink_arn" not in outputs
+        assert link.inputs["resourceTypes"] == ["AWS::CloudWatch::Metric", "AWS::Logs::LogGroup"]
+        assert not mocks.of_type("aws:oam/sink:Sink")
