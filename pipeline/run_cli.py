@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -185,7 +185,8 @@ def _execute(pipeline: Any, data: Optional[Path], model: Optional[str], env: Opt
         status = "succeeded" if result.exit_code == 0 else "failed" if result.exit_code in RESUMABLE else "rejected"
         journal.update(status=status, exit_code=result.exit_code, error=result.error)
         doc = result.to_dict()
-        _cost_into(doc, conn, spec.name, run_id, _in_process_cost(doc, pipeline, conn, requests_before), as_json)
+        _cost_into(doc, conn, spec.name, run_id, _in_process_cost(doc, pipeline, conn, requests_before), as_json,
+                   publish=result.exit_code != ExitCode.AWS_UNREACHABLE)
         doc["outputs"] = {"workdir": str(workdir), "journal": str(journal.path)}
         if result.exit_code in RESUMABLE:
             doc["resume"] = f"stagewise {command} --resume {run_id}"
@@ -214,15 +215,18 @@ def _in_process_cost(doc: dict[str, Any], pipeline: Any, conn: Any, requests_bef
                                     +requests, run_cost.AwsPrices.load(conn.settings.prices))
 
 
-def _cost_into(doc: dict[str, Any], conn: Any, model: str, run_id: str, cost: Any, as_json: bool) -> None:
+def _cost_into(doc: dict[str, Any], conn: Any, model: str, run_id: str, cost: Any, as_json: bool, publish: bool = True) -> None:
     """Put the run's cost in ``doc["cost"]``, publish ``RunCostUSD`` and, over the stack's budget, the
-    alert (into ``doc["alerts"]``); a cost that cannot be published leaves the run's outcome as it is."""
+    alert (into ``doc["alerts"]``); a cost that cannot be published leaves the run's outcome as it is,
+    and a run that stopped because AWS could not be reached does not try (``publish`` False)."""
     doc["cost"] = {**cost.to_dict(), "line": cost.line(), "budget_usd": conn.settings.cost_budget_per_run_usd}
+    if not publish:
+        return
     try:
         alert = run_cost.publish_cost(conn.clients.client("cloudwatch"), conn.clients.client("sns"),
                                       conn.resources.metrics_namespace, conn.resources.alert_topic_arn,
                                       conn.settings.environment, model, run_id, cost, conn.settings.cost_budget_per_run_usd)
-    except ClientError as e:
+    except (ClientError, BotoCoreError) as e:
         if not as_json:
             err.print(f"[yellow]the run's cost was not published: {e}[/]")
         return
@@ -294,7 +298,7 @@ def _execute_on_state_machine(pipeline: Any, data: Optional[Path], model: Option
         tasks = []
     cost = run_cost.run_cost(tasks, followed.events, conn.embedded, run_cost.AwsPrices.load(conn.settings.prices),
                              conn.clients.requests)
-    _cost_into(doc, conn, spec.name, run_id, cost, as_json)
+    _cost_into(doc, conn, spec.name, run_id, cost, as_json, publish=result.exit_code != ExitCode.AWS_UNREACHABLE)
     if result.exit_code in RESUMABLE:
         doc["resume"] = f"stagewise run --executor state-machine --resume {run_id}"
     if as_json:
