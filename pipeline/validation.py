@@ -54,7 +54,12 @@ __all__ = [
     "FailedExpectation",
     "TYPE_LISTS",
     "ValidationReport",
+    "add_validation_definition",
+    "build_report",
     "build_suite",
+    "new_context",
+    "prepare_frame",
+    "run_identifier",
     "validate_frame",
 ]
 
@@ -90,7 +95,10 @@ TYPE_LISTS: dict[str, tuple[str, ...]] = {
 }
 _TARGET_TYPE = "float"  # the target is numeric: float or integer dtypes
 
-_SITE_NAME = "stagewise"
+SITE_NAME = "stagewise"
+"""Name of the Data Docs site every context here builds."""
+RESULT_FORMAT = "BASIC"
+"""Counts and up to 20 sample values per expectation; SUMMARY adds per-row index lists (slow)."""
 _GX_STRING = pd.StringDtype()  # NA-valued: what GX's type name "StringDtype" resolves to
 _SAMPLE_SIZE = 10  # partial_unexpected values kept per failure
 _META_KEY = "stagewise"
@@ -267,7 +275,7 @@ def build_suite(spec: ModelSpec) -> "gx.ExpectationSuite":
 
 
 def validate_frame(
-    df: pd.DataFrame, spec: ModelSpec, docs_dir: Path, run_name: str = "stagewise"
+    df: pd.DataFrame, spec: ModelSpec, docs_dir: Path, run_name: str = "stagewise", suite: Any = None
 ) -> ValidationReport:
     """Validate a DataFrame against the spec's suite and write HTML Data Docs to ``docs_dir``.
 
@@ -286,6 +294,7 @@ def validate_frame(
             of earlier runs in the same folder (other files are left alone), so give each run
             its own folder to keep them.
         run_name: GX run name, part of the validation page's path in the Data Docs.
+        suite: a ``gx.ExpectationSuite`` to run instead of ``build_suite(spec)``.
 
     Returns:
         A ``ValidationReport``; ``success`` is False if any expectation failed or errored.
@@ -298,7 +307,32 @@ def validate_frame(
         raise TypeError(f"validate_frame needs a pandas DataFrame, got {type(df).__name__}")
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
-    from great_expectations.core.run_identifier import RunIdentifier
+
+    docs_dir = Path(docs_dir).resolve()
+    frame = prepare_frame(df)
+    context = new_context(docs_dir)
+    validation_definition = add_validation_definition(context, spec, suite)
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{spec.name}-checkpoint",
+            validation_definitions=[validation_definition],
+            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[SITE_NAME])],
+            result_format=RESULT_FORMAT,
+        )
+    )
+    checkpoint_result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_identifier(run_name))
+    (suite_result,) = checkpoint_result.run_results.values()
+    return build_report(suite_result.to_json_dict(), validation_definition.suite, set(frame.columns), len(frame), docs_dir)
+
+
+def new_context(docs_dir: Path) -> Any:
+    """An ephemeral GX Data Context (in-memory stores, analytics off, no progress bars) whose one
+    Data Docs site (``SITE_NAME``) is written under ``docs_dir`` (created if needed).
+
+    Raises:
+        OSError: ``docs_dir`` cannot be created.
+    """
+    import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
@@ -307,8 +341,6 @@ def validate_frame(
 
     docs_dir = Path(docs_dir).resolve()
     docs_dir.mkdir(parents=True, exist_ok=True)
-    frame = _prepare_frame(df)
-
     context = gx.get_context(
         mode="ephemeral",
         project_config=DataContextConfig(
@@ -319,7 +351,7 @@ def validate_frame(
         ),
     )
     context.add_data_docs_site(
-        site_name=_SITE_NAME,
+        site_name=SITE_NAME,
         site_config={
             "class_name": "SiteBuilder",
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
@@ -329,33 +361,51 @@ def validate_frame(
             },
         },
     )
+    return context
+
+
+def add_validation_definition(context: Any, spec: ModelSpec, suite: Any = None) -> "gx.ValidationDefinition":
+    """Add to ``context`` a pandas data source, a dataframe asset with a whole-dataframe batch
+    definition, the suite (``suite``, else ``build_suite(spec)``) and a validation definition
+    binding them; run it with ``batch_parameters={"dataframe": prepare_frame(df)}``.
+
+    Returns:
+        The added ``gx.ValidationDefinition`` (its ``suite`` is the suite as added, with ids).
+    """
+    import great_expectations as gx
+
     batch_definition = (
         context.data_sources.add_pandas(name="stagewise")
         .add_dataframe_asset(name=spec.name)
         .add_batch_definition_whole_dataframe(name="whole_frame")
     )
-    suite = context.suites.add(build_suite(spec))
-    validation_definition = context.validation_definitions.add(
+    suite = context.suites.add(build_suite(spec) if suite is None else suite)
+    return context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{spec.name}-validation", data=batch_definition, suite=suite)
     )
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name=f"{spec.name}-checkpoint",
-            validation_definitions=[validation_definition],
-            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[_SITE_NAME])],
-            result_format="BASIC",  # counts and sample values; SUMMARY adds per-row index lists (slow)
-        )
-    )
-    checkpoint_result = checkpoint.run(
-        batch_parameters={"dataframe": frame},
-        # an explicit run_time: without one GX tries to parse the run name as a date, and some run
-        # ids (e.g. "20261122T071512Z-2769ad") parse into an impossible UTC offset that GX then fails on
-        run_id=RunIdentifier(run_name=run_name, run_time=datetime.now(timezone.utc)),
-    )
-    (suite_result,) = checkpoint_result.run_results.values()
-    result = suite_result.to_json_dict()
 
-    present = set(frame.columns)
+
+def run_identifier(run_name: str) -> Any:
+    """A GX ``RunIdentifier`` named ``run_name``, timed now (UTC).
+
+    An explicit run_time: without one GX tries to parse the run name as a date, and some run ids
+    (e.g. ``"20261122T071512Z-2769ad"``) parse into an impossible UTC offset that GX then fails on.
+    """
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    return RunIdentifier(run_name=run_name, run_time=datetime.now(timezone.utc))
+
+
+def build_report(result: dict, suite: Any, present: set[str], row_count: int, docs_dir: Path) -> ValidationReport:
+    """A ``ValidationReport`` from a suite validation result.
+
+    Args:
+        result: ``ExpectationSuiteValidationResult.to_json_dict()`` (JSON-native).
+        suite: the suite as added to the context (its expectation ids order the failures).
+        present: the validated columns (column-level failures on other columns say "missing").
+        row_count: rows validated.
+        docs_dir: the Data Docs site folder (``docs_index`` if its ``index.html`` exists).
+    """
     # GX returns results grouped by how it computed them; report failures in suite order.
     order = {e.id: i for i, e in enumerate(suite.expectations)}
     failures = [r for r in result.get("results", []) if not r.get("success", False)]
@@ -363,12 +413,12 @@ def validate_frame(
         key=lambda r: order.get((r.get("expectation_config") or {}).get("id"), len(order))
     )
     failed = tuple(_failure(r, present) for r in failures)
-    index = docs_dir / "index.html"
+    index = Path(docs_dir).resolve() / "index.html"
     return ValidationReport(
         success=bool(result.get("success", False)),
         evaluated=int(result.get("statistics", {}).get("evaluated_expectations", 0)),
         failed=failed,
-        row_count=len(frame),
+        row_count=row_count,
         docs_index=index if index.is_file() else None,
         result=result,
         suite_name=suite.name,
@@ -379,7 +429,7 @@ def _meta(kind: str, **extra: Any) -> dict:
     return {_META_KEY: {"kind": kind, **extra}}
 
 
-def _prepare_frame(df: pd.DataFrame) -> pd.DataFrame:
+def prepare_frame(df: pd.DataFrame) -> pd.DataFrame:
     """A shallow copy GX can type-check (dtypes per ``_gx_checkable_dtype``), names as unique str.
 
     Duplicated column names get a ``__duplicate_N`` suffix so the column-set expectation reports
@@ -453,7 +503,7 @@ def _failure(r: dict, present: set[str]) -> FailedExpectation:
         desc = f"column {column!r} is missing (check '{check}' could not run)"
         count = pct = None
         sample = []
-    elif _raised(r.get("exception_info")):
+    elif raised(r.get("exception_info")):
         where = f"{column}: " if column else ""
         desc = f"{where}{etype} could not be evaluated: {_exception_message(r['exception_info'])}"
     else:
@@ -521,7 +571,7 @@ def _describe(
     return f"{where}{etype} failed{tail}"
 
 
-def _raised(info: Any) -> bool:
+def raised(info: Any) -> bool:
     """GX puts either one exception dict or a dict of them (keyed by metric id) here."""
     if not isinstance(info, dict):
         return False

@@ -7,7 +7,8 @@ The input, 24,000 customers in 8 row groups of 3,000 rows, is scored by the scor
 * one partition, in-process, from the validated frame in memory (the local runner's default);
 * 4 partitions in a local process pool (2 worker processes), each reading its row groups;
 * 8 partitions scored one at a time as the AWS Map tasks do (``ctx.partition = (i, 8)``, no
-  frame: each task downloads the input from S3 and reads its own row groups).
+  frame), each reading its own row groups: from the local input file, and again from the
+  ingested object in S3 by ranged reads (``inputs.RangedReader``; nothing is downloaded).
 
 The concatenated parts must be equal row for row, and the per-version statistics the rollout
 gates see must agree.
@@ -125,6 +126,19 @@ def test_predictions_are_identical_whatever_the_partitioning(dev, spec, rollout,
     task_parts, task_keys = _parts(dev, tasks[0])
     assert len(task_keys) == 8
     pd.testing.assert_frame_equal(task_parts, expected, check_exact=True)
+
+    ranged_run, uri, ranged = new_run_id(), whole_ctx.results.ingest.data_uri, []
+    assert uri.startswith("s3://")
+    monkeypatch.setenv(Env.ROWS_PER_PARTITION, str(GROUP))
+    for i in range(8):  # as on AWS: the Map task's input is the ingested object, each task reads its row groups by ranges
+        ctx = _context(dev, spec, uri, tmp_path, ranged_run)
+        ctx.results.ingest, ctx.partition = whole_ctx.results.ingest, (i, 8)
+        ctx.results.score = steps.score(ctx)
+        assert ctx.results.score.rows_scored == GROUP
+        ranged.append({"index": i, **ctx.results.score.summary()})
+    assert not (tmp_path / ranged_run / "input").exists()  # no task downloaded the input (``inputs.local_input``)
+    scoring.publish_predictions(ctx.objects, dev.resources.data_bucket.name, MODEL, ranged_run, ranged, {}, {})
+    pd.testing.assert_frame_equal(_parts(dev, ctx)[0], expected, check_exact=True)
     s3, bucket = dev.clients.client("s3"), dev.resources.data_bucket.name
     assert s3.list_objects_v2(Bucket=bucket, Prefix=f"staging/predictions/{MODEL}/").get("KeyCount", 0) == 0  # staging emptied
 

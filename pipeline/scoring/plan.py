@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -95,11 +95,12 @@ def plan_partitions(group_rows: list[int] | tuple[int, ...], per_partition: int)
     return PartitionPlan(groups, min(partition_count(sum(groups), per_partition), len(groups)))
 
 
-def plan_source(source: Path | bytes, name: str, per_partition: int | None = None) -> PartitionPlan:
+def plan_source(source: Path | bytes | BinaryIO, name: str, per_partition: int | None = None) -> PartitionPlan:
     """The partition plan of a Parquet input (from its footer, no data read) or a CSV (one partition).
 
     Args:
-        source: a local file or the file's bytes.
+        source: a local file, the file's bytes, or a seekable binary file object (e.g.
+            ``inputs.RangedReader``: only the footer is fetched).
         name: the input's file name (``.csv`` inputs are one partition).
         per_partition: rows per partition (default ``rows_per_partition()``).
 
@@ -113,5 +114,11 @@ def plan_source(source: Path | bytes, name: str, per_partition: int | None = Non
     if is_parquet(source, name):
         meta = pq.ParquetFile(handle).metadata
         return plan_partitions([meta.row_group(i).num_rows for i in range(meta.num_row_groups)], per)
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    if isinstance(source, bytes):
+        data = source
+    elif isinstance(source, (str, Path)):
+        data = Path(source).read_bytes()
+    else:
+        source.seek(0)
+        data = source.read()
     return plan_partitions([len(read_table(data, name))], per)

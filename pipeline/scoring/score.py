@@ -23,7 +23,7 @@ import pandas as pd
 
 from stagewise.monitoring import drift as driftlib
 from stagewise.pipeline import modeling, review, splitting
-from stagewise.pipeline.inputs import is_parquet, read_table
+from stagewise.pipeline.inputs import ObjectPin, RangedReader, is_parquet, read_table
 from stagewise.pipeline.scoring.plan import PartitionPlan
 from stagewise.pipeline.scoring.publish import staging_prefix
 from stagewise.pipeline.spec import ModelSpec
@@ -54,6 +54,9 @@ class ScoringJob:
         baselines: version number -> baseline statistics (``baseline.json``) or None.
         source: local path of the input (Parquet or CSV).
         source_name: the input's file name (decides Parquet vs CSV with the magic bytes).
+        source_pin: when set, the input is this S3 object version (a Parquet file) and each
+            partition reads only its row groups from it by ranged GETs (``inputs.RangedReader``)
+            instead of reading ``source``.
         plan: the input's partition plan.
         workdir: folder for the parts before upload.
         id_salt: the secret salt of the id hash (``stagewise.platform.runtime.idhash``): parts carry
@@ -74,6 +77,7 @@ class ScoringJob:
     workdir: str
     id_salt: bytes = field(repr=False, default=b"")
     batch_rows: int = BATCH_ROWS
+    source_pin: ObjectPin | None = None
 
     @property
     def id_hash_column(self) -> str:
@@ -108,31 +112,35 @@ class _Accumulator:
 
 
 def batches(job: ScoringJob, index: int, frame: pd.DataFrame | None = None,
-            features: pd.DataFrame | None = None) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+            features: pd.DataFrame | None = None, s3: Any = None) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """The rows of partition ``index``, ``job.batch_rows`` at a time, as ``(rows, feature matrix)``.
 
     With ``frame`` (the whole input, already in memory) the partition is one slice of it (and of
     ``features``, its ``modeling.feature_matrix`` if already built); otherwise only the
-    partition's row groups and ``job.columns()`` are read from ``job.source``, batch by batch.
+    partition's row groups and ``job.columns()`` are read, batch by batch, from ``job.source``
+    or (``job.source_pin`` set) from S3 by ranged reads through ``s3`` (a boto3 S3 client).
     """
     start, end = job.plan.bounds(index)
     if frame is not None:  # already in memory: one batch (fewer, larger predict calls)
         df = frame.iloc[start:end]
         yield df, features.iloc[start:end] if features is not None else modeling.feature_matrix(df, job.spec)
         return
-    for df in _read_batches(job, index, start, end):
+    for df in _read_batches(job, index, start, end, s3):
         yield df, modeling.feature_matrix(df, job.spec)
 
 
-def _read_batches(job: ScoringJob, index: int, start: int, end: int) -> Iterator[pd.DataFrame]:
-    if not is_parquet(Path(job.source), job.source_name):
+def _read_batches(job: ScoringJob, index: int, start: int, end: int, s3: Any = None) -> Iterator[pd.DataFrame]:
+    import pyarrow.parquet as pq
+
+    if job.source_pin is not None:  # only this partition's column chunks (and the footer) cross the network
+        pf = pq.ParquetFile(RangedReader(s3, job.source_pin), pre_buffer=True)
+    elif not is_parquet(Path(job.source), job.source_name):
         df = read_table(Path(job.source).read_bytes(), job.source_name)
         for lo in range(start, end, job.batch_rows):
             yield df.iloc[lo:min(end, lo + job.batch_rows)]
         return
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(job.source)
+    else:
+        pf = pq.ParquetFile(job.source)
     present = set(pf.schema_arrow.names)
     columns = [c for c in job.columns() if c in present]
     for batch in pf.iter_batches(batch_size=job.batch_rows, row_groups=job.plan.row_groups(index), columns=columns):
@@ -184,7 +192,7 @@ def score_partition(job: ScoringJob, index: int, objects: ObjectStore, load_mode
     predict_seconds = 0.0
     start, end = job.plan.bounds(index)
     try:
-        for df, X in batches(job, index, frame, features):
+        for df, X in batches(job, index, frame, features, objects.s3):
             served = routing.assign(record, df[key].to_numpy())
             labels = df[spec.target.name].to_numpy(dtype="float64") if spec.target.name in df.columns else None
             trained = splitting.memberships(splits, df)  # version -> rows it trained on: never evidence

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from stagewise.pipeline import modeling
-from stagewise.pipeline.inputs import read_table
+from stagewise.pipeline.inputs import is_parquet, read_table
+from stagewise.pipeline.scoring.plan import PartitionPlan, plan_source, rows_per_partition
 from stagewise.pipeline.steps.context import RunContext, ValidationFailed
 from stagewise.pipeline.steps.results import Ingested, Validated
 from stagewise.platform.runtime.failpoints import failpoint
@@ -54,32 +55,51 @@ def validate(ctx: RunContext) -> Validated:
     Docs (``validation_prefix``) as predictions are published: staged under ``staging/``, copied,
     then made visible by a manifest written last (``ObjectStore.publish_staged``; the site's
     ``index.html`` is copied after its pages), so a run killed mid-upload leaves none visible.
-    Keeps the frame in ``ctx.work.frame``.
+
+    A Parquet input of more than one scoring partition (``scoring.rows_per_partition``) is
+    validated partition by partition (``validation_partitions``: one partition's frame at a time,
+    the per-expectation results merged exactly, uniqueness and row count counted by DuckDB); a
+    CSV, a one-partition input, or a suite with an expectation that cannot be merged exactly is
+    validated whole. Keeps the whole frame in ``ctx.work.frame`` (for train and in-process score).
 
     Raises:
         ValidationFailed: the data failed an expectation or could not be read (exit 2).
     """
     from stagewise.pipeline.validation import validate_frame  # deferred: Great Expectations takes ~1.5 s to import
+    from stagewise.pipeline.validation_partitions import UnsupportedForPartitions, validate_partitions  # deferred: as above
 
     ingested: Ingested = ctx.needs("ingest")
     prefix, staged = validation_prefix(ctx.spec.name, ctx.run_id), f"staging/validation/{ctx.spec.name}/{ctx.run_id}"
-    try:
-        df = read_table(ctx.work.data_bytes or b"", ingested.data_name)
-    except ValueError as e:
-        raise ValidationFailed(
-            str(e),
-            ctx.alert(
-                "validation.failed", "Validation failed: input unreadable", f"The input {ingested.data_uri} could not be read: {e}",
-                "Check the file is a parquet (or CSV) export of the dataset and re-run `stagewise run --data FILE`.",
-                numbers={"rows": 0}, links={"input": ingested.data_uri},
-            ),
-            Validated(success=False, rows=0, evaluated=0, failed=1, failed_expectations=[str(e)]),
-        ) from e
-    ctx.progress(0, 1, f"validating {len(df):,} rows against {ctx.spec.name!r} suite")
+    data = ctx.work.data_bytes or b""
+    per_partition = rows_per_partition(ctx.settings.rows_per_partition)
+    plan = _partitioned(data, ingested.data_name, per_partition)
+    df = None
+    if plan is None:
+        try:
+            df = read_table(data, ingested.data_name)
+        except ValueError as e:
+            raise _unreadable(ctx, ingested, e) from e
+    rows = len(df) if df is not None else plan.rows
+    where = f" in {plan.count} partitions" if plan is not None else ""
+    ctx.progress(0, 1, f"validating {rows:,} rows{where} against {ctx.spec.name!r} suite")
     docs_dir = ctx.workdir / "data-docs"
-    ignored = [c for c in ctx.spec.ignored_columns if c in df.columns]  # e.g. another model's label
-    df = modeling.conform(df.drop(columns=ignored) if ignored else df, ctx.spec)  # number-coded categories, whole floats
-    report = validate_frame(df, ctx.spec, docs_dir, run_name=ctx.run_id)
+
+    def prepare(frame):
+        ignored = [c for c in ctx.spec.ignored_columns if c in frame.columns]  # e.g. another model's label
+        return modeling.conform(frame.drop(columns=ignored) if ignored else frame, ctx.spec)  # number-coded categories, whole floats
+
+    report = None
+    if plan is not None:
+        try:
+            report = validate_partitions(data, ingested.data_name, ctx.spec, docs_dir, per_partition=per_partition, prepare=prepare,
+                                         run_name=ctx.run_id, progress=ctx.progress)
+        except UnsupportedForPartitions:
+            df = read_table(data, ingested.data_name)  # the suite needs the whole frame at once
+        except ValueError as e:  # a row group that cannot be read
+            raise _unreadable(ctx, ingested, e) from e
+    if report is None:
+        df = prepare(df)
+        report = validate_frame(df, ctx.spec, docs_dir, run_name=ctx.run_id)
     ctx.objects.delete_keys(ctx.data_bucket, ctx.objects.keys(ctx.data_bucket, f"{staged}/"))  # a killed attempt's leftovers
     ctx.objects.put_bytes(ctx.data_bucket, f"{staged}/result.json", json.dumps(report.result, default=str).encode(), "application/json")
     failpoint("validate.result-written")
@@ -108,5 +128,30 @@ def validate(ctx: RunContext) -> Validated:
             ),
             result,
         )
-    ctx.work.frame = df
+    ctx.work.frame = df if df is not None else prepare(read_table(data, ingested.data_name))
     return result
+
+
+def _unreadable(ctx: RunContext, ingested: Ingested, e: Exception) -> ValidationFailed:
+    """The failure (with its alert) of an input that could not be read."""
+    return ValidationFailed(
+        str(e),
+        ctx.alert(
+            "validation.failed", "Validation failed: input unreadable", f"The input {ingested.data_uri} could not be read: {e}",
+            "Check the file is a parquet (or CSV) export of the dataset and re-run `stagewise run --data FILE`.",
+            numbers={"rows": 0}, links={"input": ingested.data_uri},
+        ),
+        Validated(success=False, rows=0, evaluated=0, failed=1, failed_expectations=[str(e)]),
+    )
+
+
+def _partitioned(data: bytes, name: str, per_partition: int) -> PartitionPlan | None:
+    """The input's partition plan when it is Parquet in more than one partition (validated by
+    partitions), else None (validated whole; an unreadable input is reported by ``read_table``)."""
+    if not data or not is_parquet(data, name):
+        return None
+    try:
+        plan = plan_source(data, name, per_partition)
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a corrupt footer; read_table says why
+        return None
+    return plan if plan.count > 1 else None

@@ -5,7 +5,11 @@ see of it (``challenger_observations``).
 Which partitions: ``ctx.partition = (index, count)`` (an AWS Map task) scores that one and leaves
 its part staged (the report group publishes them all); otherwise all of them, in a process pool
 of ``min(partitions, cores, scoringConcurrency)`` workers when there is more than one, else
-in-process (reusing the validated frame in memory), and then publishes them.
+in-process (reusing the validated frame in memory), and then publishes them. Without the frame,
+partitions read their row groups from the local input file or, for a Parquet input in S3 that
+carries the ingested sha256, by ranged reads of that object, pinned by its ETag
+(``inputs.RangedReader``): no partition downloads the whole file. A CSV, or an object without that sha256 recorded, is
+downloaded once and verified (``inputs.local_input``).
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from typing import Any
 import pandas as pd
 
 from stagewise.pipeline import review, scoring
-from stagewise.pipeline.inputs import local_input
+from stagewise.pipeline.inputs import ObjectPin, RangedReader, local_input, pin_object
 from stagewise.pipeline.spec import ModelSpec
 from stagewise.pipeline.steps.context import RunContext
 from stagewise.pipeline.steps.results import Ingested, Scored
 from stagewise.platform.runtime.idhash import read_id_salt
+from stagewise.platform.runtime.objects import StorageError
 
 SCORED_KEYS = ("r2", "rmse", "mae", "precision", "recall", "logloss", "brier")
 """Metrics measured on scored rows that carry the label and that the version did not train on
@@ -57,8 +62,9 @@ def score(ctx: RunContext) -> Scored:
     numbers = sorted({record.champion, *([r.challenger] if r else [])})
     versions = {n: ctx.version(n) for n in numbers}
     frame = ctx.work.frame
-    source = _local_source(ctx, ingested) if frame is None or ctx.work.data_bytes is None else None
-    plan = scoring.plan_source(source or ctx.work.data_bytes or b"", ingested.data_name,
+    source, pin = _input_source(ctx, ingested) if frame is None or ctx.work.data_bytes is None else (None, None)
+    footer = RangedReader(ctx.objects.s3, pin) if pin is not None else None  # the plan reads only the footer
+    plan = scoring.plan_source(footer or source or ctx.work.data_bytes or b"", ingested.data_name,
                                scoring.rows_per_partition(ctx.settings.rows_per_partition))
     indices = list(range(plan.count)) if given is None else [given[0]]
     if given is not None and given[1] != plan.count:
@@ -66,14 +72,14 @@ def score(ctx: RunContext) -> Scored:
             f"asked for partition {given[0]} of {given[1]}, but the input {ingested.data_uri} has {plan.count} "
             "partition(s); it changed after validation: start a new run")
     workers = min(len(indices), os.cpu_count() or 1, ctx.settings.scoring_concurrency)
-    if workers > 1:  # worker processes read their row groups from a file
-        source = source or _local_source(ctx, ingested)
+    if workers > 1 and source is None and pin is None:  # worker processes read their row groups from a file or S3
+        source, pin = _input_source(ctx, ingested)
     salt = read_id_salt(ctx.clients, ctx.resources)
     job = scoring.ScoringJob(
         target=ctx.clients.target, data_bucket=ctx.data_bucket, spec=spec, run_id=ctx.run_id, record=record,
         versions=versions, baselines={n: ctx.baseline_of(versions[n]) for n in numbers},
         source=str(source or ctx.data_source), source_name=ingested.data_name, plan=plan, workdir=str(ctx.workdir / "score"),
-        id_salt=salt.key,
+        id_salt=salt.key, source_pin=pin,
     )
     ctx.progress(0, len(indices), f"scoring {plan.rows:,} rows in {plan.count} partition(s)"
                  + (f", {r.weight:g}% to v{r.challenger}" if r else ""))
@@ -134,11 +140,19 @@ def predictions_summary(bucket: str, model: str, run_id: str, parts: int, shadow
     }
 
 
-def _local_source(ctx: RunContext, ingested: Ingested) -> Path:
-    """The input as a local file: the source path of a local run, else a verified download."""
+def _input_source(ctx: RunContext, ingested: Ingested) -> tuple[Path | None, ObjectPin | None]:
+    """Where partitions read the input: ``(the source file of a local run, None)``; else, for a
+    Parquet input in S3 whose recorded sha256 is the ingested one, ``(None, the object pinned by
+    its ETag)`` (ranged reads of each partition's row groups only; a replaced object fails them);
+    else ``(a verified download, None)``."""
     if not ctx.data_source.startswith("s3://") and Path(ctx.data_source).is_file():
-        return Path(ctx.data_source)
-    return local_input(ctx.objects, ingested.data_uri, ingested.data_sha256, ingested.data_name, ctx.workdir)
+        return Path(ctx.data_source), None
+    if ingested.data_name.endswith((".parquet", ".pq")):
+        try:
+            return None, pin_object(ctx.objects.s3, ingested.data_uri, ingested.data_sha256)
+        except StorageError:  # no sha256 metadata (an s3:// input read where it is): download it and verify
+            pass
+    return local_input(ctx.objects, ingested.data_uri, ingested.data_sha256, ingested.data_name, ctx.workdir), None
 
 
 def challenger_observations(per_version: dict[Any, dict[str, Any]], serving: dict[str, Any]) -> dict[str, tuple[float | None, int]]:
