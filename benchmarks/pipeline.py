@@ -24,8 +24,10 @@ step alone on them: partitions of ``$STAGEWISE_ROWS_PER_PARTITION`` rows (defaul
 local process pool, in a fresh process whose peak RSS is summed with the pool's workers (the embedded AWS,
 standing in for S3, is not counted).
 
-Targets (issue 7): ratio <= 1.5 at 100,000 rows and <= 1.25 at 1,000,000 rows; scoring 10,000,000
-rows with peak RSS under 2 GiB.
+Goals (issue 20, ``GOALS``): ratio <= 1.25 at 100,000 rows and <= 1.10 at 1,000,000 rows; the
+whole `stagewise run` process <= 1.2 x a plain script doing the same work (``plain_script.py``,
+timed in the same run, interleaved rounds, medians); CLI cold start to the first step <= 1.0 s;
+scoring 10,000,000 rows with peak RSS under 2 GiB (issue 7).
 """
 
 from __future__ import annotations
@@ -290,6 +292,43 @@ def cold_start(home: Path) -> dict:
             "pipeline_imports_seconds": pipeline_imports, "connect_seconds": connecting, "slowest_top_level_imports": top}
 
 
+def process_comparison(data: Path, rounds: int = 3) -> dict:
+    """Whole-process wall of a plain script doing the same work (``benchmarks/plain_script.py``)
+    and of ``stagewise run`` on the same file, ``rounds`` interleaved rounds, medians. Each
+    ``stagewise run`` gets a fresh registry: its own STAGEWISE_HOME and embedded AWS, started (and
+    stopped) outside the timing."""
+    import statistics
+
+    exe = str(Path(sys.executable).parent / "stagewise")
+    plain, platform = [], []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="stagewise-plain-") as out:
+            t = time.perf_counter()
+            subprocess.run([sys.executable, str(REPO / "benchmarks" / "plain_script.py"), str(data), out], check=True,
+                           capture_output=True)
+            plain.append(time.perf_counter() - t)
+        with tempfile.TemporaryDirectory(prefix="stagewise-fresh-") as home:
+            env = {**os.environ, "STAGEWISE_HOME": home, "STAGEWISE_EMBEDDED_PORT": str(_free_port())}
+            subprocess.run([exe, "local", "up"], env=env, check=True, capture_output=True)
+            try:
+                t = time.perf_counter()
+                proc = subprocess.run([exe, "run", "--env", "dev", "--data", str(data), "--project-dir", str(REPO), "--json"],
+                                      env=env, capture_output=True, text=True)
+                platform.append(time.perf_counter() - t)
+            finally:
+                subprocess.run([exe, "local", "down"], env=env, capture_output=True)
+            if proc.returncode:
+                raise SystemExit(f"`stagewise run` failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    p, w = statistics.median(plain), statistics.median(platform)
+    return {"rounds": rounds, "plain_script_seconds": plain, "stagewise_run_seconds": platform,
+            "plain_median": p, "stagewise_median": w, "ratio": w / p}
+
+
+GOALS = {"ratio_100k": 1.25, "ratio_1m": 1.10, "process_ratio": 1.2, "cold_start_seconds": 1.0}
+"""Issue 20's goals: pipeline / (fit + predict) at 100,000 and 1,000,000 rows, ``stagewise run``
+over the plain script (whole processes), CLI cold start to the first step."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000],
@@ -297,6 +336,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--large", action="store_true",
                         help="also score 10,000,000 rows alone (partitioned, process pool; target: peak RSS < 2 GiB)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of plain script vs `stagewise run` on the first size (0: skip)")
     parser.add_argument("--large-rows", type=int, default=10_000_000, help=argparse.SUPPRESS)
     parser.add_argument("--generate-into", type=Path, help=argparse.SUPPRESS)  # internal: the generator child
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
@@ -327,10 +368,12 @@ def main() -> None:
                 results.append(bench_size(rows, rss, home))
         large = bench_large(args.large_rows, home) if args.large else None
         cold = cold_start(home)
+        first = home / f"customers-{args.sizes[0]}.parquet" if args.sizes else None
+        processes = process_comparison(first, args.rounds) if first and args.rounds else None
     finally:
         EmbeddedAWS(home).down()
     doc = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "imports_seconds": imports_s,
-           "sizes": results, "large": large, "cold_start": cold}
+           "sizes": results, "large": large, "cold_start": cold, "processes": processes, "goals": GOALS}
     if args.json:
         print(json.dumps(doc, indent=2))
         return
@@ -348,7 +391,7 @@ def main() -> None:
         table.add_row("[bold]pipeline", f"[bold]{r['pipeline_seconds']:.2f}", f"{r['rows'] / r['pipeline_seconds']:,.0f}", "")
         table.add_row("xgboost fit", f"{r['xgboost_fit_seconds']:.2f}", "", f"{r['xgboost_fit_peak_rss_mib']:,.0f}")
         table.add_row("xgboost predict", f"{r['xgboost_predict_seconds']:.2f}", "", f"{r['xgboost_predict_peak_rss_mib']:,.0f}")
-        target = 1.5 if r["rows"] <= 100_000 else 1.25
+        target = GOALS["ratio_100k"] if r["rows"] <= 100_000 else GOALS["ratio_1m"]
         verdict = "[green]met" if r["ratio"] <= target else "[red]missed"
         table.add_row("[bold]ratio", f"[bold]{r['ratio']:.2f}", f"target <= {target}", verdict)
         table.add_row("ratio, XGBoost timed inside the run", f"{r['ratio_in_run']:.2f}",
@@ -372,6 +415,15 @@ def main() -> None:
         f"(pandas, pyarrow, xgboost, scikit-learn) {cs['pipeline_imports_seconds']:.2f} s, connecting (settings, "
         f"AssumeRole, provisioning checks) {cs['connect_seconds']:.2f} s (each timed on its own); "
         "slowest imports: " + ", ".join(f"{t['module']} {t['cumulative_ms']:.0f} ms" for t in cs["slowest_top_level_imports"]))
+    met = cs["to_first_step_seconds"] <= GOALS["cold_start_seconds"]
+    console.print(f"cold start goal <= {GOALS['cold_start_seconds']:g} s: " + ("[green]met[/]" if met else "[red]missed[/]"))
+    if processes:
+        met = processes["ratio"] <= GOALS["process_ratio"]
+        console.print(
+            f"whole process, {args.sizes[0]:,} rows, median of {processes['rounds']} interleaved rounds: plain script "
+            f"(GX + XGBoost + Parquet, benchmarks/plain_script.py) {processes['plain_median']:.1f} s, `stagewise run` (fresh "
+            f"registry) {processes['stagewise_median']:.1f} s: ratio {processes['ratio']:.2f}, goal <= {GOALS['process_ratio']:g} "
+            + ("[green]met[/]" if met else "[red]missed[/]"))
 
 
 if __name__ == "__main__":
