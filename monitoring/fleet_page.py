@@ -75,7 +75,7 @@ def cell_lines(model: dict[str, Any]) -> list[tuple[str, str]]:
     run = model.get("last_run")
     if model["kind"] == "model":
         lines.append(("ok" if run and run["outcome"] == "succeeded" else "bad" if run else "dim",
-                      f"last run {run['outcome']} ({run['hour'][:16]} UTC hour)" if run else "no run in the window"))
+                      f"last run {run['outcome']} (hourly bucket from {run['hour'][:16]} UTC)" if run else "no run in the window"))
         d = model.get("drift") or {}
         share = d.get("drifted_share")
         lines.append(({"ok": "ok", "drifting": "bad"}.get(d.get("status"), "dim"),

@@ -127,7 +127,8 @@ class RunCost:
 
     def line(self) -> str:
         """One line for the run table, e.g. ``would cost on Fargate Spot $0.0042: 4 tasks ...``."""
-        would = "would cost on Fargate Spot" if self.estimated else "cost"
+        spot = bool(self.tasks) and all(t.capacity_provider == "FARGATE_SPOT" for t in self.tasks)
+        would = ("would cost on Fargate Spot" if spot else "would cost on Fargate") if self.estimated else "cost"
         r = self.requests
         return (f"{would} ${self.total_usd:.4f}: {len(self.tasks)} tasks, {sum(t.vcpu_seconds for t in self.tasks):,.0f} vCPU-s, "
                 f"{sum(t.gb_seconds for t in self.tasks):,.0f} GB-s (${self.fargate_usd:.4f}); {self.transitions} state "
