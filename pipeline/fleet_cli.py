@@ -11,7 +11,7 @@ from __future__ import annotations
 import webbrowser
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
@@ -25,9 +25,9 @@ from stagewise.platform.runtime.environment import connect
 from stagewise.stacks.settings import ENVIRONMENTS, load_settings
 
 
-def _reader(env: str, aws: bool, project_dir: Optional[Path]) -> fleet.EnvironmentView:
-    """Connect to ``env`` as its reader role and read it; an environment that cannot be reached
-    comes back with its error."""
+def _reader(env: str, aws: bool, project_dir: Optional[Path]) -> tuple[fleet.EnvironmentView, Any]:
+    """Connect to ``env`` as its reader role and read it: ``(its view, the connection)``; an
+    environment that cannot be reached comes back with its error (and no connection)."""
     settings = load_settings(env, project_dir)
     try:
         if not aws:
@@ -37,13 +37,14 @@ def _reader(env: str, aws: bool, project_dir: Optional[Path]) -> fleet.Environme
         conn = connect(env, aws=aws, project_dir=project_dir, role_arn=environment_resources(settings).reader_role_arn,
                        session_name=f"stagewise-{env}-fleet")
     except Exception as e:  # noqa: BLE001 - shown in the environment's column, the others still read
-        return fleet.EnvironmentView(env, settings.account_id, settings.region, error=f"{type(e).__name__}: {e}")
-    return fleet.read_environment(conn)
+        return fleet.EnvironmentView(env, settings.account_id, settings.region, error=f"{type(e).__name__}: {e}"), None
+    return fleet.read_environment(conn), conn
 
 
-def _comparisons(views: list[fleet.EnvironmentView], name: str, aws: bool, project_dir: Optional[Path]) -> dict:
+def _comparisons(views: list[fleet.EnvironmentView], conns: dict[str, Any], name: str) -> dict:
     """Per environment, its challenger (else newest version) against its champion (else the one
-    before), through the reader role's S3 read of baselines and feature importances."""
+    before), through the reader role's S3 read of baselines and feature importances (``conns``:
+    environment -> its reader connection)."""
     found = {}
     for v in views:
         model = v.models.get(name)
@@ -55,9 +56,7 @@ def _comparisons(views: list[fleet.EnvironmentView], name: str, aws: bool, proje
         b = by.get(sv["challenger"]) or model["versions"][-1]
         a = by.get(sv["champion"]) if sv["champion"] != b["version"] else None
         a = a or next(x for x in reversed(model["versions"]) if x["version"] != b["version"])
-        settings = load_settings(v.environment, project_dir)
-        s3 = connect(v.environment, aws=aws, project_dir=project_dir, role_arn=environment_resources(settings).reader_role_arn,
-                     session_name=f"stagewise-{v.environment}-fleet").clients.client("s3")
+        s3 = conns[v.environment].clients.client("s3")
         found[v.environment] = fleet.compare_versions(a, b, lambda uri, what: fleet.artifact_json(s3, uri, what))
     return found
 
@@ -89,7 +88,8 @@ def fleet_command(
         fail(f"--envs {envs!r}: unknown environment(s) {unknown}; use {', '.join(ENVIRONMENTS)}", ExitCode.BAD_INPUT, as_json)
     now = datetime.now(timezone.utc)
     with err.status(f"reading {', '.join(names)} as each account's reader role"):
-        views = [_reader(e, aws, project_dir) for e in names]
+        read = [_reader(e, aws, project_dir) for e in names]
+    views, conns = [v for v, _ in read], {v.environment: c for v, c in read}
     written: dict[str, str] = {}
     if pages:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,7 @@ def fleet_command(
         written["fleet"] = str(out_dir / "fleet.html")
         for name in sorted({n for v in views for n in v.models}):
             path = out_dir / page_name(name)
-            path.write_text(render_model(name, views, _comparisons(views, name, aws, project_dir), now), encoding="utf-8")
+            path.write_text(render_model(name, views, _comparisons(views, conns, name), now), encoding="utf-8")
             written[name] = str(path)
     code = ExitCode.AWS_UNREACHABLE if any(v.error for v in views) else ExitCode.OK
     if as_json:
