@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 ROWS   ?= 100000
 DATA   ?= data/customers.parquet
 ENV    ?= dev
+# pytest-xdist workers for `make test`: a test file stays on one worker (tests/conftest.py)
+WORKERS ?= 2
 
 NODE_STAMP := node_modules/.installed
 
@@ -41,9 +43,9 @@ chromium:
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } || \
 	  { echo "the dashboard test needs Chromium: apt-get install chromium (or set STAGEWISE_CHROMIUM)"; exit 1; }
 
-## the test suite (starts its own embedded AWS on a free port)
+## the test suite, in parallel on $(WORKERS) workers (each starts its own embedded AWS on a free port)
 test: $(STAMP) $(NODE_STAMP) chromium
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
 
 ## the environment's dashboard, from the embedded AWS's metrics, as one HTML page
 dashboard: $(STAMP)

@@ -16,6 +16,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# pytest-xdist's workers start with COLUMNS=80 and LINES=24 in their environment. The CLI's rich
+# consoles are made when it is imported (at collection) and keep a width found in the environment
+# then, so a test's own COLUMNS (CliRunner's env) would be ignored in a worker: the CLI under test
+# sees the same environment in a worker as in a serial run (no fixed width; a test sets its own).
+for _var in ("COLUMNS", "LINES"):
+    os.environ.pop(_var, None)
+
 
 def engagement_spec(folder: Path, name: str, plan: str | None = None, builtin: str = "engagement") -> Path:
     """The engagement spec (or another built-in: ``builtin="churn"``) under another model name
@@ -50,6 +57,32 @@ def run_engagement_copy(folder: Path, name: str, seed: int, *args: str, rows: in
     return spec, df, result
 
 
+# The slowest test files (or groups), handed out first under pytest-xdist so that the two workers
+# end together rather than one waiting for a long file that started last. Measured with
+# `pytest -n 2 --durations`; the order only matters for the wall time.
+SLOW_FIRST = ("test_faults.py:1", "test_faults.py:2", "test_executors.py", "test_flaky_aws.py",
+              "test_rollout_cli.py", "test_fleet.py", "test_run_lock.py", "test_review.py", "test_data_trigger.py",
+              "test_bad_input.py", "test_scoring.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (`--dist loadgroup`)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The units of work of pytest-xdist (`make test`: ``-n 2 --dist loadgroup``): a test file is
+    one group, run by one worker in its own order with its module fixtures set up once, as with
+    ``--dist loadfile``, unless its tests name their own ``xdist_group`` (test_faults.py splits in
+    two, each half on its own embedded AWS). In a worker the slowest groups come first."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+    if hasattr(config, "workerinput"):  # the same order in every worker, as xdist requires
+
+        def rank(item: pytest.Item) -> int:
+            group = item.get_closest_marker("xdist_group").args[0]
+            return SLOW_FIRST.index(group) if group in SLOW_FIRST else len(SLOW_FIRST)
+
+        items.sort(key=rank)  # stable: a group keeps its tests' order
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,9 +99,11 @@ def _fake_credentials() -> None:
     os.environ["AWS_DEFAULT_REGION"] = "eu-west-1"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def stagewise_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private STAGEWISE_HOME for the session (embedded AWS state, run folders)."""
+    """A private STAGEWISE_HOME for the session (embedded AWS state, run folders), for every test:
+    no test falls back to ``./.stagewise``, which pytest-xdist's workers would share. Each worker
+    has its own (``tmp_path_factory`` gives each one its own base folder)."""
     home = tmp_path_factory.mktemp("stagewise-home")
     os.environ["STAGEWISE_HOME"] = str(home)
     return home
@@ -93,6 +128,22 @@ def dev(embedded):
     from stagewise.platform.runtime.environment import connect
 
     return connect("dev", project_dir=REPO, provision=True)
+
+
+def own_registry_table(dev: Any, suffix: str) -> str:
+    """A registry table of its own on ``dev``'s embedded AWS, made by the code that provisions the
+    registry table (same keys and index), named ``<registry table>-<suffix>``; returns its name.
+
+    For tests that write store records directly (states the registry never writes, e.g. a model
+    whose latest version was not committed): in the dev registry table those would be read by every
+    test that lists the registered models, whichever test file a worker runs next."""
+    from dataclasses import replace
+
+    from stagewise.platform.runtime.provision import ensure_table
+
+    spec = replace(dev.resources.registry_table, name=f"{dev.resources.registry_table.name}-{suffix}")
+    ensure_table(dev.clients, spec)
+    return spec.name
 
 
 @contextmanager

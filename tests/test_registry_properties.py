@@ -46,6 +46,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
+from conftest import own_registry_table
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import RegistryError
 from stagewise.registry.memory import InMemoryRegistryStore
@@ -749,10 +750,11 @@ def test_registry_rules_hold_on_the_in_memory_store():
 
 
 def test_registry_rules_hold_on_dynamodb(dev):
-    """15 random histories of 5 steps on ``DynamoDBRegistryStore`` (the dev registry table on the
-    embedded AWS), each on a fresh model name and starting with a rollout in progress where it can
-    (the embedded DynamoDB answers in tens of milliseconds, so histories are short)."""
-    client, table = dev.clients.client("dynamodb"), dev.resources.registry_table.name
+    """15 random histories of 5 steps on ``DynamoDBRegistryStore`` (a registry table of its own on
+    the embedded AWS, so its models are not listed by other test files), each on a fresh model name
+    and starting with a rollout in progress where it can (the embedded DynamoDB answers in tens of
+    milliseconds, so histories are short)."""
+    client, table = dev.clients.client("dynamodb"), own_registry_table(dev, "properties")
 
     class OnDynamoDB(RegistryMachine):
         batch = 2

@@ -1,10 +1,12 @@
 """The registry store contract (``stagewise.registry.store.RegistryStore``), run on both stores.
 
-Every test runs on ``DynamoDBRegistryStore`` (the dev registry table on the embedded AWS) and on
+Every test runs on ``DynamoDBRegistryStore`` (a registry table of the module's own on the embedded AWS) and on
 ``InMemoryRegistryStore``: records read back as written, writes conditional on the model's revision,
 one audit event per revision, idempotency tokens and replays, ``NotFound``/``AlreadyExists``, the
 run lock (taken, refused, renewed, lapsed, released), and 16 threads racing on one model. The registry's rules rely on exactly this, so its rule tests can run
-on the in-memory store. Each test uses its own model names (the DynamoDB table is shared).
+on the in-memory store. Each test uses its own model names (the module's tests share the table; it is
+not the dev registry table, whose models other test files list: some records written here are
+states the registry itself never writes).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Callable
 
 import pytest
 
+from conftest import own_registry_table
 from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import AlreadyExists, Conflict, Locked, NotFound
 from stagewise.registry.memory import InMemoryRegistryStore
@@ -26,11 +29,16 @@ AT = datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
 THREADS = 16
 
 
+@pytest.fixture(scope="module")
+def contract_table(dev) -> str:
+    return own_registry_table(dev, "contract")
+
+
 @pytest.fixture(params=["dynamodb", "memory"])
 def store(request: pytest.FixtureRequest) -> RegistryStore:
     if request.param == "dynamodb":
         dev = request.getfixturevalue("dev")  # the embedded AWS starts only for the DynamoDB runs
-        return DynamoDBRegistryStore(dev.clients.client("dynamodb"), dev.resources.registry_table.name)
+        return DynamoDBRegistryStore(dev.clients.client("dynamodb"), request.getfixturevalue("contract_table"))
     return InMemoryRegistryStore()
 
 
