@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ROWS   ?= 100000
 DATA   ?= data/customers.parquet
 ENV    ?= dev
-# pytest-xdist workers for `make test`: a test file stays on one worker (tests/conftest.py)
+# pytest-xdist workers for `make test`: a test file runs on one worker (tests/conftest.py)
 WORKERS ?= 2
 
 NODE_STAMP := node_modules/.installed
@@ -45,7 +45,7 @@ chromium:
 
 ## the test suite, in parallel on $(WORKERS) workers (each starts its own embedded AWS on a free port)
 test: $(STAMP) $(NODE_STAMP) chromium
-	$(BIN)/pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## the environment's dashboard, from the embedded AWS's metrics, as one HTML page
 dashboard: $(STAMP)

@@ -57,30 +57,43 @@ def run_engagement_copy(folder: Path, name: str, seed: int, *args: str, rows: in
     return spec, df, result
 
 
-# The slowest test files (or groups), handed out first under pytest-xdist so that the two workers
-# end together rather than one waiting for a long file that started last. Measured with
-# `pytest -n 2 --durations`; the order only matters for the wall time.
-SLOW_FIRST = ("test_faults.py:1", "test_faults.py:2", "test_executors.py", "test_flaky_aws.py",
-              "test_rollout_cli.py", "test_fleet.py", "test_run_lock.py", "test_review.py", "test_data_trigger.py",
-              "test_bad_input.py", "test_scoring.py")
+# The slowest test files, handed out first under pytest-xdist so that the two workers end together
+# rather than one waiting for a long file that started last (measured with `pytest -n 2
+# --durations`; the order only matters for the wall time), and the files that run in parts, each
+# part on a worker of its own with its own module fixtures (test_faults.py: each half has its own
+# embedded AWS and reference runs; its last test, which stops that server, ends the second half).
+SLOW_FIRST = ("test_faults.py", "test_executors.py", "test_flaky_aws.py", "test_rollout_cli.py", "test_fleet.py",
+              "test_run_lock.py", "test_review.py", "test_data_trigger.py", "test_bad_input.py", "test_scoring.py")
+PARTS = {"test_faults.py": 2}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (`--dist loadgroup`)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The units of work of pytest-xdist (`make test`: ``-n 2 --dist loadgroup``): a test file is
-    one group, run by one worker in its own order with its module fixtures set up once, as with
-    ``--dist loadfile``, unless its tests name their own ``xdist_group`` (test_faults.py splits in
-    two, each half on its own embedded AWS). In a worker the slowest groups come first."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
-    if hasattr(config, "workerinput"):  # the same order in every worker, as xdist requires
+    """In a pytest-xdist worker the slowest files come first (the same order in every worker, as
+    xdist requires; a file keeps its tests' order)."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: SLOW_FIRST.index(item.path.name) if item.path.name in SLOW_FIRST else len(SLOW_FIRST))
 
-        def rank(item: pytest.Item) -> int:
-            group = item.get_closest_marker("xdist_group").args[0]
-            return SLOW_FIRST.index(group) if group in SLOW_FIRST else len(SLOW_FIRST)
 
-        items.sort(key=rank)  # stable: a group keeps its tests' order
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` (``-n 2 --dist loadfile``): a test file is one unit of work, run by one worker in
+    its own order with its module fixtures set up once, except that a file of ``PARTS`` is cut into
+    that many units of consecutive tests. (``--dist loadgroup`` cannot do this with pytest 9: the
+    group it appends to a test's node id no longer reaches the scheduler.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            parts = PARTS.get(file.rsplit("/", 1)[-1], 1)
+            if parts == 1:
+                return file
+            ids = [n for n in self.collection if n.split("::", 1)[0] == file]
+            return f"{file}:{ids.index(nodeid) * parts // len(ids) + 1}"
+
+    return FileScheduling(config, log)
 
 
 def _free_port() -> int:

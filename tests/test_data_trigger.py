@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import time
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO
-from test_executors import FAST, MODEL, STAGEWISE, Place, project_with
+from test_executors import FAST, MODEL, Place, generated, project_with
 
 from stagewise.platform import declarations as d
 from stagewise.registry.claims import get_claim
@@ -38,9 +36,7 @@ def place(tmp_path_factory) -> Any:
 
 @pytest.fixture(scope="module")
 def data(place, tmp_path_factory) -> bytes:
-    path = tmp_path_factory.mktemp("trigger-data") / "customers.parquet"
-    subprocess.run([STAGEWISE, "data", "generate", "--rows", "2000", "--seed", "5", "--out", str(path)],
-                   env=place.env, check=True, capture_output=True, cwd=REPO, timeout=300)
+    path = generated(tmp_path_factory.mktemp("trigger-data") / "customers.parquet", 2000, 5)
     pq.write_table(pq.read_table(path), path, row_group_size=2000)
     return path.read_bytes()
 

@@ -45,6 +45,7 @@ import pytest
 import yaml
 
 from conftest import REPO, _free_port, private_embedded_aws
+from stagewise.pipeline.generator import generate_customers, write_dataset
 from stagewise.pipeline.local_stack import provision_stack
 from stagewise.pipeline.scoring.publish import read_manifest, read_predictions
 from stagewise.platform.runtime.embedded import EmbeddedAWS
@@ -85,6 +86,21 @@ class Place:
             doc = {}
         return proc.returncode, doc, proc.stderr[-4000:]
 
+    def invoke(self, *args: str) -> dict[str, Any]:
+        """`stagewise <args> --json` in this process (typer's CliRunner), as ``cli`` runs it in a
+        process of its own: from the project folder, on this place's STAGEWISE_HOME and embedded
+        AWS; asserts exit 0. For set-up commands that are not what a test is about: each saves the
+        ~2 s cold start of a process."""
+        from typer.testing import CliRunner
+
+        from stagewise.pipeline.cli import app
+
+        with contextlib.chdir(self.project):
+            result = CliRunner().invoke(app, [*args, "--json"], env={"STAGEWISE_HOME": str(self.home),
+                                                                     "STAGEWISE_EMBEDDED_PORT": str(self.port)})
+        assert result.exit_code == 0, (args, result.output[-3000:])
+        return json.loads(result.stdout)
+
     def outcome(self, run_id: str) -> dict[str, Any]:
         """What a user sees of run ``run_id``: the version, the predictions, the manifest, the
         review queue, the metrics."""
@@ -110,6 +126,13 @@ class Place:
         }
 
 
+def generated(path: Path, rows: int, seed: int) -> Path:
+    """The file `stagewise data generate --rows ROWS --seed SEED --out PATH` writes, made by the same
+    two calls in this process (no cold start of a process for a test's data)."""
+    write_dataset(generate_customers(rows, seed), path)
+    return path
+
+
 def project_with(folder: Path, **config: Any) -> Path:
     """A copy of the project's stack files in ``folder`` whose dev stack file sets ``config``
     (Pulumi keys, e.g. ``FAST``) on top of its own."""
@@ -128,9 +151,7 @@ def places(tmp_path_factory) -> Any:
     for place in made.values():  # one secret id salt for both, so the hashed ids of their predictions can be joined
         place.conn.clients.client("ssm").put_parameter(Name=salt_parameter(place.conn.resources), Value="5a" * 32,
                                                        Type="SecureString", Overwrite=True)
-    data = tmp_path_factory.mktemp("executor-data") / "customers.parquet"
-    subprocess.run([STAGEWISE, "data", "generate", "--rows", "4000", "--seed", "11", "--out", str(data)],
-                   env=made["in-process"].env, check=True, capture_output=True, cwd=REPO, timeout=300)
+    data = generated(tmp_path_factory.mktemp("executor-data") / "customers.parquet", 4000, 11)
     pq.write_table(pq.read_table(data), data, row_group_size=ROW_GROUP_ROWS)  # 4 row groups: 2 partitions of 2,000 rows
     yield made, data
     for place in made.values():
@@ -372,9 +393,7 @@ def test_a_task_role_without_a_permission_fails_there_naming_it_and_resume_finis
     original = json.loads(original) if isinstance(original, str) else original
     reduced = {**original, "Statement": [s for s in original["Statement"] if s.get("Sid") != "WriteArtifacts"]}
     assert len(reduced["Statement"]) == len(original["Statement"]) - 1
-    data = tmp_path / "new.parquet"
-    subprocess.run([STAGEWISE, "data", "generate", "--rows", "8000", "--seed", "23", "--out", str(data)],
-                   env=place.env, check=True, capture_output=True, cwd=REPO, timeout=300)
+    data = generated(tmp_path / "new.parquet", 8000, 23)
     registry = registry_of(place.conn)
     before = len(registry.list_versions(MODEL))
 

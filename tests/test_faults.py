@@ -293,14 +293,10 @@ KILLS = {
 }
 
 
-# pytest-xdist runs this module in two halves of about equal time, each on a worker of its own with
-# its own embedded AWS and reference runs (`make test`; tests/conftest.py). The server-stopping test
-# ends the second half.
-FIRST_HALF, SECOND_HALF = pytest.mark.xdist_group("test_faults.py:1"), pytest.mark.xdist_group("test_faults.py:2")
-
-
-@pytest.mark.parametrize("failpoint", [pytest.param(f, marks=FIRST_HALF if i < 6 else SECOND_HALF)
-                                       for i, f in enumerate(KILLS)])
+# `make test` runs this module in two halves of consecutive tests (about equal time), each on a
+# pytest-xdist worker of its own with its own embedded AWS and reference runs (tests/conftest.py,
+# PARTS). The server-stopping test, last, ends the second half.
+@pytest.mark.parametrize("failpoint", list(KILLS))
 def test_a_run_killed_at_a_failpoint_resumes_to_the_clean_result(faults, reference, failpoint):
     code, step, registered, published = KILLS[failpoint]
     model = "engagement-fault-" + failpoint.replace(".", "-").replace("=", "-").replace("@", "-")
@@ -347,7 +343,6 @@ def test_a_run_killed_at_a_failpoint_resumes_to_the_clean_result(faults, referen
     assert_same(snapshot, reference)
 
 
-@FIRST_HALF
 def test_sigterm_from_outside_stops_the_run_within_the_spot_notice(faults, reference):
     model = "engagement-fault-sigterm"
     spec_path = faults.setup_model(model)
@@ -367,7 +362,6 @@ def test_sigterm_from_outside_stops_the_run_within_the_spot_notice(faults, refer
     assert_same(faults.snapshot(model, faults.resume(journal.run_id)["run_id"]), reference)
 
 
-@SECOND_HALF
 def test_embedded_aws_frozen_mid_run_fails_with_exit_5_and_resumes(faults, reference):
     """AWS stops answering (the server process is frozen with SIGSTOP): calls time out, the run
     exits 5 naming the cause; when AWS answers again the resumed run ends as a clean one."""
@@ -390,7 +384,6 @@ def test_embedded_aws_frozen_mid_run_fails_with_exit_5_and_resumes(faults, refer
     assert_same(faults.snapshot(model, faults.resume(journal.run_id)["run_id"]), reference)
 
 
-@SECOND_HALF
 def test_embedded_aws_stopped_mid_run_fails_fast_with_exit_5(faults, reference):
     """The embedded AWS is shut down mid-run (`stagewise local down`): the run fails within
     seconds with exit 5. Its state was in memory and is gone; after `stagewise local up` the

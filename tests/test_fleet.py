@@ -18,7 +18,7 @@ import pytest
 
 from conftest import REPO
 from test_dashboard_preview import BROWSER_ARGS, CHROMIUM_INSTALL, _chromium
-from test_executors import STAGEWISE, Place, project_with
+from test_executors import STAGEWISE, Place, generated, project_with
 
 SHOTS = REPO / ".stagewise" / "screenshots"
 
@@ -27,16 +27,10 @@ SHOTS = REPO / ".stagewise" / "screenshots"
 def fleet(tmp_path_factory) -> Any:
     place = Place(tmp_path_factory.mktemp("fleet-home"), project_with(tmp_path_factory.mktemp("fleet-project"))).up()
     data = tmp_path_factory.mktemp("fleet-data")
-
-    def cli(*args: str) -> dict[str, Any]:
-        proc = subprocess.run([STAGEWISE, *args, "--json"], env=place.env, capture_output=True, text=True, cwd=place.project,
-                              timeout=600)
-        assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-3000:])
-        return json.loads(proc.stdout)
+    cli = place.invoke  # the runs and promotions that make the fleet: the CLI in this process; `fleet` runs as a process
 
     for seed in (1, 2):
-        subprocess.run([STAGEWISE, "data", "generate", "--rows", "3000", "--seed", str(seed), "--out", str(data / f"d{seed}.parquet")],
-                       env=place.env, check=True, capture_output=True, cwd=REPO, timeout=300)
+        generated(data / f"d{seed}.parquet", 3000, seed)
     cli("run", "--data", str(data / "d1.parquet"), "--env", "dev")                           # dev v1
     cli("promote", "engagement", "1", "--from", "dev", "--to", "test")                      # test v1 champion
     cli("promote", "engagement", "1", "--from", "test", "--to", "prod", "--approver", "Ada", "--reason", "clean week")

@@ -83,14 +83,11 @@ def over_budget(tmp_path_factory):
     in-process ``stagewise run`` of 2,000 rows in it."""
     import subprocess
 
-    from conftest import REPO
-    from test_executors import STAGEWISE, Place, project_with
+    from test_executors import STAGEWISE, Place, generated, project_with
 
     project = project_with(tmp_path_factory.mktemp("budget-project"), **{"stagewise:costBudgetPerRunUsd": 0.000001})
     place = Place(tmp_path_factory.mktemp("budget-home"), project).up()
-    data = tmp_path_factory.mktemp("budget-data") / "customers.parquet"
-    subprocess.run([STAGEWISE, "data", "generate", "--rows", "2000", "--seed", "3", "--out", str(data)],
-                   env=place.env, check=True, capture_output=True, cwd=REPO, timeout=300)
+    data = generated(tmp_path_factory.mktemp("budget-data") / "customers.parquet", 2000, 3)
     tail = [STAGEWISE, "alerts", "tail", "--env", "dev", "--wait", "1", "--json"]
     subprocess.run(tail, env=place.env, check=True, capture_output=True, cwd=project, timeout=120)  # the tail queue, empty
     code, doc, err = place.cli("run", "--data", str(data), "--env", "dev")
