@@ -53,9 +53,8 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.monitoring import metrics as m
-from stagewise.pipeline import claim_task, modeling
+from stagewise.pipeline import claim_task
 from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, Pipeline, Step
-from stagewise.pipeline.inputs import read_table
 from stagewise.pipeline.runner import StepRecord, run_pipeline
 from stagewise.pipeline.scoring import plan_source, publish_predictions, rows_per_partition
 from stagewise.pipeline.spec import load_spec
@@ -84,8 +83,9 @@ GROUPS: dict[str, tuple[Step, ...]] = dict(PIPELINE.task_groups())
 LAST_GROUP = list(GROUPS)[-1]
 
 NEEDS_FRAME = frozenset({"train"})
-"""Groups whose steps need the parsed input in memory (``ctx.work.frame``): re-read from the
-ingested input. A score partition reads only its own row groups (``stagewise.pipeline.scoring``)."""
+"""Groups whose steps need the ingested input (``ctx.work.data_bytes``, verified): train reads it
+whole or by partitions (``training_data``). A score partition reads only its own row groups
+(``stagewise.pipeline.scoring``)."""
 
 
 # ------------------------------------------------------------------------------------- errors
@@ -243,7 +243,7 @@ def _restore(group: str, ctx: RunContext, state: RunState) -> None:
         ingested = ctx.needs("ingest")
         uri = S3Uri.parse(ingested.data_uri)
         data = ctx.objects.get_bytes(uri.bucket, uri.key, expect_sha256=ingested.data_sha256)
-        ctx.work.frame = modeling.conform(read_table(data, ingested.data_name), ctx.spec)  # as validate read it
+        ctx.work.data_bytes = data  # train reads it whole, or by partitions when it does not fit (training_data)
     if group == "report":
         docs = state.score_partitions()
         ctx.results.score = publish_score_partitions(ctx, docs, started_at=doc.get("created_at"))
@@ -336,7 +336,7 @@ def _output(group: str, ctx: RunContext, result: Any, state: RunState, partition
     if group == "validate":
         ingested = ctx.needs("ingest")
         per_partition = rows_per_partition(ctx.settings.rows_per_partition)
-        count = plan_source(ctx.work.data_bytes or b"", ingested.data_name, per_partition).count
+        count = plan_source(ctx.work.data or b"", ingested.data_name, per_partition).count
         out.update(rows=ctx.needs("validate").rows, rows_per_partition=per_partition,
                    partitions=[{"index": i, "count": count} for i in range(count)])
     elif group == "train":

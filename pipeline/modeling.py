@@ -140,6 +140,16 @@ def model_class(task: str) -> type:
     return xgb.XGBClassifier if task == "classification" else xgb.XGBRegressor
 
 
+def estimator(spec: ModelSpec, progress: Callable[[int, int], None] | None = None, n_jobs: int | None = None) -> xgb.XGBModel:
+    """The unfitted estimator of ``spec``: ``model_class(spec.task)`` with the spec's hyperparameters
+    (``tree_method`` defaults to ``hist``), categorical support, the thread limit (the spec's, else
+    ``n_jobs``; None: all cores) and a callback that reports ``progress(done_rounds, total_rounds)``
+    and raises a held SIGTERM after each boosting round."""
+    params = {"tree_method": "hist", **{k: v for k, v in spec.xgboost.items() if k not in ("n_jobs", "nthread")}}
+    total = int(params.get("n_estimators", 100))
+    return model_class(spec.task)(**params, enable_categorical=True, n_jobs=spec.threads or n_jobs, callbacks=[_Rounds(progress, total)])
+
+
 def train_model(
     X: pd.DataFrame, y: np.ndarray, spec: ModelSpec, progress: Callable[[int, int], None] | None = None, n_jobs: int | None = None
 ) -> xgb.XGBModel:
@@ -152,10 +162,7 @@ def train_model(
         progress: called as ``progress(done_rounds, total_rounds)`` after each boosting round.
         n_jobs: threads when the spec sets no limit (``xgboost.n_jobs``; default: all cores).
     """
-    params = {"tree_method": "hist", **{k: v for k, v in spec.xgboost.items() if k not in ("n_jobs", "nthread")}}
-    n_jobs = spec.threads or n_jobs
-    total = int(params.get("n_estimators", 100))
-    model = model_class(spec.task)(**params, enable_categorical=True, n_jobs=n_jobs, callbacks=[_Rounds(progress, total)])
+    model = estimator(spec, progress, n_jobs)
     with native_code():  # building the DMatrix calls back into Python: a SIGTERM waits for the next round
         model.fit(X, y.astype("int64") if spec.task == "classification" else y)
     model.set_params(callbacks=None)

@@ -282,6 +282,25 @@ class ReviewSpec(StrictModel):
     size: Annotated[int, Field(ge=0, le=100_000)] = 400
 
 
+class TrainingSpec(StrictModel):
+    """How the train step holds its data (``stagewise.pipeline.training_data``); the version's
+    lineage records which mode was used and why (``lineage["training"]``).
+
+    Attributes:
+        mode: ``auto`` (in memory when the estimate fits the train task's memory, else
+            ``beyond_memory``), or always ``in_memory``, ``external_memory`` or ``sample``.
+        beyond_memory: what ``auto`` does when the data does not fit: ``external_memory``
+            (XGBoost external memory: every training row, streamed by partition) or ``sample``.
+        sample_rows: training rows ``sample`` keeps (about: a hash sample of the split key).
+        seed: the sample's hash salt (``sample-<seed>``): change it for another sample.
+    """
+
+    mode: Literal["auto", "in_memory", "external_memory", "sample"] = "auto"
+    beyond_memory: Literal["external_memory", "sample"] = "external_memory"
+    sample_rows: Annotated[int, Field(ge=1_000)] = 1_000_000
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
 PIPELINE_XGBOOST_KEYS = {
     "enable_categorical": "the pipeline always sets it (categorical features need it)",
     "callbacks": "the pipeline sets its own (training progress)",
@@ -323,6 +342,7 @@ class ModelSpec(StrictModel):
     ignored_columns: tuple[str, ...] = ()
     """Columns an input may carry that this model never reads (e.g. another model's label in a
     shared customer table): dropped before validation, never trained on, never published."""
+    training: TrainingSpec = TrainingSpec()
     reference: Annotated[str | None, Field(pattern=r"^[\w.]+:\w+$")] = None
     """Optional ``module:function`` giving the true E[target | features] of synthetic data; when
     set, runs report the best achievable holdout metrics beside the model's (``generator`` data)."""

@@ -68,26 +68,70 @@ class Workspace:
     """In-process objects steps share within one process (one ECS task on AWS); never handed over.
 
     Attributes:
-        data_bytes: the input file's bytes (``ingest``).
+        data_bytes: the input file's bytes (``ingest`` of an ``s3://`` input; the train task).
+        data_file: the local input file (``ingest`` of a local input: read from disk by each
+            step, never held in memory whole).
         frame: the validated input, conformed to the spec (``validate``), rows in file order.
         features: ``modeling.feature_matrix(frame)`` (``train``).
         model: the fitted XGBoost model (``train``).
-        hold_idx: row positions of the holdout (``train``), int array.
+        hold_idx: row positions of the holdout in ``frame`` (``train``, in memory), int array.
+        holdout: the holdout rows (``train``): ``frame``'s rows in memory, or, when training
+            streamed the input (``training_data``), the columns evaluation reads (id, features,
+            target, split columns), index 0..n-1.
+        holdout_features: ``modeling.feature_matrix(holdout)``, same rows.
         holdout_true, holdout_pred: the holdout's labels and the model's predictions, float arrays.
         versions, models, baselines: per-run caches: version number -> record, artifact sha256 ->
             fitted model, version number -> baseline statistics (versions are immutable).
     """
 
     data_bytes: bytes | None = None
+    data_file: Path | None = None
     frame: pd.DataFrame | None = None
     features: pd.DataFrame | None = None
     model: Any = None
     hold_idx: np.ndarray | None = None
+    holdout: pd.DataFrame | None = None
+    holdout_features: pd.DataFrame | None = None
     holdout_true: np.ndarray | None = None
     holdout_pred: np.ndarray | None = None
     versions: dict[int, VersionRecord] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     baselines: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+
+    data_file_stamp: tuple[int, int] | None = None
+
+    def release_rows(self) -> None:
+        """Drop the input's rows held in memory (frame, feature matrix, holdout), e.g. before the
+        score step's worker processes read the input from its file: after train and evaluate no
+        step needs them, and the workers' memory adds to this process's."""
+        import ctypes  # deferred: only here
+        import gc
+
+        self.frame = self.features = self.holdout = self.holdout_features = None
+        gc.collect()
+        import pyarrow  # deferred: as above
+
+        pyarrow.default_memory_pool().release_unused()  # Arrow's allocator keeps freed buffers for reuse
+        try:  # glibc keeps freed heap pages mapped: hand them back to the OS (malloc_trim(3); Linux only)
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (macOS, musl): the memory is reused, not returned
+            pass
+
+    @property
+    def data(self) -> bytes | Path | None:
+        """The ingested input: its bytes, else its local file, else None (not ingested here).
+
+        Raises:
+            RuntimeError: the local file's size or modification time is not what ``ingest``
+                hashed (it was replaced mid-run): start a new run.
+        """
+        if self.data_bytes is not None or self.data_file is None:
+            return self.data_bytes
+        st = self.data_file.stat()
+        if self.data_file_stamp is not None and (st.st_size, st.st_mtime_ns) != self.data_file_stamp:
+            raise RuntimeError(f"the input {self.data_file} changed after it was ingested (size or modification time): "
+                               "start a new run on the file as it is now")
+        return self.data_file
 
 
 @dataclass

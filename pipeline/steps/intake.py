@@ -12,12 +12,13 @@ from stagewise.pipeline.scoring.plan import PartitionPlan, plan_source, rows_per
 from stagewise.pipeline.steps.context import RunContext, ValidationFailed
 from stagewise.pipeline.steps.results import Ingested, Validated
 from stagewise.platform.runtime.failpoints import failpoint
-from stagewise.platform.runtime.objects import S3Uri, sha256_bytes
+from stagewise.platform.runtime.objects import S3Uri, sha256_bytes, sha256_file
 
 
 def ingest(ctx: RunContext) -> Ingested:
     """Put the input in the data bucket under its content hash, ``raw/<model>/<sha256>/<name>``
-    (skipped if already there); an ``s3://`` input is read where it is.
+    (skipped if already there); an ``s3://`` input is read where it is (into memory). A local
+    input stays on disk (``ctx.work.data_file``): hashed and uploaded as a stream.
 
     Raises:
         FileNotFoundError: the local input does not exist.
@@ -32,14 +33,14 @@ def ingest(ctx: RunContext) -> Ingested:
     path = Path(src)
     if not path.is_file():
         raise FileNotFoundError(f"input data {path} does not exist; create it with `stagewise data generate --out {path}`")
-    data = path.read_bytes()
-    digest = sha256_bytes(data)
+    st = path.stat()
+    digest = sha256_file(path)  # streamed: the input is never held in memory whole here
     key = f"raw/{ctx.spec.name}/{digest}/{path.name}"
     uploaded = ctx.objects.head_sha256(ctx.data_bucket, key) != digest
     if uploaded:
-        ctx.objects.put_bytes(ctx.data_bucket, key, data)
-    ctx.work.data_bytes = data
-    return Ingested(data_uri=f"s3://{ctx.data_bucket}/{key}", data_sha256=digest, data_name=path.name, bytes=len(data),
+        ctx.objects.put_file(ctx.data_bucket, key, path)  # a multipart upload from disk when large
+    ctx.work.data_file, ctx.work.data_file_stamp = path, (st.st_size, st.st_mtime_ns)
+    return Ingested(data_uri=f"s3://{ctx.data_bucket}/{key}", data_sha256=digest, data_name=path.name, bytes=path.stat().st_size,
                     uploaded=uploaded)
 
 
@@ -60,7 +61,9 @@ def validate(ctx: RunContext) -> Validated:
     validated partition by partition (``validation_partitions``: one partition's frame at a time,
     the per-expectation results merged exactly, uniqueness and row count counted by DuckDB); a
     CSV, a one-partition input, or a suite with an expectation that cannot be merged exactly is
-    validated whole. Keeps the whole frame in ``ctx.work.frame`` (for train and in-process score).
+    validated whole. A frame validated whole is kept in ``ctx.work.frame`` (for train and
+    in-process score); after partitioned validation nothing is: the train step reads the input
+    whole only if it fits the train task's memory (``training_data``).
 
     Raises:
         ValidationFailed: the data failed an expectation or could not be read (exit 2).
@@ -70,13 +73,15 @@ def validate(ctx: RunContext) -> Validated:
 
     ingested: Ingested = ctx.needs("ingest")
     prefix, staged = validation_prefix(ctx.spec.name, ctx.run_id), f"staging/validation/{ctx.spec.name}/{ctx.run_id}"
-    data = ctx.work.data_bytes or b""
+    data = ctx.work.data
+    if data is None:
+        raise RuntimeError(f"run {ctx.run_id}: validate needs the ingested input (ingest runs first)")
     per_partition = rows_per_partition(ctx.settings.rows_per_partition)
     plan = _partitioned(data, ingested.data_name, per_partition)
     df = None
     if plan is None:
         try:
-            df = read_table(data, ingested.data_name)
+            df = read_table(_bytes(data), ingested.data_name)
         except ValueError as e:
             raise _unreadable(ctx, ingested, e) from e
     rows = len(df) if df is not None else plan.rows
@@ -94,7 +99,7 @@ def validate(ctx: RunContext) -> Validated:
             report = validate_partitions(data, ingested.data_name, ctx.spec, docs_dir, per_partition=per_partition, prepare=prepare,
                                          run_name=ctx.run_id, progress=ctx.progress)
         except UnsupportedForPartitions:
-            df = read_table(data, ingested.data_name)  # the suite needs the whole frame at once
+            df = read_table(_bytes(data), ingested.data_name)  # the suite needs the whole frame at once
         except ValueError as e:  # a row group that cannot be read
             raise _unreadable(ctx, ingested, e) from e
     if report is None:
@@ -128,7 +133,7 @@ def validate(ctx: RunContext) -> Validated:
             ),
             result,
         )
-    ctx.work.frame = df if df is not None else prepare(read_table(data, ingested.data_name))
+    ctx.work.frame = df  # None when validated by partitions: train reads what it needs (``training_data``)
     return result
 
 
@@ -145,9 +150,15 @@ def _unreadable(ctx: RunContext, ingested: Ingested, e: Exception) -> Validation
     )
 
 
-def _partitioned(data: bytes, name: str, per_partition: int) -> PartitionPlan | None:
+def _bytes(data: bytes | Path) -> bytes:
+    return data if isinstance(data, bytes) else data.read_bytes()
+
+
+def _partitioned(data: bytes | Path, name: str, per_partition: int) -> PartitionPlan | None:
     """The input's partition plan when it is Parquet in more than one partition (validated by
     partitions), else None (validated whole; an unreadable input is reported by ``read_table``)."""
+    if isinstance(data, Path) and data.stat().st_size == 0:
+        return None
     if not data or not is_parquet(data, name):
         return None
     try:

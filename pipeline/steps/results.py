@@ -69,7 +69,8 @@ class Validated(StepResult):
 
 class Trained(StepResult):
     """The fitted model's artifact (UBJSON, sha256), its split (``split``: the definition kept in
-    lineage) and the rows on each side."""
+    lineage), the rows on each side, and how the data was held (``training``: the mode, why, and
+    its figures, ``training_data.TrainingPlan.to_lineage``; kept in lineage)."""
 
     HANDOVER_ONLY: ClassVar[frozenset[str]] = frozenset({"artifact_prefix"})
     fit_seconds: float
@@ -82,9 +83,12 @@ class Trained(StepResult):
     baseline_uri: str
     baseline_sha256: str | None = None
     top_features: list[str]
+    training: dict[str, Any] = {}
 
     def line(self) -> str:
-        return f"{self.train_rows:,} train / {self.holdout_rows:,} holdout rows"
+        mode = self.training.get("mode", "in_memory")
+        how = "" if mode == "in_memory" else f" ({mode.replace('_', ' ')}, {self.training.get('batches', 1)} batches)"
+        return f"{self.train_rows:,} train / {self.holdout_rows:,} holdout rows{how}"
 
 
 class Evaluated(StepResult):

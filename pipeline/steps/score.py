@@ -64,7 +64,7 @@ def score(ctx: RunContext) -> Scored:
     frame = ctx.work.frame
     source, pin = _input_source(ctx, ingested) if frame is None or ctx.work.data_bytes is None else (None, None)
     footer = RangedReader(ctx.objects.s3, pin) if pin is not None else None  # the plan reads only the footer
-    plan = scoring.plan_source(footer or source or ctx.work.data_bytes or b"", ingested.data_name,
+    plan = scoring.plan_source(footer or source or ctx.work.data or b"", ingested.data_name,
                                scoring.rows_per_partition(ctx.settings.rows_per_partition))
     indices = list(range(plan.count)) if given is None else [given[0]]
     if given is not None and given[1] != plan.count:
@@ -74,6 +74,9 @@ def score(ctx: RunContext) -> Scored:
     workers = min(len(indices), os.cpu_count() or 1, ctx.settings.scoring_concurrency)
     if workers > 1 and source is None and pin is None:  # worker processes read their row groups from a file or S3
         source, pin = _input_source(ctx, ingested)
+    if workers > 1:
+        ctx.work.release_rows()  # the workers read the input themselves; its rows here would only add to their memory
+        frame = None
     salt = read_id_salt(ctx.clients, ctx.resources)
     job = scoring.ScoringJob(
         target=ctx.clients.target, data_bucket=ctx.data_bucket, spec=spec, run_id=ctx.run_id, record=record,

@@ -19,6 +19,9 @@ import numpy as np
 import pandas as pd
 
 from stagewise.pipeline import modeling, spec_store, splitting
+from stagewise.pipeline import training_data as td
+from stagewise.pipeline.inputs import is_parquet
+from stagewise.pipeline.scoring.plan import rows_per_partition
 from stagewise.pipeline.steps.context import GateRejected, RunContext, ValidationFailed
 from stagewise.pipeline.steps.results import Evaluated, Ingested, Registered, Trained, Validated
 from stagewise.platform.runtime.failpoints import failpoint
@@ -45,15 +48,20 @@ def split_rows(ctx: RunContext, df: pd.DataFrame) -> tuple[splitting.SplitDefini
                 f"the split ({split.describe()}) puts all {len(df):,} rows in {'the holdout' if hold.all() else 'training'}: "
                 "add rows, or change split.holdout_fraction")
     except splitting.SplitError as e:
-        raise ValidationFailed(
-            str(e),
-            ctx.alert("validation.failed", "Validation failed: the data cannot be split into train and holdout",
-                      f"{e}. Nothing was trained, registered or scored; what is served is unchanged.",
-                      "Fix the data or the spec's split section and re-run.",
-                      numbers={"rows": len(df)}, links={"input": ctx.needs("ingest").data_uri}),
-            Validated(success=False, rows=len(df), evaluated=0, failed=1, failed_expectations=[str(e)]),
-        ) from e
+        raise _unsplittable(ctx, e, len(df)) from e
     return split, hold
+
+
+def _unsplittable(ctx: RunContext, e: splitting.SplitError, rows: int) -> ValidationFailed:
+    """The failure (with its alert) of data the spec's split cannot cut into train and holdout."""
+    return ValidationFailed(
+        str(e),
+        ctx.alert("validation.failed", "Validation failed: the data cannot be split into train and holdout",
+                  f"{e}. Nothing was trained, registered or scored; what is served is unchanged.",
+                  "Fix the data or the spec's split section and re-run.",
+                  numbers={"rows": rows}, links={"input": ctx.needs("ingest").data_uri}),
+        Validated(success=False, rows=rows, evaluated=0, failed=1, failed_expectations=[str(e)]),
+    )
 
 
 def train(ctx: RunContext) -> Trained:
@@ -61,37 +69,75 @@ def train(ctx: RunContext) -> Trained:
 
     The split is the spec's repeatable split (``stagewise.pipeline.splitting``): which rows are
     holdout depends on each row's key (or time), never on its position, and the definition goes
-    into the version's lineage.
+    into the version's lineage. How the data is held (``training_data.decide``: in memory, or
+    streamed by partition with XGBoost's external memory, or a seeded sample) depends on whether
+    the input fits the train task's memory and on the spec's ``training`` section; it goes into
+    the lineage too (``lineage["training"]``).
+
+    Raises:
+        ValidationFailed: the data cannot be split (exit 2, before anything is fitted).
+        RuntimeError: neither the input's bytes nor its frame are in memory (validate runs first).
     """
-    df = ctx.work.frame
-    if df is None:
-        raise RuntimeError(f"run {ctx.run_id}: train needs the validated input in memory (validate runs first)")
-    spec = ctx.spec
-    X = modeling.feature_matrix(df, spec)
-    y = df[spec.target.name].to_numpy(dtype="float64")
-    split, hold = split_rows(ctx, df)
-    train_idx, hold_idx = np.flatnonzero(~hold), np.flatnonzero(hold)
-    t = time.perf_counter()
-    model = modeling.train_model(X.iloc[train_idx], y[train_idx], spec, progress=lambda d, t: ctx.progress(d, t, "boosting rounds"))
-    fit_seconds = time.perf_counter() - t
-    hold_pred = modeling.predict(model, X.iloc[hold_idx], spec)
+    spec, w = ctx.spec, ctx.work
+    ingested: Ingested = ctx.needs("ingest")
+    source, name = w.data, ingested.data_name
+    if w.frame is None and source is None:
+        raise RuntimeError(f"run {ctx.run_id}: train needs the validated input (validate runs first)")
+    streamable = source is not None and is_parquet(source, name)
+    parts = td.input_plan(source, name, rows_per_partition(ctx.settings.rows_per_partition)) if streamable else None
+    rows = len(w.frame) if w.frame is not None else parts.rows if parts is not None else 0
+    how = td.decide(spec, rows, td.bytes_per_row(source, name, spec, w.frame), ctx.settings.task_sizes.train.memory_mib, streamable)
+    ctx.progress(0, 1, f"training {how.mode.replace('_', ' ')}: {how.reason}")
+    training = how.to_lineage()
+    if how.mode == "in_memory":
+        if w.frame is None:
+            w.frame = td.read_frame(source, name, spec)
+        df = w.frame
+        X = modeling.feature_matrix(df, spec)
+        y = df[spec.target.name].to_numpy(dtype="float64")
+        split, hold = split_rows(ctx, df)
+        train_idx, hold_idx = np.flatnonzero(~hold), np.flatnonzero(hold)
+        t = time.perf_counter()
+        model = modeling.train_model(X.iloc[train_idx], y[train_idx], spec, progress=lambda d, t: ctx.progress(d, t, "boosting rounds"))
+        fit_seconds = time.perf_counter() - t
+        w.features, w.hold_idx, w.holdout, w.holdout_features = X, hold_idx, df.iloc[hold_idx], X.iloc[hold_idx]
+        w.holdout_true = y[hold_idx]
+        train_rows, baseline_X = int(len(train_idx)), X.iloc[train_idx]
+    else:
+        assert parts is not None  # decide() streams Parquet only
+        try:
+            split = td.split_definition(source, name, spec, w.frame)
+            champion = _current_champion(ctx)
+            known = splitting.SplitDefinition.from_lineage(champion.lineage) if champion is not None else None
+            streamed = td.train_streaming(source, name, spec, parts, how, split, ctx.workdir, frame=w.frame,
+                                          progress=lambda d, t: ctx.progress(d, t, "boosting rounds"),
+                                          extra=(known.column,) if known is not None else ())
+        except splitting.SplitError as e:
+            raise _unsplittable(ctx, e, rows) from e
+        model, fit_seconds = streamed.model, streamed.fit_seconds
+        w.holdout, w.holdout_features = streamed.holdout, streamed.holdout_features
+        w.holdout_true = streamed.holdout[spec.target.name].to_numpy(dtype="float64")
+        train_rows, baseline_X = streamed.fitted_rows, streamed.baseline_sample
+        training |= {"batches": streamed.batches, "training_split_rows": streamed.train_rows, "fitted_rows": streamed.fitted_rows,
+                     "baseline_rows": len(baseline_X), **streamed.details}
+    hold_pred = modeling.predict(model, w.holdout_features, spec)
+    w.model, w.holdout_pred = model, hold_pred
     model_path = ctx.workdir / "model.ubj"
     model.save_model(model_path)
     artifact_sha = sha256_file(model_path)
     prefix = f"models/{spec.name}/{artifact_sha}"
     ctx.objects.put_file(ctx.artifact_bucket, f"{prefix}/model.ubj", model_path, "application/ubjson")
     importance = modeling.feature_importance(model)
-    baseline = modeling.baseline_statistics(X.iloc[train_idx], spec, predictions=hold_pred)
+    baseline = modeling.baseline_statistics(baseline_X, spec, predictions=hold_pred)
+    del baseline_X
     ctx.objects.put_bytes(ctx.artifact_bucket, f"{prefix}/feature_importance.json", json.dumps(importance).encode(), "application/json")
     baseline_sha = _write_once(ctx, f"{prefix}/baseline.json", json.dumps(baseline).encode())
     failpoint("train.uploaded")
-    w = ctx.work
-    w.model, w.hold_idx, w.holdout_true, w.holdout_pred, w.features = model, hold_idx, y[hold_idx], hold_pred, X
     return Trained(
-        fit_seconds=round(fit_seconds, 3), train_rows=int(len(train_idx)), holdout_rows=int(len(hold_idx)),
+        fit_seconds=round(fit_seconds, 3), train_rows=train_rows, holdout_rows=int(len(w.holdout)),
         split=split.to_lineage(), artifact_uri=f"s3://{ctx.artifact_bucket}/{prefix}/model.ubj", artifact_sha256=artifact_sha,
         artifact_prefix=prefix, baseline_uri=f"s3://{ctx.artifact_bucket}/{prefix}/baseline.json",
-        baseline_sha256=baseline_sha, top_features=list(importance)[:5],
+        baseline_sha256=baseline_sha, top_features=list(importance)[:5], training=training,
     )
 
 
@@ -131,7 +177,7 @@ def evaluate(ctx: RunContext) -> Evaluated:
         metrics["threshold"] = threshold  # stored with the version: scoring decides with it
     samples = int(metrics.pop("samples"))
     gates = modeling.evaluate_gates(spec.gates, metrics, samples)
-    holdout = w.frame.iloc[w.hold_idx]
+    holdout = w.holdout
     champion = _current_champion(ctx)
     comparison = None
     if champion is not None and champion.artifact_sha256 != trained.artifact_sha256:
@@ -175,7 +221,7 @@ def champion_comparison(ctx: RunContext, champion: VersionRecord) -> tuple[dict[
     gate = Gate(metric=f"{primary}_vs_champion", comparator=">=", threshold=-spec.rollout.champion_tolerance,
                 min_samples=spec.rollout.champion_min_samples, on_inconclusive="hold")
     w = ctx.work
-    frame, hold_idx = w.frame, w.hold_idx
+    holdout = w.holdout
     definition = splitting.SplitDefinition.from_lineage(champion.lineage)
     record: dict[str, Any] = {"version": champion.version, "rows": 0, "new": None, "champion": None, "note": ""}
     if champion.lineage.get("features") != spec.feature_names:
@@ -183,12 +229,12 @@ def champion_comparison(ctx: RunContext, champion: VersionRecord) -> tuple[dict[
     elif definition is None:
         record["note"] = (f"v{champion.version} recorded no split definition (registered before repeatable splits, or by hand): "
                           "the rows it trained on are unknown")
-    elif definition.column not in frame.columns:
+    elif definition.column not in holdout.columns:
         record["note"] = f"the data has no {definition.column!r}, the column v{champion.version}'s split reads"
     if record["note"]:
         return record, gatelib.evaluate([gate], {}, {gate.metric: record["note"]})[0]
     try:
-        outside = ~splitting.in_training(definition, frame.iloc[hold_idx])
+        outside = ~splitting.in_training(definition, holdout)
     except splitting.SplitError as e:
         record["note"] = f"v{champion.version}'s split cannot be applied to this data: {e}"
         return record, gatelib.evaluate([gate], {}, {gate.metric: record["note"]})[0]
@@ -197,15 +243,15 @@ def champion_comparison(ctx: RunContext, champion: VersionRecord) -> tuple[dict[
     value = None
     if len(rows) >= 2:
         y = w.holdout_true[rows]
-        champ_pred = modeling.predict(ctx.model_of(champion), w.features.iloc[hold_idx[rows]], spec)
+        champ_pred = modeling.predict(ctx.model_of(champion), w.holdout_features.iloc[rows], spec)
         new = modeling.holdout_metrics(y, w.holdout_pred[rows], spec.task)
         old = modeling.holdout_metrics(y, champ_pred, spec.task)
         record.update(new={k: v for k, v in new.items() if k != "samples"}, champion={k: v for k, v in old.items() if k != "samples"})
         value = new[primary] - old[primary]
     if len(rows) < gate.min_samples:
-        record["note"] = (f"{len(rows):,} of the {len(hold_idx):,} holdout rows are outside v{champion.version}'s training split "
+        record["note"] = (f"{len(rows):,} of the {len(holdout):,} holdout rows are outside v{champion.version}'s training split "
                           f"(split definitions differ); the comparison needs {gate.min_samples:,}")
-    if len(rows) < len(hold_idx) and not record["note"]:
+    if len(rows) < len(holdout) and not record["note"]:
         record["note"] = f"on the {len(rows):,} holdout rows outside v{champion.version}'s training split"
     return record, gatelib.evaluate([gate], {gate.metric: (value, len(rows))}, {gate.metric: record["note"]})[0]
 
@@ -264,6 +310,7 @@ def register(ctx: RunContext) -> Registered:
         "account_id": ctx.settings.account_id,
         "rows": {"train": trained.train_rows, "holdout": evaluated.samples},
         "split": trained.split,
+        "training": trained.training,
         "spec_uri": spec_store.store_spec(ctx.objects, ctx.artifact_bucket, spec),
         **({"baseline_sha256": trained.baseline_sha256} if trained.baseline_sha256 else {}),
     }

@@ -77,6 +77,12 @@ class S3Uri:
         return f"s3://{self.bucket}/{self.key}"
 
 
+STREAM_UPLOAD_BYTES = 64 * 2**20
+"""Files larger than this (bytes) are uploaded by ``ObjectStore.put_file`` in a streamed multipart
+upload (16 MiB parts, 4 at a time: 64 MiB in memory) rather than one PUT of their bytes in memory
+(S3's single PUT takes up to 5 GiB; a part is 5 MiB to 5 GiB, at most 10,000 parts: 156 GiB here)."""
+
+
 class ObjectStore:
     """Reads and writes S3 objects through one boto3 S3 client."""
 
@@ -113,9 +119,18 @@ class ObjectStore:
         return True
 
     def put_file(self, bucket: str, key: str, path: Path, content_type: str | None = None) -> str:
-        """Upload a local file; returns its sha256."""
+        """Upload a local file; returns its sha256 (stored as metadata ``sha256``, as ``put_bytes``).
+        A file over ``STREAM_UPLOAD_BYTES`` is streamed from disk in a multipart upload (boto3's
+        managed transfer) instead of being read into memory."""
         ctype = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return self.put_bytes(bucket, key, path.read_bytes(), ctype)
+        if path.stat().st_size <= STREAM_UPLOAD_BYTES:
+            return self.put_bytes(bucket, key, path.read_bytes(), ctype)
+        from boto3.s3.transfer import TransferConfig  # deferred: only for large files
+
+        digest = sha256_file(path)
+        config = TransferConfig(multipart_threshold=STREAM_UPLOAD_BYTES, multipart_chunksize=16 * 2**20, max_concurrency=4)
+        self.s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": ctype, "Metadata": {"sha256": digest}}, Config=config)
+        return digest
 
     def upload_dir(self, bucket: str, prefix: str, folder: Path, threads: int = 8) -> int:
         """Upload every file under ``folder`` to ``prefix/<relative path>`` with ``threads``
