@@ -17,17 +17,20 @@ that cost the most to import (``python -X importtime``).
     .venv/bin/python benchmarks/pipeline.py                  # 100,000 and 1,000,000 rows
     .venv/bin/python benchmarks/pipeline.py --sizes 100000   # one size
     .venv/bin/python benchmarks/pipeline.py --json           # one JSON document
-    .venv/bin/python benchmarks/pipeline.py --sizes 100000 --large   # + scoring 10,000,000 rows alone
+    .venv/bin/python benchmarks/pipeline.py --sizes --rounds 0 --large   # the whole pipeline on 2M and 10M rows
 
-``--large`` generates 10,000,000 customers (in a child process, chunk by chunk) and runs the score
-step alone on them: partitions of ``$STAGEWISE_ROWS_PER_PARTITION`` rows (default 1,000,000) in the
-local process pool, in a fresh process whose peak RSS is summed with the pool's workers (the embedded AWS,
-standing in for S3, is not counted).
+``--large`` generates 2,000,000 and 10,000,000 customers (``--large-rows``; in a child process,
+chunk by chunk) and runs the whole pipeline on each in a fresh process: partitions of
+``$STAGEWISE_ROWS_PER_PARTITION`` rows (default 1,000,000): validation by partitions, training in
+memory or beyond it as ``training_data`` decides for the dev stack's train task, scoring in the
+local process pool. Per step: wall time, the peak RSS of the process plus its workers (summed) and
+of the largest single process (the embedded AWS, standing in for S3, is not counted).
 
 Goals (issue 20, ``GOALS``): ratio <= 1.25 at 100,000 rows and <= 1.10 at 1,000,000 rows; the
 whole `stagewise run` process <= 1.2 x a plain script doing the same work (``plain_script.py``,
 timed in the same run, interleaved rounds, medians); CLI cold start to the first step <= 1.0 s;
-scoring 10,000,000 rows with peak RSS under 2 GiB (issue 7).
+the whole pipeline on 10,000,000 rows with no step's peak RSS above 3 GiB, and validate's and
+score's flat in the number of rows (``LARGE_PEAK_MIB``).
 """
 
 from __future__ import annotations
@@ -49,13 +52,14 @@ REPO = Path(__file__).resolve().parent.parent
 class PeakRSS:
     """Samples, every 20 ms, the resident set size of process ``root`` (default: this one) plus its
     descendants (the scoring pool's workers), not counting the ``exclude`` processes (the embedded
-    AWS, which stands in for S3 and holds the objects in memory); ``peak`` in MiB
-    (``/proc/<pid>/statm``)."""
+    AWS, which stands in for S3 and holds the objects in memory); ``peak`` (the sum) and
+    ``peak_single`` (the largest one process) in MiB since the last ``reset`` (``/proc/<pid>/statm``)."""
 
     def __init__(self, root: int | None = None) -> None:
         self.root = root or os.getpid()
         self.page = os.sysconf("SC_PAGE_SIZE")
         self.peak = 0.0
+        self.peak_single = 0.0  # the largest single process of the tree, MiB
         self.exclude: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -74,9 +78,11 @@ class PeakRSS:
         total = 0
         for pid in self._tree(self.root):
             try:
-                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+                pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
             except (OSError, ValueError, IndexError):  # exited between listing and reading
-                pass
+                continue
+            total += pages
+            self.peak_single = max(self.peak_single, pages * self.page / 2**20)
         return total * self.page / 2**20
 
     def _run(self) -> None:
@@ -85,6 +91,7 @@ class PeakRSS:
             time.sleep(0.02)
 
     def reset(self) -> None:
+        self.peak_single = 0.0
         self.peak = self.current()
 
     def __enter__(self) -> "PeakRSS":
@@ -121,6 +128,7 @@ def _context(data: Path, home: Path, provision: bool = True):
 def bench_size(rows: int, rss: PeakRSS, home: Path) -> dict:
     """Run the pipeline and XGBoost alone on ``rows`` customers; per-step seconds and peak RSS."""
     import numpy as np
+    import pandas as pd
 
     from stagewise.pipeline import modeling, splitting
     from stagewise.pipeline.definition import PIPELINE
@@ -151,7 +159,7 @@ def bench_size(rows: int, rss: PeakRSS, home: Path) -> dict:
         raise SystemExit(f"the pipeline failed at {rows} rows: {result.error}")
 
     # XGBoost alone, same data, split and hyperparameters
-    df = ctx.work.frame
+    df = ctx.work.frame if ctx.work.frame is not None else modeling.conform(pd.read_parquet(data), spec)
     X = modeling.feature_matrix(df, spec)
     y = df[spec.target.name].to_numpy(dtype="float64")
     train_idx = np.flatnonzero(~splitting.holdout_mask(splitting.define(spec, df), df))
@@ -183,9 +191,15 @@ def _generate_large(rows: int, path: Path, chunk: int = 500_000) -> None:
 
     from stagewise.pipeline.generator import ROW_GROUP_ROWS, generate_customers
 
+    import numpy as np
+
     writer = None
     for i, start in enumerate(range(0, rows, chunk)):
-        table = pa.Table.from_pandas(generate_customers(min(chunk, rows - start), seed=1000 + i), preserve_index=False)
+        df = generate_customers(min(chunk, rows - start), seed=1000 + i)
+        # each chunk's ids are a seed-keyed draw from 2**40: across 20 chunks some would collide
+        # (birthday bound: ~45 at 10M rows) and fail the suite's uniqueness; number them instead
+        df["customer_id"] = np.char.mod("cus_%010x", np.arange(start, start + len(df)))
+        table = pa.Table.from_pandas(df, preserve_index=False)
         writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
         writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
     assert writer is not None
@@ -193,49 +207,56 @@ def _generate_large(rows: int, path: Path, chunk: int = 500_000) -> None:
 
 
 def bench_large(rows: int, home: Path) -> dict:
-    """The score step alone on ``rows`` customers read from a Parquet file in partitions (the
-    local process pool), in a fresh process; the peak RSS of that process and its workers."""
-    from stagewise.pipeline.definition import TRAINING
-    from stagewise.pipeline.generator import generate_customers, write_dataset
-    from stagewise.pipeline.runner import run_pipeline
-    from stagewise.platform.runtime.embedded import EmbeddedAWS
+    """The whole pipeline (ingest to publish) on ``rows`` generated customers, in a fresh process:
+    per step its wall time, the peak RSS of that process plus its scoring pool's workers (summed)
+    and of the largest single process (the embedded AWS, standing in for S3, is not counted), and
+    how the train step held its data."""
+    from stagewise.platform.runtime.environment import connect
 
-    train = home / "train-100000.parquet"
-    ctx = _context(train, home)
-    if _champion(ctx) is None:  # a champion to score with
-        write_dataset(generate_customers(100_000, seed=7), train)
-        result = run_pipeline(ctx, TRAINING)
-        if result.exit_code:
-            raise SystemExit(f"training the model to score with failed: {result.error}")
+    connect("dev", project_dir=REPO, start_embedded=True, provision=True)  # the child connects to it
     data = home / f"customers-{rows}.parquet"
     t = time.perf_counter()
     subprocess.run([sys.executable, __file__, "--generate-into", str(data), "--rows", str(rows)], check=True)
     generate_s = time.perf_counter() - t
-    # the score step alone, in a fresh process: the peak is that process and its pool's workers
-    child = subprocess.Popen([sys.executable, __file__, "--score-only", str(data)], stdout=subprocess.PIPE, text=True)
-    with PeakRSS(root=child.pid) as tree:
-        tree.exclude.add(EmbeddedAWS(home).status().pid)
-        stdout, _ = child.communicate()
+    child = subprocess.Popen([sys.executable, __file__, "--pipeline-only", str(data)], stdout=subprocess.PIPE, text=True)
+    stdout, _ = child.communicate()
     if child.returncode:
-        raise SystemExit(f"scoring {rows:,} rows failed (exit {child.returncode})")
+        raise SystemExit(f"the pipeline on {rows:,} rows failed (exit {child.returncode})")
     result = json.loads(stdout.strip().splitlines()[-1])
-    return {"rows": rows, "generate_seconds": generate_s, "peak_rss_mib": tree.peak, "file_bytes": data.stat().st_size,
-            **result}
+    size = data.stat().st_size
+    data.unlink()
+    print(json.dumps({"rows": rows, **result}), file=sys.stderr)  # each size as it finishes
+    return {"rows": rows, "generate_seconds": generate_s, "file_bytes": size, **result}
 
 
-def _score_only(data: Path) -> dict:
-    """The score step alone on ``data`` (run in a child process by ``bench_large``)."""
-    from stagewise.pipeline import scoring, steps
-    from stagewise.pipeline.steps.results import Ingested
-    from stagewise.platform.runtime.embedded import stagewise_home
+def _pipeline_only(data: Path) -> dict:
+    """The whole pipeline on ``data`` (run in a child process by ``bench_large``), each step's
+    peak RSS measured from inside (this process and its workers, the embedded AWS excluded)."""
+    from stagewise.pipeline.definition import PIPELINE
+    from stagewise.pipeline.runner import run_pipeline
+    from stagewise.platform.runtime.embedded import EmbeddedAWS, stagewise_home
 
     ctx = _context(data, stagewise_home(), provision=False)
-    # a local file, read in place (never ingested)
-    ctx.results.ingest = Ingested(data_uri=str(data), data_sha256="-", data_name=data.name, bytes=data.stat().st_size, uploaded=False)
-    t = time.perf_counter()
-    scored = steps.score(ctx)
-    return {"score_seconds": time.perf_counter() - t, "partitions": scored.partitions,
-            "rows_per_partition": scoring.rows_per_partition(), "rows_scored": scored.rows_scored}
+    steps: list[dict] = []
+    with PeakRSS() as rss:
+        rss.exclude.add(EmbeddedAWS(stagewise_home()).status().pid)
+
+        def on_step(name: str, phase: str, rec=None) -> None:
+            if phase == "start":
+                rss.reset()
+            else:
+                steps.append({"step": name, "seconds": rec.seconds, "status": rec.status, "peak_rss_mib": rss.peak,
+                              "peak_single_process_mib": rss.peak_single,
+                              **{k: rec.summary[k] for k in ("fit_seconds", "predict_seconds", "partitions") if k in rec.summary}})
+
+        t = time.perf_counter()
+        result = run_pipeline(ctx, PIPELINE, on_step=on_step)
+        wall = time.perf_counter() - t
+    if result.exit_code:
+        raise SystemExit(f"the pipeline failed: {result.error}")
+    trained = ctx.results.train
+    return {"pipeline_seconds": wall, "steps": steps, "training": trained.training if trained else None,
+            "version": ctx.results.register.version if ctx.results.register else None}
 
 
 def _champion(ctx) -> int | None:
@@ -324,6 +345,9 @@ def process_comparison(data: Path, rounds: int = 3) -> dict:
             "plain_median": p, "stagewise_median": w, "ratio": w / p}
 
 
+LARGE_PEAK_MIB = 3 * 1024
+"""Issue 20's goal for ``--large``: no step's peak RSS above 3 GiB (process plus workers)."""
+
 GOALS = {"ratio_100k": 1.25, "ratio_1m": 1.10, "process_ratio": 1.2, "cold_start_seconds": 1.0}
 """Issue 20's goals: pipeline / (fit + predict) at 100,000 and 1,000,000 rows, ``stagewise run``
 over the plain script (whole processes), CLI cold start to the first step."""
@@ -335,16 +359,17 @@ def main() -> None:
                         help="dataset sizes for the full pipeline (none: only --large)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--large", action="store_true",
-                        help="also score 10,000,000 rows alone (partitioned, process pool; target: peak RSS < 2 GiB)")
+                        help="also run the whole pipeline on --large-rows customers each (per-step wall and peak RSS)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds of plain script vs `stagewise run` on the first size (0: skip)")
-    parser.add_argument("--large-rows", type=int, default=10_000_000, help=argparse.SUPPRESS)
+    parser.add_argument("--large-rows", type=int, nargs="+", default=[2_000_000, 10_000_000],
+                        help="sizes of the --large runs (default 2,000,000 and 10,000,000: memory flat in rows?)")
     parser.add_argument("--generate-into", type=Path, help=argparse.SUPPRESS)  # internal: the generator child
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--score-only", type=Path, help=argparse.SUPPRESS)  # internal: the large scoring child
+    parser.add_argument("--pipeline-only", type=Path, help=argparse.SUPPRESS)  # internal: the large pipeline child
     args = parser.parse_args()
-    if args.score_only:
-        print(json.dumps(_score_only(args.score_only)))
+    if args.pipeline_only:
+        print(json.dumps(_pipeline_only(args.pipeline_only)))
         return
     if args.generate_into:
         _generate_large(args.rows, args.generate_into)
@@ -366,7 +391,7 @@ def main() -> None:
         with PeakRSS() as rss:
             for rows in args.sizes:
                 results.append(bench_size(rows, rss, home))
-        large = bench_large(args.large_rows, home) if args.large else None
+        large = [bench_large(n, home) for n in args.large_rows] if args.large else None
         cold = cold_start(home)
         first = home / f"customers-{args.sizes[0]}.parquet" if args.sizes else None
         processes = process_comparison(first, args.rounds) if first and args.rounds else None
@@ -397,17 +422,28 @@ def main() -> None:
         table.add_row("ratio, XGBoost timed inside the run", f"{r['ratio_in_run']:.2f}",
                       f"fit {r['in_run_fit_seconds']:.2f} + predict {r['in_run_predict_seconds']:.2f}", "")
         console.print(table)
-    if large:
-        table = Table(title=f"scoring alone: {large['rows']:,} rows, {large['file_bytes'] / 2**20:,.0f} MiB of Parquet "
-                            f"(generation {large['generate_seconds']:.0f} s, not counted)")
-        for col in ("step", "seconds", "rows/s", "peak RSS MiB (scoring process + workers)"):
+    for big in large or []:
+        tr = big["training"] or {}
+        table = Table(title=f"whole pipeline: {big['rows']:,} rows, {big['file_bytes'] / 2**20:,.0f} MiB of Parquet "
+                            f"(generation {big['generate_seconds']:.0f} s, not counted); train: {tr.get('mode', '-')}")
+        for col in ("step", "seconds", "rows/s", "peak RSS MiB (process + workers)", "largest process MiB"):
             table.add_column(col, justify="left" if col == "step" else "right")
-        p = large["partitions"]
-        table.add_row(f"score ({p['count']} partitions, {p['processes']} processes)", f"{large['score_seconds']:.1f}",
-                      f"{large['rows'] / large['score_seconds']:,.0f}", f"{large['peak_rss_mib']:,.0f}")
-        verdict = "[green]met" if large["peak_rss_mib"] < 2048 else "[red]missed"
-        table.add_row("[bold]target", "", "", f"< 2,048 {verdict}")
+        for st in big["steps"]:
+            table.add_row(st["step"], f"{st['seconds']:.1f}", f"{big['rows'] / st['seconds']:,.0f}" if st["seconds"] > 0 else "-",
+                          f"{st['peak_rss_mib']:,.0f}", f"{st['peak_single_process_mib']:,.0f}")
+        worst = max(st["peak_rss_mib"] for st in big["steps"])
+        table.add_row("[bold]pipeline", f"[bold]{big['pipeline_seconds']:.1f}", f"{big['rows'] / big['pipeline_seconds']:,.0f}",
+                      f"max {worst:,.0f}: " + ("[green]met" if worst <= LARGE_PEAK_MIB else "[red]missed") + f" (<= {LARGE_PEAK_MIB:,})", "")
         console.print(table)
+        if tr:
+            console.print(f"  train held its data as [bold]{tr['mode']}[/]: {tr['reason']}"
+                          + (f"; {tr['fitted_rows']:,} rows fitted in {tr['batches']} batches" if "fitted_rows" in tr else ""))
+    if large and len(large) > 1:
+        a, b = large[0], large[-1]
+        for name in ("validate", "score"):
+            pa_, pb = (next(st["peak_rss_mib"] for st in x["steps"] if st["step"] == name) for x in (a, b))
+            console.print(f"{name}: peak RSS {pa_:,.0f} MiB at {a['rows']:,} rows, {pb:,.0f} MiB at {b['rows']:,} rows "
+                          f"(x{b['rows'] / a['rows']:.0f} rows: x{pb / pa_:.2f} memory)")
     cs = doc["cold_start"]
     console.print(
         f"CLI cold start (`stagewise run`, process start to its first step): {cs['to_first_step_seconds']:.2f} s; "

@@ -110,8 +110,9 @@ def estimate(bytes_per_row: float, rows: int, n_features: int) -> int:
     buffer and its 1-byte quantised matrix).
 
     Calibrated on this machine (``benchmarks/pipeline.py --large``, 2,000,000 generated customers,
-    33 features, 377 bytes per conformed row): the train step peaked at 2,810 MiB of RSS, 2,360 MiB
-    over the ~450 MiB of libraries; this estimate gives 2,230 MiB (1,169 bytes per row).
+    33 features, 377 bytes per conformed row): the train step peaked at 2,796 and 3,001 MiB of RSS
+    in two runs, about 2,350-2,550 MiB over the ~450 MiB of libraries; this estimate gives 2,230 MiB
+    (1,169 bytes per row), and the budget's headroom (``MEMORY_FRACTION``) covers the rest.
     """
     return int(rows * (bytes_per_row + n_features * 24))
 
