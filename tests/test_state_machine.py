@@ -409,8 +409,9 @@ class Containers:
         pages = self.ecs.get_paginator("list_tasks").paginate(cluster=self.cluster)
         return [arn for page in pages for arn in page["taskArns"]]
 
-    def started(self, count: int = 1, timeout: float = 20.0) -> list[StartedTask]:
-        """Wait for ``count`` newly started tasks."""
+    def started(self, count: int = 1, timeout: float = 60.0) -> list[StartedTask]:
+        """Wait for ``count`` newly started tasks (60 s: on a loaded machine, with another test
+        file's runs on the other xdist worker, moto's engine took over 20 s to start one)."""
         found: list[StartedTask] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -471,7 +472,7 @@ def _entered(sfn: Any, execution_arn: str) -> list[str]:
     return [e["stateEnteredEventDetails"]["name"] for e in _history(sfn, execution_arn) if "stateEnteredEventDetails" in e]
 
 
-def _finished(sfn: Any, execution_arn: str, timeout: float = 20.0) -> dict:
+def _finished(sfn: Any, execution_arn: str, timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         execution = sfn.describe_execution(executionArn=execution_arn)
