@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 ROWS   ?= 100000
 DATA   ?= data/customers.parquet
 ENV    ?= dev
-# pytest-xdist workers for `make test`: a test file runs on one worker (tests/conftest.py)
-WORKERS ?= 2
+# pytest-xdist workers for `make test` (a test file runs on one worker, tests/conftest.py). Serial by
+# default: on 2 workers two timing-bound tests each failed once under load (README "Tests")
+WORKERS ?= 1
 
 NODE_STAMP := node_modules/.installed
 
@@ -45,7 +46,7 @@ chromium:
 
 ## the test suite, in parallel on $(WORKERS) workers (each starts its own embedded AWS on a free port)
 test: $(STAMP) $(NODE_STAMP) chromium
-	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest -q $(if $(filter-out 0 1,$(WORKERS)),-n $(WORKERS) --dist loadfile --no-loadscope-reorder)
 
 ## the environment's dashboard, from the embedded AWS's metrics, as one HTML page
 dashboard: $(STAMP)
