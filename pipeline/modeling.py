@@ -101,6 +101,13 @@ def conform(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     return out
 
 
+def prepare(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The input as validation and training read it: the spec's ``ignored_columns`` dropped (e.g.
+    another model's label), then ``conform``."""
+    ignored = [c for c in spec.ignored_columns if c in df.columns]
+    return conform(df.drop(columns=ignored) if ignored else df, spec)
+
+
 def category_codes(col: pd.Series, categories: list[str]) -> np.ndarray:
     """Position of each value of ``col`` in ``categories``, -1 for nulls and values not in the
     list; shape (n,), int32. Looked up in Arrow (``pyarrow.compute.index_in``, a hash lookup in

@@ -162,7 +162,7 @@ def bytes_per_row(source: Source, name: str, spec: ModelSpec, frame: pd.DataFram
         frame = next(pf.iter_batches(batch_size=ESTIMATE_SAMPLE_ROWS), None)
         if frame is None:
             return None
-        frame = _conform(frame.to_pandas(), spec)
+        frame = modeling.prepare(frame.to_pandas(), spec)
     head = frame.iloc[:ESTIMATE_SAMPLE_ROWS]
     return float(head.memory_usage(deep=True).sum()) / len(head) if len(head) else None
 
@@ -216,7 +216,7 @@ def partition_frames(source: Source, name: str, spec: ModelSpec, plan: Partition
     cols = [c for c in [*columns(spec), *extra] if c in present]
     for i in range(plan.count):
         for record_batch in pf.iter_batches(batch_size=batch, row_groups=plan.row_groups(i), columns=cols):
-            yield _conform(record_batch.to_pandas(), spec)
+            yield modeling.prepare(record_batch.to_pandas(), spec)
 
 
 def columns(spec: ModelSpec) -> list[str]:
@@ -369,11 +369,6 @@ def _labels(df: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
     return y.astype("int64") if spec.task == "classification" else y
 
 
-def _conform(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
-    ignored = [c for c in spec.ignored_columns if c in df.columns]
-    return modeling.conform(df.drop(columns=ignored) if ignored else df, spec)
-
-
 def _arrow(source: Source) -> Any:
     import pyarrow as pa
 
@@ -387,7 +382,7 @@ def read_frame(source: Source, name: str, spec: ModelSpec) -> pd.DataFrame:
         ValueError: unreadable input (``inputs.read_table``).
     """
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    return _conform(read_table(data, name), spec)
+    return modeling.prepare(read_table(data, name), spec)
 
 
 def input_plan(source: Source, name: str, per_partition: int) -> PartitionPlan:

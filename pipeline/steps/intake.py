@@ -90,8 +90,7 @@ def validate(ctx: RunContext) -> Validated:
     docs_dir = ctx.workdir / "data-docs"
 
     def prepare(frame):
-        ignored = [c for c in ctx.spec.ignored_columns if c in frame.columns]  # e.g. another model's label
-        return modeling.conform(frame.drop(columns=ignored) if ignored else frame, ctx.spec)  # number-coded categories, whole floats
+        return modeling.prepare(frame, ctx.spec)  # ignored columns dropped, number-coded categories, whole floats
 
     report = None
     if plan is not None:
