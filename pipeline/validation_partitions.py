@@ -42,30 +42,24 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pandas as pd
 
 from stagewise.pipeline.inputs import is_parquet, read_table
 from stagewise.pipeline.scoring.plan import PartitionPlan, plan_source
 from stagewise.pipeline.spec import ModelSpec
+from stagewise.pipeline.validation_columns import PARTIAL_VALUES, Source, column_stats
 from stagewise.pipeline.validation import (
     RESULT_FORMAT, SITE_NAME, ValidationReport, add_validation_definition, build_report, new_context, prepare_frame, raised,
     run_identifier, validate_frame,
 )
 
-__all__ = ["PARTIAL_VALUES", "Source", "UnsupportedForPartitions", "partition_kinds", "validate_partitions"]
-
-PARTIAL_VALUES = 20
-"""Sample values GX keeps per expectation in ``BASIC`` (``partial_unexpected_count``, and
-``MAX_DISTINCT_VALUES`` for distinct-value lists)."""
-
-Source = Path | str | bytes | BinaryIO
-"""A Parquet (or CSV) input: a local path, its bytes, or a seekable binary file object (e.g.
-``inputs.RangedReader`` over S3)."""
+__all__ = ["PARTIAL", "PARTIAL_VALUES", "Source", "UnsupportedForPartitions", "merge_partials", "partition_kinds",
+           "validate_partition", "validate_partitions"]
 
 
 class UnsupportedForPartitions(ValueError):
@@ -110,7 +104,9 @@ def validate_partitions(
     temp_dir: Path | None = None,
     suite: Any = None,
 ) -> ValidationReport:
-    """Validate ``source`` against the spec's suite one partition at a time and merge exactly.
+    """Validate ``source`` against the spec's suite one partition at a time and merge exactly:
+    ``validate_partition`` for each partition in turn, then ``merge_partials`` (what an AWS run
+    does across a Distributed Map and a merge task, here in one process and one GX context).
 
     Args:
         source: the input (``Source``); a file object is read from where it stands and must
@@ -143,40 +139,159 @@ def validate_partitions(
         ValueError: the input is not readable Parquet or CSV (footer or any row group).
         OSError: ``docs_dir`` cannot be written.
     """
-    import pyarrow.parquet as pq
-
-    try:
-        plan = plan_source(source if not isinstance(source, str) else Path(source), name, per_partition)
-    except Exception as e:  # pyarrow raises several types for a corrupt footer
-        raise ValueError(f"{name} is not a readable parquet or CSV file: {e}") from e
+    plan = _plan(source, name, per_partition)
     prepare = prepare or (lambda df: df)
     if plan.count <= 1 or not _parquet(source, name):
         return validate_frame(prepare(_read_whole(source, name)), spec, docs_dir, run_name=run_name, suite=suite)
-
-    context = new_context(docs_dir)
-    definition = add_validation_definition(context, spec, suite)
-    suite = definition.suite
-    kinds = partition_kinds(suite)
-    run_id = run_identifier(run_name)
-    fold = _Fold(suite, kinds)
-    pf = pq.ParquetFile(_arrow_source(source), pre_buffer=True)  # a file object over S3: few, coalesced reads
-    present: set[str] = set()
+    run = _Partitions(source, name, spec, docs_dir, suite)
+    partials = []
     for i in range(plan.count):
-        try:
-            frame = pf.read_row_groups(plan.row_groups(i)).to_pandas()
-        except Exception as e:  # pyarrow raises several types for corrupt pages
-            raise ValueError(f"{name} is not a readable parquet file (partition {i + 1}/{plan.count}): {e}") from e
-        frame = prepare_frame(prepare(frame))
-        present = present or set(frame.columns)
-        fold.add(definition.run(batch_parameters={"dataframe": frame}, result_format=RESULT_FORMAT, run_id=run_id))
-        del frame
+        partials.append(run.partition(plan, i, prepare, run_name))
         if progress:
             progress(i + 1, plan.count, f"validated partition {i + 1}/{plan.count}")
-    columns = fold.whole_columns()
-    stats = _column_stats(source, pf, columns, memory_limit, temp_dir) if columns is not None else {}
-    merged = fold.result(plan, stats)
-    _write_docs(context, merged, suite.name, run_id)
-    return build_report(merged.to_json_dict(), suite, present, plan.rows, docs_dir)
+    return run.merge(partials, run_name, memory_limit, temp_dir)
+
+
+def validate_partition(
+    source: Source,
+    name: str,
+    spec: ModelSpec,
+    index: int,
+    count: int,
+    *,
+    per_partition: int | None = None,
+    prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    run_name: str = "stagewise",
+    suite: Any = None,
+) -> dict[str, Any]:
+    """Validate partition ``index`` of ``count`` alone (one task of a Distributed Map on AWS):
+    its row groups only (a ``RangedReader`` source fetches only those bytes), the same suite, and
+    return what ``merge_partials`` needs, JSON-native (``PARTIAL`` documents its keys).
+
+    Args:
+        source, name, spec, per_partition, prepare, run_name, suite: as ``validate_partitions``.
+        index: the partition (0-based).
+        count: the partitions the plan had when the run fanned out; a different count now
+            means the input changed.
+
+    Returns:
+        The partition's partial result, a few KB to ~100 KB (GX's ``BASIC`` result per
+        expectation, at most 20 sample values each).
+
+    Raises:
+        UnsupportedForPartitions: the suite holds an expectation with no exact merge (before
+            any row is read).
+        ValueError: the input is not readable Parquet, or its plan no longer has ``count``
+            partitions.
+    """
+    plan = _plan(source, name, per_partition)
+    if plan.count != count or not 0 <= index < count or not _parquet(source, name):
+        raise ValueError(f"{name}: asked for partition {index} of {count}, but the input has {plan.count} Parquet "
+                         "partition(s); it changed after it was ingested: start a new run")
+    return _Partitions(source, name, spec, None, suite).partition(plan, index, prepare or (lambda df: df), run_name)
+
+
+def merge_partials(
+    partials: list[dict[str, Any]],
+    source: Source,
+    name: str,
+    spec: ModelSpec,
+    docs_dir: Path,
+    *,
+    run_name: str = "stagewise",
+    memory_limit: str = "1GB",
+    temp_dir: Path | None = None,
+    suite: Any = None,
+) -> ValidationReport:
+    """Merge every partition's ``validate_partition`` result into the whole file's, count the
+    whole-column expectations (uniqueness, row count, ...) by DuckDB over ``source`` (one column
+    at a time; a ``RangedReader`` streams just those column chunks), and write the Data Docs.
+
+    Args:
+        partials: one per partition, any order; all of one plan (same ``count``, each index once).
+        source, name, spec, docs_dir, run_name, memory_limit, temp_dir, suite: as
+            ``validate_partitions``.
+
+    Returns:
+        The merged ``ValidationReport``, equal to ``validate_partitions``' for the same file.
+
+    Raises:
+        ValueError: the partials are not one complete plan, or the input is not readable Parquet.
+        UnsupportedForPartitions: as ``validate_partitions``.
+    """
+    return _Partitions(source, name, spec, docs_dir, suite).merge(partials, run_name, memory_limit, temp_dir)
+
+
+PARTIAL = ("index", "count", "rows", "columns", "batch_id", "meta", "results")
+"""Keys of a partial result (``validate_partition``): the partition ``index`` of ``count``, its
+``rows``, its ``columns`` (after ``prepare``), GX's ``batch_id``, the suite result's ``meta``
+(GX version, batch spec, validation time; no run id or data fingerprint) and ``results``: GX's
+``ExpectationValidationResult.to_json_dict()`` per expectation, each with ``expectation_index``
+(the expectation's position in the suite: GX's ids are new in every process)."""
+
+
+class _Partitions:
+    """One GX context with the suite, shared by the partitions validated in this process."""
+
+    def __init__(self, source: Source, name: str, spec: ModelSpec, docs_dir: Path | None, suite: Any) -> None:
+        self.source, self.name = source, name
+        self._tmp = None if docs_dir is not None else tempfile.TemporaryDirectory(prefix="stagewise-gx-")
+        self.docs_dir = Path(docs_dir) if docs_dir is not None else Path(self._tmp.name)
+        self.context = new_context(self.docs_dir)
+        self.definition = add_validation_definition(self.context, spec, suite)
+        self.suite = self.definition.suite
+        self.kinds = partition_kinds(self.suite)  # refused before any row is read
+        self._pf: Any = None
+
+    @property
+    def pf(self) -> Any:
+        import pyarrow.parquet as pq
+
+        if self._pf is None:
+            self._pf = pq.ParquetFile(_arrow_source(self.source), pre_buffer=True)  # over S3: few, coalesced reads
+        return self._pf
+
+    def partition(self, plan: PartitionPlan, i: int, prepare: Callable[[pd.DataFrame], pd.DataFrame], run_name: str) -> dict:
+        try:
+            frame = self.pf.read_row_groups(plan.row_groups(i)).to_pandas()
+        except Exception as e:  # pyarrow raises several types for corrupt pages
+            raise ValueError(f"{self.name} is not a readable parquet file (partition {i + 1}/{plan.count}): {e}") from e
+        frame = prepare_frame(prepare(frame))
+        result = self.definition.run(batch_parameters={"dataframe": frame}, result_format=RESULT_FORMAT,
+                                     run_id=run_identifier(run_name))
+        position = {e.id: k for k, e in enumerate(self.suite.expectations)}
+        results = []
+        for r in result.results:
+            doc = r.to_json_dict()
+            doc["expectation_index"] = position[r.expectation_config.id]
+            results.append(doc)
+        meta = {k: v for k, v in result.to_json_dict()["meta"].items() if k not in ("run_id", "batch_markers")}
+        return {"index": i, "count": plan.count, "rows": len(frame), "columns": list(frame.columns),
+                "batch_id": result.batch_id, "meta": meta, "results": results}
+
+    def merge(self, partials: list[dict], run_name: str, memory_limit: str, temp_dir: Path | None) -> ValidationReport:
+        partials = sorted(partials, key=lambda d: d["index"])
+        count = partials[0]["count"] if partials else 0
+        if not partials or [d["index"] for d in partials] != list(range(count)) or {d["count"] for d in partials} != {count}:
+            raise ValueError(f"{self.name}: the partial results are not one complete set of partitions "
+                             f"(have {[(d['index'], d['count']) for d in partials]})")
+        fold = _Fold(self.suite, self.kinds)
+        for d in partials:
+            fold.add(d)
+        columns = fold.whole_columns()
+        stats = column_stats(self.source, self.pf, columns, memory_limit, temp_dir) if columns is not None else {}
+        run_id = run_identifier(run_name)
+        merged = fold.result([d["rows"] for d in partials], stats, run_id, partials[0]["batch_id"], partials[0].get("meta") or {})
+        _write_docs(self.context, merged, self.suite.name, run_id)
+        return build_report(merged.to_json_dict(), self.suite, set(partials[0]["columns"]), sum(d["rows"] for d in partials),
+                            self.docs_dir)
+
+
+def _plan(source: Source, name: str, per_partition: int | None) -> PartitionPlan:
+    try:
+        return plan_source(source if not isinstance(source, str) else Path(source), name, per_partition)
+    except Exception as e:  # pyarrow raises several types for a corrupt footer
+        raise ValueError(f"{name} is not a readable parquet or CSV file: {e}") from e
 
 
 # ------------------------------------------------------------------------------- kinds
@@ -209,11 +324,11 @@ def _kind(e: Any) -> str | None:
 # ------------------------------------------------------------------------------- folding
 @dataclass
 class _Acc:
-    """What one expectation's results in the partitions so far add up to."""
+    """What one expectation's results in the partitions so far add up to (results as JSON)."""
 
-    first: Any  # its ExpectationValidationResult in partition 0 (config, meta, order)
-    raised: Any = None  # the first partition result that raised
-    failing: Any = None  # the first partition result that failed
+    first: dict  # its result in partition 0 (meta, exception info)
+    raised: dict | None = None  # the first partition result that raised
+    failing: dict | None = None  # the first partition result that failed
     elements: int = 0
     missing: int = 0
     unexpected: int = 0
@@ -227,31 +342,29 @@ class _Acc:
 
 
 class _Fold:
-    """Per-expectation accumulators over the partitions' suite results, then the merged result."""
+    """Per-expectation accumulators over the partitions' partial results (``PARTIAL``), in
+    partition order, then the merged result."""
 
     def __init__(self, suite: Any, kinds: dict[str, str]) -> None:
         self.suite, self.kinds = suite, kinds
-        self.by_id = {e.id: e for e in suite.expectations}
-        self.accs: dict[str, _Acc] = {}
-        self.order: list[str] = []
-        self.template: Any = None
+        self.expectations = list(suite.expectations)
+        self.accs: dict[int, _Acc] = {}
+        self.order: list[int] = []
 
-    def add(self, suite_result: Any) -> None:
-        if self.template is None:
-            self.template = suite_result
-        for r in suite_result.results:
-            eid = r.expectation_config.id
-            acc = self.accs.get(eid)
+    def add(self, partial: dict) -> None:
+        for r in partial["results"]:
+            k = r["expectation_index"]
+            acc = self.accs.get(k)
             if acc is None:
-                acc = self.accs[eid] = _Acc(first=r)
-                self.order.append(eid)
-            if raised(r.exception_info):
+                acc = self.accs[k] = _Acc(first=r)
+                self.order.append(k)
+            if raised(r.get("exception_info")):
                 acc.raised = acc.raised or r
                 continue
-            if not r.success:
+            if not r["success"]:
                 acc.failing = acc.failing or r
-            res = r.result or {}
-            kind = self.kinds[eid]
+            res = r.get("result") or {}
+            kind = self.kinds[self.expectations[k].id]
             if kind in ("rows", "type") and "element_count" in res:
                 acc.per_value = acc.per_value or kind == "type"
                 acc.elements += int(res.get("element_count") or 0)
@@ -283,36 +396,37 @@ class _Fold:
     def whole_columns(self) -> list[str] | None:
         """Columns the DuckDB pass must count (those of whole-column expectations that ran; an
         empty list: the row count only), or None when no whole-column expectation needs it."""
-        whole = [eid for eid, acc in self.accs.items() if self.kinds[eid] == "whole" and acc.raised is None]
+        whole = [k for k, acc in self.accs.items() if self.kinds[self.expectations[k].id] == "whole" and acc.raised is None]
         if not whole:
             return None
-        return list(dict.fromkeys(c for eid in whole if (c := getattr(self.by_id[eid], "column", None)) is not None))
+        return list(dict.fromkeys(c for k in whole if (c := getattr(self.expectations[k], "column", None)) is not None))
 
-    def result(self, plan: PartitionPlan, stats: dict[str, Any]) -> Any:
-        """The merged ``ExpectationSuiteValidationResult`` (partition 0's order, config and meta)."""
+    def result(self, rows: list[int], stats: dict[str, Any], run_id: Any, batch_id: str, meta: dict) -> Any:
+        """The merged ``ExpectationSuiteValidationResult`` (partition 0's order and meta; each
+        expectation's configuration from this process's suite)."""
         from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
         from great_expectations.validator.validation_statistics import calc_validation_statistics
 
         results = []
-        for eid in self.order:
-            acc, exp = self.accs[eid], self.by_id[eid]
+        for k in self.order:
+            acc, exp = self.accs[k], self.expectations[k]
             if acc.raised is not None:
-                results.append(acc.raised)
+                r = acc.raised
+                results.append(ExpectationValidationResult(
+                    success=bool(r["success"]), expectation_config=exp.configuration, result=r.get("result") or {},
+                    meta=r.get("meta") or {}, exception_info=r.get("exception_info")))
                 continue
-            out = self._merge(exp, self.kinds[eid], acc, stats)
+            out = self._merge(exp, self.kinds[exp.id], acc, stats)
             results.append(ExpectationValidationResult(
-                success=bool(out["success"]), expectation_config=acc.first.expectation_config, result=out.get("result") or {},
-                meta=acc.first.meta, exception_info=acc.first.exception_info))
+                success=bool(out["success"]), expectation_config=exp.configuration, result=out.get("result") or {},
+                meta=acc.first.get("meta") or {}, exception_info=acc.first.get("exception_info")))
         st = calc_validation_statistics(results)
-        t = self.template
-        meta = dict(t.meta)
-        meta["batch_markers"] = {k: v for k, v in (meta.get("batch_markers") or {}).items() if k != "pandas_data_fingerprint"}
-        meta["partitions"] = {"count": plan.count, "rows": [plan.bounds(i)[1] - plan.bounds(i)[0] for i in range(plan.count)]}
+        meta = {**meta, "run_id": run_id, "partitions": {"count": len(rows), "rows": rows}}
         return ExpectationSuiteValidationResult(
-            success=st.success, results=results, suite_name=t.suite_name, suite_parameters=t.suite_parameters,
+            success=st.success, results=results, suite_name=self.suite.name, suite_parameters={},
             statistics={"evaluated_expectations": st.evaluated_expectations, "successful_expectations": st.successful_expectations,
                         "unsuccessful_expectations": st.unsuccessful_expectations, "success_percent": st.success_percent},
-            meta=meta, batch_id=t.batch_id)
+            meta=meta, batch_id=batch_id)
 
     def _merge(self, exp: Any, kind: str, acc: _Acc, stats: dict[str, Any]) -> dict:
         from great_expectations.expectations.expectation import ColumnMapExpectation
@@ -327,7 +441,7 @@ class _Fold:
             return validate(exp, metrics=metrics, runtime_configuration=rc)
         if kind in ("type", "schema"):
             r = acc.failing or acc.first
-            return {"success": r.success, "result": r.result}
+            return {"success": r["success"], "result": r.get("result") or {}}
         if kind in ("min", "max"):
             return exp._validate(metrics={f"column.{kind}": acc.extremum}, runtime_configuration=rc)
         if kind == "distinct":
@@ -368,77 +482,7 @@ def _sorted(values: set) -> list:
         return list(values)
 
 
-# ------------------------------------------------------------------------------- DuckDB pass
-class _Scan:
-    """DuckDB relations over the input: ``read_parquet`` of a local file (with DuckDB's
-    ``file_row_number``), else a fresh Arrow stream of the asked columns and a
-    ``file_row_number`` column per query (a registered stream is consumed by one scan)."""
-
-    def __init__(self, con: Any, source: Source, pf: Any) -> None:
-        self.con, self.source, self.pf, self.n = con, source, pf, 0
-        self.path = _local_path(source)
-
-    def __call__(self, columns: list[str]) -> str:
-        if self.path is not None:
-            return "read_parquet('" + str(self.path).replace("'", "''") + "', file_row_number = true)"
-        import pyarrow as pa
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            start = 0
-            for b in self.pf.iter_batches(columns=columns, batch_size=65_536):
-                yield b.append_column("file_row_number", pa.array(range(start, start + b.num_rows), pa.int64()))
-                start += b.num_rows
-
-        fields = [self.pf.schema_arrow.field(c) for c in columns] + [pa.field("file_row_number", pa.int64())]
-        self.n += 1
-        self.con.register(f"stream_{self.n}", pa.RecordBatchReader.from_batches(pa.schema(fields), batches()))
-        return f"stream_{self.n}"
-
-
-def _column_stats(source: Source, pf: Any, columns: list[str], memory_limit: str,
-                  temp_dir: Path | None) -> dict[str, Any]:
-    """``{"rows": rows of the file, "columns": {column: stats}}`` counted by DuckDB, where a
-    column's stats are ``nulls`` (null, or NaN in a float column: pandas' nulls), ``distinct``
-    (distinct non-null values), ``duplicated_rows`` (non-null rows whose value occurs more than
-    once) and ``sample`` (the first ``PARTIAL_VALUES`` of those rows' values, in file order).
-    Columns absent from the file are left out (their expectations raised in GX already)."""
-    import duckdb
-    import pyarrow as pa
-
-    names = set(pf.schema_arrow.names)
-    with tempfile.TemporaryDirectory(dir=temp_dir, prefix="stagewise-duckdb-") as spill:
-        con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": spill, "threads": 2})
-        try:
-            scan = _Scan(con, source, pf)
-            rows = con.execute(f"SELECT count(*) FROM {scan([])}").fetchall()[0][0]
-            out: dict[str, Any] = {"rows": int(rows), "columns": {}}
-            for col in (c for c in columns if c in names):
-                q = '"' + col.replace('"', '""') + '"'
-                valid = f"{q} IS NOT NULL" + (f" AND NOT isnan({q})" if pa.types.is_floating(pf.schema_arrow.field(col).type) else "")
-                nulls = con.execute(f"SELECT count(*) FILTER (WHERE NOT ({valid})) FROM {scan([col])}").fetchall()[0][0]
-                distinct, duplicated = con.execute(
-                    f"SELECT count(*), coalesce(sum(n) FILTER (WHERE n > 1), 0) "
-                    f"FROM (SELECT count(*) AS n FROM {scan([col])} WHERE {valid} GROUP BY {q})").fetchall()[0]
-                sample: list = []
-                if duplicated:
-                    sample = [v for (v,) in con.execute(
-                        f"SELECT {q} FROM {scan([col])} WHERE {valid} AND {q} IN "
-                        f"(SELECT {q} FROM {scan([col])} WHERE {valid} GROUP BY {q} HAVING count(*) > 1) "
-                        f"ORDER BY file_row_number LIMIT {PARTIAL_VALUES}").fetchall()]
-                out["columns"][col] = {"nulls": int(nulls), "distinct": int(distinct), "duplicated_rows": int(duplicated),
-                                       "sample": sample}
-            return out
-        finally:
-            con.close()
-
-
 # ------------------------------------------------------------------------------- sources
-def _local_path(source: Source) -> Path | None:
-    if isinstance(source, (str, Path)):
-        return Path(source).resolve()
-    return None
-
-
 def _parquet(source: Source, name: str) -> bool:
     return is_parquet(Path(source) if isinstance(source, str) else source, name)
 

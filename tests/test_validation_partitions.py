@@ -12,7 +12,10 @@ values, observed values) must be equal:
   first partition alone breaks but the file keeps, and 25 out-of-range ages whose first 20 (the
   sample GX keeps) straddle two partitions;
 * a clean file, which passes;
-* the same with min/max, distinct-value, unique-count, row-count and regex expectations added.
+* the same with min/max, distinct-value, unique-count, row-count and regex expectations added;
+* as an AWS run does it: each partition validated alone (its own GX context, as its own Map task
+  would), its partial result through JSON, merged by another call over the file's bytes, in any
+  order; a partial set, or a plan that no longer matches the input, is refused.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from stagewise.pipeline import modeling
 from stagewise.pipeline.generator import generate_customers
 from stagewise.pipeline.spec import load_spec
 from stagewise.pipeline.validation import build_suite, validate_frame
-from stagewise.pipeline.validation_partitions import UnsupportedForPartitions, partition_kinds, validate_partitions
+from stagewise.pipeline.validation_partitions import (
+    UnsupportedForPartitions, merge_partials, partition_kinds, validate_partition, validate_partitions,
+)
 
 ROWS, GROUP, PER_PARTITION = 3_000, 250, 1_000
 
@@ -207,3 +212,33 @@ def test_what_cannot_be_merged_exactly_is_refused_before_any_data_is_read(spec):
         partition_kinds(suite)
     assert err.value.expectations == ["expect_column_values_to_be_increasing(account_age_days)",
                                       "expect_column_mean_to_be_between(age)"]
+
+
+def test_partitions_validated_apart_and_merged_elsewhere_give_the_whole_file_result(spec, tmp_path):
+    """The Distributed Map's way: one call per partition (a Map task each, with GX ids of its own),
+    partials as JSON (the run's partition documents), one merge over the input's bytes."""
+    df = generate_customers(ROWS, seed=15)
+    dup = df.loc[20, "customer_id"]
+    df.loc[1_990, "customer_id"] = dup  # partitions 0 and 1
+    df.loc[[30, 2_030], "sessions_per_week"] = np.nan
+    path = _write(df, tmp_path / "apart.parquet")
+    prepare = _prepare(spec)
+    whole = validate_frame(prepare(pd.read_parquet(path)), spec, tmp_path / "whole-docs")
+
+    partials = [json.loads(json.dumps(validate_partition(path, path.name, spec, i, 3, per_partition=PER_PARTITION, prepare=prepare)))
+                for i in (2, 0, 1)]
+    assert [(p["index"], p["count"], p["rows"]) for p in partials] == [(2, 3, 1_000), (0, 3, 1_000), (1, 3, 1_000)]
+    merged = merge_partials(partials, path.read_bytes(), path.name, spec, tmp_path / "docs")
+    found = _assert_same(whole, merged)
+    unique = _one(found, "expect_column_values_to_be_unique", "customer_id")
+    assert unique["result"]["unexpected_count"] == 2 and unique["result"]["partial_unexpected_list"] == [dup, dup]
+    assert _one(found, "expect_column_values_to_not_be_null", "sessions_per_week")["result"]["unexpected_count"] == 2
+    assert [f.expectation_type for f in merged.failed] == ["expect_column_values_to_be_unique",
+                                                           "expect_column_values_to_not_be_null"]
+    pages = list((tmp_path / "docs" / "validations").rglob("*.html"))
+    assert len(pages) == 1 and dup in pages[0].read_text()
+
+    with pytest.raises(ValueError, match="not one complete set"):
+        merge_partials(partials[:2], path, path.name, spec, tmp_path / "docs-2")
+    with pytest.raises(ValueError, match="asked for partition 1 of 4"):
+        validate_partition(path, path.name, spec, 1, 4, per_partition=PER_PARTITION, prepare=prepare)
