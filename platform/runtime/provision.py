@@ -2,16 +2,23 @@
 
 On AWS the Pulumi stack creates these resources; on a laptop ``stagewise run`` calls
 ``ensure_environment`` so the embedded AWS holds the same buckets, registry table and alert topic
-(same names, same settings) under the environment's account id. Calling it again changes nothing.
+(same names, same settings) under the environment's account id. Calling it again changes nothing,
+and costs one call: the last provisioning leaves a digest of what it provisioned (the resources'
+specifications and this module's code) in an SSM parameter outside the stack's prefix
+(``provisioned_parameter``); while it matches, nothing is checked again. A reset or restarted
+embedded AWS loses the marker with everything else, so the next call provisions in full.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from stagewise.platform.runtime import idhash
 from stagewise.platform.runtime.aws import AwsClients
 from stagewise.platform.runtime.idhash import ensure_id_salt, salt_parameter
 from stagewise.platform.policies import tail_queue_policy, tls_only_bucket_policy
@@ -32,16 +39,54 @@ def ensure_environment(clients: AwsClients, resources: EnvironmentResources) -> 
     ``stagewise alerts tail`` reads (subscribed before the first run publishes anything), and the
     secret salt of the id hash (``stagewise.platform.runtime.idhash``).
 
+    When the digest marker (``provisioned_parameter``) says these very resources were provisioned
+    by this code, nothing else is called and every outcome is ``exists``.
+
     Raises:
         botocore.exceptions.ClientError: an AWS call failed for a reason other than "already exists".
     """
+    ssm, marker, digest = clients.client("ssm"), provisioned_parameter(resources), environment_digest(resources)
+    try:
+        if ssm.get_parameter(Name=marker)["Parameter"]["Value"] == digest:
+            return [ProvisionAction(kind, name, "exists") for kind, name in inventory(resources)]
+    except ClientError as e:
+        if e.response["Error"]["Code"] != "ParameterNotFound":
+            raise
     actions = [ensure_bucket(clients, b, resources) for b in resources.buckets]
     actions.append(ensure_table(clients, resources.registry_table))
     actions.append(ensure_topic(clients, resources.alert_topic))
     queue = ensure_tail_queue(clients, resources)
     actions.append(ProvisionAction("sqs queue", tail_queue_name(resources), "created" if queue.subscribed_now else "exists"))
     actions.append(ProvisionAction("ssm parameter", salt_parameter(resources), ensure_id_salt(clients, resources)))
+    ssm.put_parameter(Name=marker, Value=digest, Type="String", Overwrite=True,
+                      Description="Stagewise (embedded AWS only): digest of the environment as last provisioned")
     return actions
+
+
+def inventory(resources: EnvironmentResources) -> list[tuple[str, str]]:
+    """``(kind, name)`` of every resource ``ensure_environment`` provisions, in its order."""
+    return [*(("s3 bucket", b.name) for b in resources.buckets), ("dynamodb table", resources.registry_table.name),
+            ("sns topic", resources.alert_topic.name), ("sqs queue", tail_queue_name(resources)),
+            ("ssm parameter", salt_parameter(resources))]
+
+
+def provisioned_parameter(resources: EnvironmentResources) -> str:
+    """The SSM parameter holding the digest of the last provisioning,
+    ``/stagewise-embedded/<env>/provisioned``: outside the stack's parameter prefix (the stack
+    declares no such parameter; parity compares that prefix only)."""
+    return f"/stagewise-embedded/{resources.environment}/provisioned"
+
+
+def environment_digest(resources: EnvironmentResources) -> str:
+    """sha256 of what ``ensure_environment`` provisions: the resources' specifications, the tail
+    queue's policy and the code of this module and of the id salt's (a change to either
+    provisions again)."""
+    queue_arn = resources.arn("sqs", tail_queue_name(resources))
+    data = {"resources": asdict(resources), "queue_policy": tail_queue_policy(queue_arn, resources.alert_topic_arn)}
+    h = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode())
+    for module in (__file__, idhash.__file__):
+        h.update(Path(module).read_bytes())
+    return h.hexdigest()
 
 
 def ensure_bucket(clients: AwsClients, spec: BucketSpec, resources: EnvironmentResources) -> ProvisionAction:
