@@ -87,7 +87,7 @@ def candidates(ids: np.ndarray, id_column: str, df: pd.DataFrame, prediction: np
     best, priority = matrix.argmax(axis=0), matrix.max(axis=0)
     # highest priority first, ties by id hash: the order ``merge`` uses, so a partition keeps
     # exactly the rows the whole input's queue would (the queue is the same whatever the partitioning)
-    keep = np.lexsort((np.asarray(ids, dtype=str), -priority))[:size]
+    keep = _top(np.asarray(ids, dtype=object), priority, size)
 
     def detail(i: int) -> str:  # only for the rows kept
         reason = names[best[i]]
@@ -109,6 +109,19 @@ def candidates(ids: np.ndarray, id_column: str, df: pd.DataFrame, prediction: np
         "other_version": (np.asarray(other_version, dtype="float64")[keep] if other_version is not None
                           else np.full(len(keep), np.nan)),
     })
+
+
+def _top(ids: np.ndarray, priority: np.ndarray, size: int) -> np.ndarray:
+    """Indices of the ``size`` rows of highest ``priority``, ties by id hash (NaN priorities
+    last): the first ``size`` of ``np.lexsort((ids as str, -priority))``. Only the rows at or above
+    the ``size``-th priority are sorted (a batch is 100,000 rows; the queue keeps a few dozen), so
+    only they are converted to strings."""
+    if len(priority) > size > 0:
+        threshold = -np.partition(-priority, size - 1)[size - 1]
+        if np.isfinite(threshold):
+            rows = np.flatnonzero(priority >= threshold)
+            return rows[np.lexsort((ids[rows].astype(str), -priority[rows]))][:size]
+    return np.lexsort((ids.astype(str), -priority))[:size]
 
 
 def merge(parts: list[pd.DataFrame], size: int = DEFAULT_SIZE) -> pd.DataFrame:

@@ -173,10 +173,13 @@ def unit_hash(values: pd.Series | np.ndarray, salt: str) -> np.ndarray:
     Raises:
         SplitError: a value is null (a key column may hold none).
     """
-    key = salt.encode()
-    blake = hashlib.blake2b
-    digests = b"".join([blake(s.encode(), key=key, digest_size=8).digest() for s in key_strings(values)])
-    return np.frombuffer(digests, dtype=">u8").astype("float64") / _SCALE  # big-endian, as int.from_bytes(d, "big")
+    keyed = hashlib.blake2b(key=salt.encode(), digest_size=8).copy  # the key absorbed once (as ``idhash.hash_ids``)
+    digests = []
+    for s in key_strings(values):
+        h = keyed()
+        h.update(s.encode())
+        digests.append(h.digest())
+    return np.frombuffer(b"".join(digests), dtype=">u8").astype("float64") / _SCALE  # big-endian, as int.from_bytes(d, "big")
 
 
 def key_strings(values: pd.Series | np.ndarray) -> list[str]:
