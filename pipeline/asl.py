@@ -25,6 +25,16 @@ The contract with the container (``stagewise-task``, the image's ENTRYPOINT):
   group reads). Errors land at ``$.error`` (``{"Error", "Cause"}``), so ``run_id``, ``data`` and
   ``model`` survive to the alert.
 
+The fanned-out group (``validate``, ``FANNED_OUT``) is, on AWS, up to three tasks: ``Validate``
+(``--fan-out``: ingest and plan; an input of one partition, a CSV, or a suite with an expectation
+that has no exact partition merge is validated there), the choice ``ValidateFannedOut`` (its
+output's ``"validated": false``: the partitions are left to a Map), the Distributed Map
+``ValidatePartitions`` (one ``--partition I --partitions N`` task per partition, each validating
+its row groups only, read by ranged GETs) and ``ValidateMerge`` (``--merge``: the partial results
+merged exactly, uniqueness and row count counted by DuckDB over the input, one result and Data
+Docs published; fails closed like ``Validate``). The merge's output replaces the first task's at
+``$.results.validate``, so the score Map reads the partitions from it.
+
 The mapped group (``score``) is a Distributed Map (``ProcessorConfig`` ``DISTRIBUTED``): each
 partition runs ``ScorePartition`` (and its on-demand fallback) as a ``STANDARD`` child workflow
 execution, ``execution:<state machine>/Score:<id>`` (``Label`` = the state's name), at most
@@ -67,7 +77,7 @@ from stagewise.pipeline.asl_states import (
     ERROR_PATH, Argument, Catcher, ChoiceState, DistributedMapState, EcsLaunch, EcsTaskState, FailState, Intrinsic, JsonPath, Retrier,
     SnsPublishState, State, StateGraph, SucceedState, states_format,
 )
-from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, TASK_DEFINITIONS, Pipeline, Step
+from stagewise.pipeline.definition import FANNED_OUT, MAPPED_GROUPS, PIPELINE, TASK_DEFINITIONS, Pipeline, Step
 from stagewise.platform.contract import TaskError
 from stagewise.platform.resources import CONTAINER_NAME, EnvironmentResources
 from stagewise.stacks.settings import EnvironmentSettings
@@ -193,11 +203,13 @@ def state_name(group: str) -> str:
     return group[:1].upper() + group[1:]
 
 
-def task_command(group: str, environment: str, partitioned: bool = False) -> Intrinsic:
-    """The container's arguments for ``group``: ``States.Array('<group>', '--run-id', $.run_id, ...)``.
+def task_command(group: str, environment: str, partitioned: bool = False, flag: str | None = None) -> Intrinsic:
+    """The container's arguments for ``group``: ``States.Array('<group>', '--run-id', $.run_id, ...)``
+    (``stagewise.pipeline.task_args`` parses them).
 
     Partitioned commands add ``--partition`` and ``--partitions`` from ``$.partition`` (numbers,
-    formatted as strings: ECS commands are lists of strings).
+    formatted as strings: ECS commands are lists of strings); ``flag`` (``--fan-out``, ``--merge``)
+    is added last.
     """
     args: list[Argument] = [
         group,
@@ -211,14 +223,23 @@ def task_command(group: str, environment: str, partitioned: bool = False) -> Int
             "--partition", states_format("{}", JsonPath("$.partition.index")),
             "--partitions", states_format("{}", JsonPath("$.partition.count")),
         ]  # fmt: skip
+    if flag:
+        args.append(flag)
     return Intrinsic("States.Array", tuple(args))
 
 
 def map_run_labels(pipeline: Pipeline = PIPELINE) -> tuple[str, ...]:
     """The ``Label`` of each Distributed Map in ``pipeline``'s state machine (one per mapped group,
-    its state name): the ``<label>`` of its child executions' ARNs,
-    ``arn:<partition>:states:<region>:<account>:execution:<state machine>/<label>:<id>``."""
-    return tuple(state_name(g) for g, _ in pipeline.task_groups() if g in MAPPED_GROUPS)
+    its state name, and one per fanned-out group, ``<Group>Partitions``): the ``<label>`` of its
+    child executions' ARNs, ``arn:<partition>:states:<region>:<account>:execution:<state machine>/<label>:<id>``."""
+    groups = [g for g, _ in pipeline.task_groups()]
+    return tuple(fanned_map_name(g) for g in groups if g in FANNED_OUT) + tuple(state_name(g) for g in groups if g in MAPPED_GROUPS)
+
+
+def fanned_map_name(group: str) -> str:
+    """The Distributed Map of a fanned-out group: ``validate`` -> ``ValidatePartitions``; its
+    merge task is ``<Group>Merge``, its first task's choice ``<Group>FannedOut``."""
+    return f"{state_name(group)}Partitions"
 
 
 def _describe(steps: Sequence[Step]) -> str:
@@ -381,10 +402,10 @@ def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str
     """The ASL document of ``pipeline`` for ``target``.
 
     States, in order: ``Triggered`` -> ``ClaimInput`` -> ``Claimed`` -> ``AlreadyProcessed`` (an
-    input with a ``trigger`` claims its content first, ``_claim_states``); per task group ``g`` a Task state ``G`` (``Validate``, ``Train``, ``Report``)
-    and its on-demand fallback ``GOnDemand``, or for a mapped group a Distributed Map state ``G``
-    over the validate group's partitions whose child executions run ``GPartition`` and
-    ``GPartitionOnDemand``;
+    input with a ``trigger`` claims its content first, ``_claim_states``); per task group ``g`` a
+    Task state ``G`` (``Train``, ``Report``) and its on-demand fallback ``GOnDemand``; for a mapped
+    group a Distributed Map ``G`` whose child executions run ``GPartition`` (``_map_states``); for
+    a fanned-out group ``G``, ``GFannedOut``, ``GPartitions``, ``GMerge`` (``_fanned_out_states``);
     then ``Done``; then the failure paths ``NotifyValidationFailed`` -> ``ValidationFailed``,
     ``NotifyGateFailed`` -> ``GateFailed``, ``NotifyFailure`` -> ``PipelineFailed``.
 
@@ -419,54 +440,13 @@ def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str
         arn = target.task_definition_arns[TASK_DEFINITIONS[group]]
         comment = _describe(steps)
         if group in MAPPED_GROUPS:
-            inner = f"{name}Partition"
-            notify, failed = f"Notify{inner}Failed", f"{inner}Failed"
-            iteration = StateGraph(
-                start_at=inner,
-                states=(
-                    *_task_pair(
-                        inner,
-                        f"One partition. {comment}",
-                        launch,
-                        arn,
-                        task_command(group, env, partitioned=True),
-                        target,
-                        next_state=None,
-                        result_path=None,
-                        catch=(Catcher((ALL_ERRORS,), notify),),  # alert with its own error, then fail the child
-                        result_selector=PARTITION_SUMMARY,  # a child execution's output: index and rows
-                    ),
-                    *_failure_path(_partition_failure(notify, failed), pipeline.name, target),
-                ),
-            )
-            states.append(
-                DistributedMapState(
-                    name=name,
-                    comment=(
-                        f"Distributed Map over the validated input's partitions, {target.scoring_concurrency} "
-                        f"child executions at a time; any failed partition fails it. {comment}"
-                    ),
-                    label=name,
-                    items_path=PARTITIONS_PATH,
-                    item_selector={
-                        "run_id.$": "$.run_id",
-                        "data.$": "$.data",
-                        "model.$": "$.model",
-                        "partition.$": "$$.Map.Item.Value",
-                    },
-                    iteration=iteration,
-                    max_concurrency=target.scoring_concurrency,
-                    next=next_state,
-                    result_path=f"$.results.{group}",
-                    result_selector=MAP_SUMMARY,
-                    # the failed partition alerted with its own error: no second, generic alert
-                    catch=(Catcher((EXCEED_TOLERATED_FAILURE,), f"{name}Failed"), Catcher((ALL_ERRORS,), "NotifyFailure")),
-                )
-            )
-            states.append(FailState(
-                name=f"{name}Failed", comment=f"A partition of {name} failed; its child execution alerted with its error.",
-                error=TaskError.PIPELINE_FAILED, cause_path=_error_and_cause(),
-            ))
+            states.extend(_map_states(name, f"{name}Partition", f"{target.scoring_concurrency} child executions at a time; "
+                                      f"any failed partition fails it. {comment}", launch, arn,
+                                      task_command(group, env, partitioned=True), target, pipeline.name,
+                                      next_state=next_state, result_path=f"$.results.{group}",
+                                      result_selector=PARTITION_SUMMARY))
+        elif group in FANNED_OUT:
+            states.extend(_fanned_out_states(group, name, comment, launch, arn, target, pipeline.name, next_state))
         else:
             states.extend(
                 _task_pair(
@@ -497,6 +477,71 @@ def compile_pipeline(pipeline: Pipeline, target: StateMachineTarget) -> dict[str
         ),
         **graph.to_asl(),
     }
+
+
+
+def _map_states(name: str, inner: str, comment: str, launch: EcsLaunch, arn: str, command: Intrinsic,
+                target: StateMachineTarget, pipeline_name: str, next_state: str, result_path: str,
+                result_selector: dict[str, str]) -> list[State]:
+    """A Distributed Map ``name`` over the validate group's partitions whose child executions run
+    ``inner`` (and ``<inner>OnDemand``), then ``<name>Failed``: a failed partition alerts from its
+    child execution with its own error and fails it, which fails the Map Run, caught to
+    ``<name>Failed`` without a second alert."""
+    notify, failed = f"Notify{inner}Failed", f"{inner}Failed"
+    iteration = StateGraph(
+        start_at=inner,
+        states=(
+            *_task_pair(
+                inner, f"One partition. {comment}", launch, arn, command, target, next_state=None, result_path=None,
+                catch=(Catcher((ALL_ERRORS,), notify),),  # alert with its own error, then fail the child
+                result_selector=result_selector,  # a child execution's output: a few numbers
+            ),
+            *_failure_path(_partition_failure(notify, failed), pipeline_name, target),
+        ),
+    )
+    return [
+        DistributedMapState(
+            name=name,
+            comment=f"Distributed Map over the input's partitions, {comment}",
+            label=name,
+            items_path=PARTITIONS_PATH,
+            item_selector={"run_id.$": "$.run_id", "data.$": "$.data", "model.$": "$.model", "partition.$": "$$.Map.Item.Value"},
+            iteration=iteration,
+            max_concurrency=target.scoring_concurrency,
+            next=next_state,
+            result_path=result_path,
+            result_selector=MAP_SUMMARY,
+            # the failed partition alerted with its own error: no second, generic alert
+            catch=(Catcher((EXCEED_TOLERATED_FAILURE,), f"{name}Failed"), Catcher((ALL_ERRORS,), "NotifyFailure")),
+        ),
+        FailState(
+            name=f"{name}Failed", comment=f"A partition of {name} failed; its child execution alerted with its error.",
+            error=TaskError.PIPELINE_FAILED, cause_path=_error_and_cause(),
+        ),
+    ]
+
+
+def _fanned_out_states(group: str, name: str, comment: str, launch: EcsLaunch, arn: str, target: StateMachineTarget,
+                       pipeline_name: str, next_state: str) -> list[State]:
+    """A fanned-out group (``FANNED_OUT``; the module docstring): ``<Name>`` (``--fan-out``), the
+    choice ``<Name>FannedOut``, the Map ``<Name>Partitions`` and ``<Name>Merge`` (``--merge``)."""
+    choice, map_name, merge = f"{name}FannedOut", fanned_map_name(group), f"{name}Merge"
+    validated = f"$.results.{group}.validated"
+    return [
+        *_task_pair(name, f"{comment}. Plans the input's partitions; validates an input of one partition here.", launch, arn,
+                    task_command(group, target.environment, flag="--fan-out"), target, next_state=choice,
+                    result_path=f"$.results.{group}", catch=_failure_catch()),
+        ChoiceState(choice, f"Left to {map_name} and {merge} when the first task did not validate the input itself.",
+                    (({"And": [{"Variable": validated, "IsPresent": True}, {"Variable": validated, "BooleanEquals": False}]},
+                      map_name),), next_state),
+        *_map_states(map_name, f"{name}Partition", f"{target.scoring_concurrency} child executions at a time, each validating "
+                     f"its partition's row groups; any failed partition fails it.", launch, arn,
+                     task_command(group, target.environment, partitioned=True), target, pipeline_name, next_state=merge,
+                     result_path=f"$.results.{group}_partitions", result_selector={"index.$": "$.partition.index", "rows.$": "$.rows"}),
+        *_task_pair(merge, f"The partitions' results merged exactly, whole-column expectations counted, Data Docs published; "
+                    f"fails closed. {comment}", launch, arn, task_command(group, target.environment, flag="--merge"), target,
+                    next_state=next_state, result_path=f"$.results.{group}", catch=_failure_catch()),
+    ]
 
 
 def to_json(asl: Mapping[str, Any]) -> str:

@@ -82,6 +82,11 @@ TASK_DEFINITIONS = {"validate": "validate", "train": "train", "score": "score", 
 """Task group -> the ECS task definition (and its size and role) that runs it."""
 MAPPED_GROUPS = frozenset({"score"})
 """Task groups that fan out over the input's partitions (a Map state on AWS)."""
+FANNED_OUT = frozenset({"validate"})
+"""Task groups that, on AWS, fan out when the input has more than one partition: a first task
+(``--fan-out``: ingest, plan; an input of one partition is validated there and then), a Distributed
+Map of one task per partition (``--partition I --partitions N``), and a merge task (``--merge``)
+that merges the partitions' results exactly and decides (``steps.intake.validate``)."""
 
 SCORING = Pipeline(
     name="stagewise-score",

@@ -3,7 +3,9 @@
 On AWS the state machine runs each task group of ``PIPELINE.task_groups()`` in its own ECS Fargate
 (Spot) task, through the ``ecs:runTask.waitForTaskToken`` integration::
 
-    stagewise-task validate --run-id R --data s3://bucket/key --model engagement --env dev
+    stagewise-task validate --run-id R --data s3://bucket/key --model engagement --env dev --fan-out
+    stagewise-task validate --run-id R --data ... --partition I --partitions N   (a Map, when N > 1)
+    stagewise-task validate --run-id R --data ... --merge                        (then the verdict)
     stagewise-task train    --run-id R --data s3://bucket/key --model engagement --env dev
     stagewise-task score    --run-id R --data ... --partition I --partitions N   (a Map over partitions)
     stagewise-task report   --run-id R --data ...      (and ``claim``, a triggered run's first: claim_task)
@@ -17,7 +19,10 @@ the same):
 
     success         SendTaskSuccess(output = the group's JSON summary); ``validate`` adds
                     ``"partitions": [{"index": i, "count": N}, ...]``, N = ceil(rows / rows per
-                    partition (default 1,000,000)), at least 1 and at most one per Parquet row group.
+                    partition (default 1,000,000)), at least 1 and at most one per Parquet row group,
+                    and ``"validated"``: false from ``--fan-out`` when the partitions are left to
+                    a Map (each ``--partition`` task's output: ``partition`` and ``rows``; its
+                    partial result is its document in S3) and the ``--merge`` task decides.
     failure         SendTaskFailure(error, cause <= 32,768 characters): TaskError.VALIDATION_FAILED
                     (exit 2), GATE_FAILED (exit 3), SPOT_INTERRUPTION (SIGTERM: Fargate Spot's
                     notice, exit 143), RUN_LOCKED (another run holds the model's run lock: exit 6),
@@ -62,6 +67,7 @@ from stagewise.pipeline.steps import (
     GateRejected, RunContext, StepResults, ValidationFailed, input_reference, predictions_summary, review_queue,
 )
 from stagewise.pipeline.steps.results import Scored
+from stagewise.pipeline.task_args import GROUPS, HEARTBEAT_SECONDS, UsageError, parse
 from stagewise.pipeline.task_callbacks import MAX_OUTPUT_BYTES, Callbacks, Heartbeat, NoCallbacks, StepFunctionsCallbacks
 from stagewise.pipeline.task_state import RunState, StateError, dumps, merge_score_partitions
 from stagewise.platform.contract import Env, ExitCode, Sigterm, StagewiseError, TaskError
@@ -75,11 +81,8 @@ from stagewise.registry.errors import Locked
 from stagewise.registry.runlock import DEFAULT_TTL_SECONDS, RunLease
 from stagewise.stacks.settings import load_settings
 
-HEARTBEAT_SECONDS = 60.0
 PROGRESS_SECONDS = 30.0
 
-GROUPS: dict[str, tuple[Step, ...]] = dict(PIPELINE.task_groups())
-"""Task group name -> its steps, in order (``validate``, ``train``, ``score``, ``report``)."""
 LAST_GROUP = list(GROUPS)[-1]
 
 NEEDS_FRAME = frozenset({"train"})
@@ -103,10 +106,6 @@ class TaskFailed(Exception):
     def __init__(self, error: str, cause: str, exit_code: int) -> None:
         super().__init__(f"{error}: {cause.splitlines()[0] if cause else ''}")
         self.error, self.cause, self.exit_code = error, cause, exit_code
-
-
-class _UsageError(Exception):
-    """Bad command-line arguments."""
 
 
 # ------------------------------------------------------------------------------------ SIGTERM
@@ -138,7 +137,7 @@ def _publish_capacity_metric(ctx: RunContext, name: str, group: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ the core
-def run_task(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks) -> dict[str, Any]:
+def run_task(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks, merge: bool = False) -> dict[str, Any]:
     """Run the steps of task group ``group`` for ``ctx`` and report the outcome to ``callbacks``.
 
     Restores what earlier groups handed over (``state``), runs the group's steps with the local
@@ -147,9 +146,12 @@ def run_task(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks)
 
     Args:
         group: ``validate``, ``train``, ``score`` or ``report``.
-        ctx: a fresh context; for ``score``, ``ctx.partition = (index, count)``.
+        ctx: a fresh context; for ``score``, ``ctx.partition = (index, count)``; for ``validate``,
+            ``ctx.fan_out`` (the first task of a fanned-out validation) or ``ctx.partition`` (one
+            task of its Map).
         state: the run's state, as loaded at the start of the task.
         callbacks: where to report (Step Functions, or ``NoCallbacks``).
+        merge: the validate group's merge task (its partitions' results merged, published, decided).
 
     Returns:
         The output sent with ``success``.
@@ -160,7 +162,7 @@ def run_task(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks)
     """
     if group not in GROUPS:
         raise ValueError(f"unknown task group {group!r}; one of {', '.join(GROUPS)}")
-    partition = (ctx.partition or (0, 1)) if group in MAPPED_GROUPS else None
+    partition = (ctx.partition or (0, 1)) if group in MAPPED_GROUPS else ctx.partition
     log = _Log(run_id=ctx.run_id, group=group, **({"partition": list(partition)} if partition else {}))
     interval = float(os.environ.get(Env.HEARTBEAT_SECONDS, HEARTBEAT_SECONDS))
     current = {"step": None}
@@ -172,13 +174,14 @@ def run_task(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks)
         _publish_capacity_metric(ctx, m.ON_DEMAND_FALLBACKS, group)
     with Heartbeat(callbacks, interval, log, _SIGTERM):
         try:
-            done = state.finished_partition(*partition) if partition else state.finished(group)
+            done = state.finished_partition(group, *partition) if partition else state.finished(group)
+            done = done or (state.fanned_out() if ctx.fan_out else None)
             if done is not None:
                 log(event="group", status="skipped", reason="already finished; sending its recorded output again")
                 output = done
             else:
-                _restore(group, ctx, state)
-                result, raised = _run_steps(group, ctx, log, current)
+                _restore(group, ctx, state, later=bool(partition) or merge)
+                result, raised = _run_steps(group, ctx, log, current, only_validate=group == "validate" and (bool(partition) or merge))
                 if result.exit_code != 0:
                     raise _task_failure(group, ctx, result, raised)
                 output = _output(group, ctx, result, state, partition)
@@ -222,16 +225,24 @@ def run_task(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks)
     return output
 
 
-def _restore(group: str, ctx: RunContext, state: RunState) -> None:
+def _restore(group: str, ctx: RunContext, state: RunState, later: bool = False) -> None:
     """Put what earlier groups handed over back into ``ctx``: their steps' results, durations, the
-    input frame (``NEEDS_FRAME``); for ``report``, the score partitions merged and published."""
+    input frame (``NEEDS_FRAME``); for ``report``, the score partitions merged and published; for
+    a later task of a fanned-out validation (``later``: a partition, or the merge), what its first
+    task recorded, and for the merge every partition's partial result."""
     doc = state.doc
-    if group != "validate":
-        if state.finished("validate") is None:
-            raise StateError(
-                f"run {ctx.run_id} has no validated input in {state.uri}: run `stagewise-task validate --run-id "
-                f"{ctx.run_id} ...` first"
-            )
+    if group == "validate" and later:
+        if state.fanned_out() is None:
+            raise StateError(f"run {ctx.run_id} has no fanned-out validation in {state.uri}: run `stagewise-task validate "
+                             f"--fan-out --run-id {ctx.run_id} ...` first")
+        if ctx.partition is None:  # the merge
+            ctx.work.validation_partials = [d["partial"] for d in state.partitions("validate")]
+    elif group != "validate" and state.finished("validate") is None:
+        raise StateError(
+            f"run {ctx.run_id} has no validated input in {state.uri}: run `stagewise-task validate --run-id "
+            f"{ctx.run_id} ...` first"
+        )
+    if group != "validate" or later:
         if doc.get("spec_digest") != ctx.spec.digest() or doc.get("environment") != ctx.settings.environment:
             raise StateError(
                 f"run {ctx.run_id} was validated with another model spec or environment than this task's "
@@ -275,9 +286,10 @@ def publish_score_partitions(ctx: RunContext, docs: list[dict[str, Any]], starte
     return Scored.model_validate(manifest["memo"])  # what was published (an earlier attempt's, if one got there first)
 
 
-def _run_steps(group: str, ctx: RunContext, log: _Log, current: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def _run_steps(group: str, ctx: RunContext, log: _Log, current: dict[str, Any], only_validate: bool = False) -> tuple[Any, dict[str, Any]]:
     """The group's steps through the local runner (same alerts and failure metrics), each step's
-    exception kept so the failure can be reported with its type, alert and traceback."""
+    exception kept so the failure can be reported with its type, alert and traceback
+    (``only_validate``: the validate step alone, for a validation partition or merge task)."""
     failure: dict[str, Any] = {}
 
     def keep(run: Any) -> Any:
@@ -307,7 +319,8 @@ def _run_steps(group: str, ctx: RunContext, log: _Log, current: dict[str, Any]) 
             log(step=name, status=rec.status, seconds=round(rec.seconds, 3), summary=rec.summary, error=rec.error)
 
     ctx.progress = progress
-    steps = tuple(Step(st.name, st.description, keep(st.run), st.task) for st in GROUPS[group])
+    steps = tuple(Step(st.name, st.description, keep(st.run), st.task) for st in GROUPS[group]
+                  if not only_validate or st.name == "validate")
     result = run_pipeline(ctx, Pipeline(f"{PIPELINE.name}-{group}", steps), on_step=on_step)
     current["step"] = None
     return result, failure
@@ -334,10 +347,16 @@ def _output(group: str, ctx: RunContext, result: Any, state: RunState, partition
     }
     res = ctx.results
     if group == "validate":
-        ingested = ctx.needs("ingest")
+        validated = ctx.needs("validate")
+        if partition is not None:  # one Map task: small (the partial result is in its document)
+            out.pop("steps")
+            out.update(partition={"index": partition[0], "count": partition[1]}, rows=validated.rows)
+            return json.loads(dumps(out))
         per_partition = rows_per_partition(ctx.settings.rows_per_partition)
-        count = plan_source(ctx.work.data or b"", ingested.data_name, per_partition).count
-        out.update(rows=ctx.needs("validate").rows, rows_per_partition=per_partition,
+        ingested = ctx.needs("ingest")
+        count = validated.partitions if validated.pending or ctx.work.validation_partials is not None else (
+            plan_source(ctx.work.data or b"", ingested.data_name, per_partition).count)
+        out.update(rows=validated.rows, rows_per_partition=per_partition, validated=not validated.pending,
                    partitions=[{"index": i, "count": count} for i in range(count)])
     elif group == "train":
         out["version"] = res.register.version if res.register else None
@@ -366,9 +385,10 @@ def _record(group: str, ctx: RunContext, state: RunState, output: dict[str, Any]
     names = [st.name for st in GROUPS[group]] + (["score"] if group == "report" else [])
     durations = {n: ctx.durations[n] for n in names if n in ctx.durations}
     if partition is not None:
-        state.save_partition(*partition, {
-            "finished_at": now, "result": ctx.needs("score").handover(), "durations": durations, "output": output,
+        state.save_partition(group, *partition, {
+            "finished_at": now, "result": ctx.needs(GROUPS[group][-1].name).handover(), "durations": durations, "output": output,
             "steps": {s.name: s.summary for s in result.steps},
+            **({"partial": ctx.work.validation_partial} if group == "validate" else {}),
         })
         return
     state.doc["results"] = ctx.results.to_json()
@@ -378,7 +398,10 @@ def _record(group: str, ctx: RunContext, state: RunState, output: dict[str, Any]
             environment=ctx.settings.environment, account_id=ctx.settings.account_id, spec_digest=ctx.spec.digest(),
             partitions=len(output["partitions"]), created_at=state.doc.get("created_at", now),
         )
-    state.doc["groups"][group] = {"status": "succeeded", "finished_at": now, "output": output}
+    pending = group == "validate" and ctx.needs("validate").pending  # the Map and merge task decide
+    if pending:
+        state.doc["results"].pop("validate", None)  # no verdict yet: readers of the state see none
+    state.doc["groups"][group] = {"status": "fanned_out" if pending else "succeeded", "finished_at": now, "output": output}
     state.save()
 
 
@@ -392,56 +415,6 @@ def _notify(log: _Log, send: Any, *args: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------ CLI
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(f"{self.prog}: {message}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``stagewise-task`` argument parser (its ``--help`` states the contract)."""
-    contract = (
-        f"Contract with the state machine (the task token is in ${Env.TASK_TOKEN}; without it no callback is sent):\n"
-        "  success    SendTaskSuccess(output = the group's JSON summary); validate adds the partitions to score\n"
-        f"  failure    SendTaskFailure(error, cause): {TaskError.VALIDATION_FAILED} (exit 2), {TaskError.GATE_FAILED} (exit 3),\n"
-        f"             {TaskError.SPOT_INTERRUPTION} (SIGTERM, exit 143), {TaskError.STEP_FAILED} (anything else: exit 1;\n"
-        "             4 bad arguments, settings or spec; 5 AWS unreachable)\n"
-        f"  heartbeat  SendTaskHeartbeat every {HEARTBEAT_SECONDS:g} s while working (${Env.HEARTBEAT_SECONDS} overrides)"
-    )
-    p = _Parser(
-        prog="stagewise-task",
-        description="Run one task group of the Stagewise pipeline (the job container's entrypoint).",
-        epilog=contract,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("group", choices=list(GROUPS), help="task group: " + "; ".join(
-        f"{g} ({', '.join(st.name for st in steps)})" for g, steps in GROUPS.items()))
-    p.add_argument("--run-id", required=True, help="the run (the state machine's execution name); groups of one run share it")
-    p.add_argument("--data", "-d", required=True, help="the input: an s3:// URI (or a local parquet/CSV file)")
-    p.add_argument("--model", "-m", default="engagement", help="built-in spec name or path to a spec YAML")
-    p.add_argument("--env", "-e", default="dev", help="environment (stack): dev, test or prod")
-    p.add_argument("--partition", type=int, help="score only: this task's partition index (0-based)")
-    p.add_argument("--partitions", type=int, help="score only: the number of partitions")
-    p.add_argument("--actor", help="who runs it, for the audit (default: the caller's AWS identity)")
-    p.add_argument("--project-dir", type=Path, help="folder with Pulumi.<env>.yaml (default: found from cwd)")
-    p.add_argument("--aws", action="store_true",
-                   help="outside AWS: target the real account through the stack's role instead of the embedded AWS")
-    return p
-
-
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
-    if (args.partition is None) != (args.partitions is None):
-        raise _UsageError("--partition and --partitions go together")
-    if args.partitions is not None:
-        if args.group not in MAPPED_GROUPS:
-            raise _UsageError(f"--partition/--partitions apply to {', '.join(sorted(MAPPED_GROUPS))} only")
-        if args.partitions < 1 or not 0 <= args.partition < args.partitions:
-            raise _UsageError(f"need 0 <= --partition < --partitions, got {args.partition} of {args.partitions}")
-    if not args.run_id.strip() or "/" in args.run_id:
-        raise _UsageError(f"--run-id {args.run_id!r} must be non-empty and contain no '/'")
-    return args
-
-
 def in_aws() -> bool:
     """True inside the ECS task (``STAGEWISE_IN_AWS=1``, set by the task definition)."""
     return os.environ.get(Env.IN_AWS) == "1"
@@ -481,7 +454,7 @@ def _setup_exit_code(e: BaseException) -> int:
     arguments or a missing file, else 1."""
     if isinstance(e, StagewiseError):
         return e.exit_code
-    if isinstance(e, (FileNotFoundError, _UsageError)):
+    if isinstance(e, (FileNotFoundError, UsageError)):
         return ExitCode.BAD_INPUT
     return ExitCode.FAILED
 
@@ -502,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         clients, log = None, _Log()
         try:
             try:
-                args = _parse(argv)
+                args = parse(argv)
                 log = _Log(run_id=args.run_id, group=args.group)
                 ctx, clients = _context(args)
                 state = RunState.load(ctx.clients.client("s3"), ctx.data_bucket, ctx.spec.name, args.run_id)
@@ -518,20 +491,21 @@ def main(argv: list[str] | None = None) -> int:
                 code = _setup_exit_code(e)
                 _setup_failed(log, clients, TaskError.STEP_FAILED, f"the task could not start: {type(e).__name__}: {e}", code)
                 return code
-            return _run_group(args.group, ctx, state, callbacks, lease, log)
+            return _run_group(args.group, ctx, state, callbacks, lease, log, merge=args.merge)
         except SpotInterruption:  # while starting, or in run_task before it reported (it disarms then)
             _setup_failed(log, clients, TaskError.SPOT_INTERRUPTION, "SIGTERM before the group ran or reported", ExitCode.SIGTERM)
             return ExitCode.SIGTERM
 
 
-def _run_group(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks, lease: RunLease, log: _Log) -> int:
+def _run_group(group: str, ctx: RunContext, state: RunState, callbacks: Callbacks, lease: RunLease, log: _Log,
+               merge: bool = False) -> int:
     """``run_task``, then free the model's run lock if the execution is over: its last group
     succeeded, or the group failed in a way the state machine does not retry (anything but
     SIGTERM, which it retries on Spot and then on demand); otherwise keep it for the next group or
     the retry. A redriven execution takes it again (the same run id)."""
     finished = False
     try:
-        run_task(group, ctx, state, callbacks)
+        run_task(group, ctx, state, callbacks, merge=merge)
         finished = group == LAST_GROUP
         return ExitCode.OK
     except TaskFailed as e:
@@ -560,6 +534,9 @@ def _context(args: argparse.Namespace) -> tuple[RunContext, Any]:
     )
     if args.group in MAPPED_GROUPS:
         ctx.partition = (args.partition or 0, args.partitions or 1)
+    elif args.partition is not None:  # one task of a fanned-out validation's Map
+        ctx.partition = (args.partition, args.partitions)
+    ctx.fan_out = args.fan_out
     return ctx, conn.clients
 
 

@@ -3,9 +3,15 @@
 The document holds the finished steps' typed results (``StepResults.to_json``), step durations,
 each finished group's output, and the run's identity (environment, account, spec digest, planned
 partitions). It is written with S3 conditional writes (``If-None-Match: *`` when new,
-``If-Match: <ETag>`` after), so a concurrent writer fails instead of losing an update. Score
-partitions run concurrently and each writes its own ``score/part-<I>-of-<N>.json`` beside it
-(``result``: its ``Scored``); the report group merges them (``merge_score_partitions``).
+``If-Match: <ETag>`` after), so a concurrent writer fails instead of losing an update. The
+partitions of a Distributed Map run concurrently and each writes its own
+``<group>/part-<I>-of-<N>.json`` beside it: a score partition's ``result`` is its ``Scored`` (the
+report group merges them, ``merge_score_partitions``); a validate partition's ``partial`` is its
+``validation_partitions.validate_partition`` result (the validate group's merge task merges them).
+
+The validate group's fan-out: its first task ingests and plans; when it leaves validation to a
+Map it records the group as ``"fanned_out"`` (not finished: no later group may start), and the
+merge task records it ``"succeeded"``.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ _PART = re.compile(r"part-(\d{5})-of-(\d{5})\.json$")
 
 @dataclass
 class RunState:
-    """The run's ``state.json`` in the data bucket, and the score partitions' documents.
+    """The run's ``state.json`` in the data bucket, and its Map partitions' documents.
 
     Attributes:
         s3: a boto3 S3 client.
@@ -107,29 +113,38 @@ class RunState:
             raise
         self.etag = resp["ETag"]
 
-    # score partitions: one document each, written by one Map iteration (no shared writes)
-    def partition_key(self, index: int, count: int) -> str:
-        return f"{self.prefix}/score/part-{index:05d}-of-{count:05d}.json"
+    def fanned_out(self) -> dict[str, Any] | None:
+        """The validate group's first task's output when it left validation to a Map (else None)."""
+        entry = self.doc.get("groups", {}).get("validate")
+        return entry["output"] if entry and entry.get("status") == "fanned_out" else None
 
-    def finished_partition(self, index: int, count: int) -> dict[str, Any] | None:
-        """The recorded output of score partition ``index`` of ``count``, or None."""
-        doc = self._get_json(self.partition_key(index, count))
+    # partitions of a Map: one document each, written by one Map iteration (no shared writes)
+    def partition_key(self, group: str, index: int, count: int) -> str:
+        return f"{self.prefix}/{group}/part-{index:05d}-of-{count:05d}.json"
+
+    def finished_partition(self, group: str, index: int, count: int) -> dict[str, Any] | None:
+        """The recorded output of ``group``'s partition ``index`` of ``count``, or None."""
+        doc = self._get_json(self.partition_key(group, index, count))
         return doc["output"] if doc else None
 
-    def save_partition(self, index: int, count: int, doc: dict[str, Any]) -> None:
+    def save_partition(self, group: str, index: int, count: int, doc: dict[str, Any]) -> None:
         self.s3.put_object(
-            Bucket=self.bucket, Key=self.partition_key(index, count), Body=dumps(doc).encode(), ContentType="application/json"
+            Bucket=self.bucket, Key=self.partition_key(group, index, count), Body=dumps(doc).encode(), ContentType="application/json"
         )
 
     def score_partitions(self) -> list[dict[str, Any]]:
-        """The documents of a complete set of score partitions (the count ``validate`` planned,
-        or else the only complete set).
+        """The documents of a complete set of score partitions (``partitions("score")``)."""
+        return self.partitions("score")
+
+    def partitions(self, group: str) -> list[dict[str, Any]]:
+        """The documents of a complete set of ``group``'s partitions (the count ``validate``
+        planned, or else the only complete set).
 
         Raises:
             StateError: no complete set (a partition did not finish).
         """
         found: dict[int, set[int]] = {}
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/score/")
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/{group}/")
         for page in pages:
             for obj in page.get("Contents", []):
                 if m := _PART.search(obj["Key"]):
@@ -142,8 +157,8 @@ class RunState:
             count = complete[0]
         else:
             have = ", ".join(f"{len(d)} of {n}" for n, d in sorted(found.items())) or "none"
-            raise StateError(f"score partitions of run {self.run_id} are incomplete (planned {planned}; finished: {have})")
-        return [self._get_json(self.partition_key(i, count)) for i in range(count)]  # type: ignore[misc]
+            raise StateError(f"{group} partitions of run {self.run_id} are incomplete (planned {planned}; finished: {have})")
+        return [self._get_json(self.partition_key(group, i, count)) for i in range(count)]  # type: ignore[misc]
 
     def _get_json(self, key: str) -> dict[str, Any] | None:
         try:

@@ -514,3 +514,100 @@ def test_spot_interruptions_and_on_demand_fallbacks_are_counted(dev, spec_path, 
     run = run_group(spec_path, "validate", f"fallback-{uuid.uuid4().hex[:8]}", inputs["good"])
     assert run.code == 0
     assert _metric_sum(dev, "OnDemandFallbacks", model, "validate") >= 1
+
+
+def test_validation_fans_out_to_partition_tasks_then_the_merge_decides(dev, tmp_path, monkeypatch):
+    """The validate group as the state machine runs it for an input of several partitions:
+    ``--fan-out`` ingests and plans (no verdict: nothing later may start), one task per partition
+    (a re-run is skipped), then ``--merge``: one verdict, published; a merge before every
+    partition finished is refused. An id duplicated across the two partitions fails the merge
+    with exit 2, as whole-file validation would. Each run has a model of its own (a run keeps
+    its model's run lock until its last group)."""
+    monkeypatch.setenv(Env.ROWS_PER_PARTITION, "10000")
+    spec_path, model = engagement_spec(tmp_path, f"{MODEL}-fan"), f"{MODEL}-fan"
+    s3, bucket = dev.clients.client("s3"), dev.resources.data_bucket.name
+    df = generate_customers(ROWS, seed=32)
+    uris = {}
+    for name in ("good", "dup"):
+        frame = df.copy()
+        if name == "dup":
+            frame.loc[ROWS - 1, "customer_id"] = frame.loc[0, "customer_id"]  # partition 0 and partition 1
+        path = tmp_path / f"{name}.parquet"
+        frame.to_parquet(path, index=False, row_group_size=5_000)  # 4 row groups: 2 partitions of 10,000 rows
+        key = f"incoming/fan-out/{name}.parquet"
+        s3.upload_file(str(path), bucket, key)
+        uris[name] = f"s3://{bucket}/{key}"
+
+    run_id = f"entry-fan-{uuid.uuid4().hex[:8]}"
+    first = run_group(spec_path, "validate", run_id, uris["good"], "--fan-out")
+    assert first.code == 0, first.stdout[-3000:]
+    output = first.sent[-1][1]
+    assert (output["validated"], output["rows"], output["partitions"]) == (False, ROWS, [{"index": i, "count": 2} for i in (0, 1)])
+    state_of = lambda: json.loads(s3.get_object(Bucket=bucket, Key=f"runs/{model}/{run_id}/state.json")["Body"].read())  # noqa: E731
+    state = state_of()
+    assert state["groups"]["validate"]["status"] == "fanned_out" and "validate" not in state["results"]
+    early = run_group(spec_path, "train", run_id, uris["good"])
+    assert early.code == ExitCode.FAILED and "no validated input" in early.sent[-1][2]
+    too_soon = run_group(spec_path, "validate", run_id, uris["good"], "--merge")
+    assert too_soon.code == ExitCode.FAILED and "validate partitions of run" in too_soon.sent[-1][2]
+
+    parts = [run_group(spec_path, "validate", run_id, uris["good"], "--partition", str(i), "--partitions", "2") for i in (0, 1)]
+    for i, part in enumerate(parts):
+        assert part.code == 0, part.stdout[-3000:]
+        assert {k: part.sent[-1][1][k] for k in ("partition", "rows")} == {"partition": {"index": i, "count": 2}, "rows": 10_000}
+    again = run_group(spec_path, "validate", run_id, uris["good"], "--partition", "1", "--partitions", "2")
+    assert again.code == 0 and again.group("skipped") and again.sent[-1][1] == parts[1].sent[-1][1]
+
+    merge = run_group(spec_path, "validate", run_id, uris["good"], "--merge")
+    assert merge.code == 0, merge.stdout[-3000:]
+    output = merge.sent[-1][1]
+    assert (output["validated"], output["rows"], len(output["partitions"])) == (True, ROWS, 2)
+    assert output["steps"]["validate"]["success"] is True and output["steps"]["validate"]["partitions"] == 2
+    state = state_of()
+    assert state["groups"]["validate"]["status"] == "succeeded" and state["results"]["validate"]["rows"] == ROWS
+    result = json.loads(s3.get_object(Bucket=bucket, Key=f"validation/{model}/{run_id}/result.json")["Body"].read())
+    assert result["success"] is True and result["meta"]["partitions"] == {"count": 2, "rows": [10_000, 10_000]}
+
+    run_id, spec_path = f"entry-fan-dup-{uuid.uuid4().hex[:8]}", engagement_spec(tmp_path, f"{MODEL}-fan-dup")
+    assert run_group(spec_path, "validate", run_id, uris["dup"], "--fan-out").code == 0
+    for i in (0, 1):  # each partition alone holds no duplicate
+        part = run_group(spec_path, "validate", run_id, uris["dup"], "--partition", str(i), "--partitions", "2")
+        assert part.code == 0, part.stdout[-3000:]
+    merge = run_group(spec_path, "validate", run_id, uris["dup"], "--merge")
+    assert merge.code == ExitCode.VALIDATION_FAILED, merge.stdout[-3000:]
+    kind, error, cause = merge.sent[-1]
+    assert (kind, error) == ("failure", "Stagewise.ValidationFailed") and "customer_id" in cause
+    state = json.loads(s3.get_object(Bucket=bucket, Key=f"runs/{MODEL}-fan-dup/{run_id}/state.json")["Body"].read())
+    assert state["groups"]["validate"]["status"] == "fanned_out"  # no verdict recorded: nothing may follow
+
+
+def test_a_partition_that_cannot_be_read_fails_the_merge_with_exit_2(dev, tmp_path, monkeypatch):
+    """Row group 2 (partition 1's first) is corrupt: partition 0 validates; partition 1's task
+    records what it could not read and succeeds (the Map goes on); the merge fails the run with
+    ``Stagewise.ValidationFailed`` naming it, as a local run of the same file would."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv(Env.ROWS_PER_PARTITION, "10000")
+    model = f"{MODEL}-fan-corrupt"
+    spec_path = engagement_spec(tmp_path, model)
+    path = tmp_path / "corrupt.parquet"
+    generate_customers(ROWS, seed=33).to_parquet(path, index=False, row_group_size=5_000, compression="snappy")
+    column = pq.ParquetFile(path).metadata.row_group(2).column(pq.ParquetFile(path).schema_arrow.get_field_index("age"))
+    raw = bytearray(path.read_bytes())
+    start = column.data_page_offset
+    raw[start:start + column.total_compressed_size] = b"\xff" * column.total_compressed_size
+    path.write_bytes(bytes(raw))
+    s3, bucket = dev.clients.client("s3"), dev.resources.data_bucket.name
+    s3.upload_file(str(path), bucket, "incoming/fan-out/corrupt.parquet")
+    uri = f"s3://{bucket}/incoming/fan-out/corrupt.parquet"
+
+    run_id = f"entry-fan-corrupt-{uuid.uuid4().hex[:8]}"
+    assert run_group(spec_path, "validate", run_id, uri, "--fan-out").code == 0
+    parts = [run_group(spec_path, "validate", run_id, uri, "--partition", str(i), "--partitions", "2") for i in (0, 1)]
+    assert [p.code for p in parts] == [0, 0], parts[1].stdout[-3000:]
+    assert parts[1].step("validate", "succeeded")["summary"]["success"] is False
+    merge = run_group(spec_path, "validate", run_id, uri, "--merge")
+    assert merge.code == ExitCode.VALIDATION_FAILED, merge.stdout[-3000:]
+    kind, error, cause = merge.sent[-1]
+    assert (kind, error) == ("failure", "Stagewise.ValidationFailed")
+    assert "could not be read" in cause and "partition 2/2" in cause

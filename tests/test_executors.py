@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -183,7 +184,8 @@ def test_the_state_machine_and_the_in_process_runner_agree(places, clean):
     assert a["metrics"] == b["metrics"] and a["metrics"], "the CloudWatch metric names and dimensions differ"
     # what the run would cost on Fargate: its four groups' tasks (two score partitions), priced; its transitions
     cost = doc_b["cost"]
-    assert sorted(t["group"] for t in cost["tasks"]) == ["report", "score", "score", "train", "validate"]
+    # validate: the first task (ingest, plan), a Map task per partition, the merge
+    assert sorted(t["group"] for t in cost["tasks"]) == ["report", "score", "score", "train", *["validate"] * 4]
     assert all(t["capacity_provider"] == "FARGATE_SPOT" and t["seconds"] >= 60 for t in cost["tasks"])
     assert cost["estimated"] and cost["transitions"] >= 5 and 0 < cost["fargate_usd"] < 0.01
     assert cost["total_usd"] == pytest.approx(cost["fargate_usd"] + cost["transitions_usd"] + cost["requests"]["usd"])
@@ -191,21 +193,36 @@ def test_the_state_machine_and_the_in_process_runner_agree(places, clean):
     assert steps(doc_a) == steps(doc_b)
     monitor = lambda doc: next(s["summary"] for s in doc["steps"] if s["name"] == "monitor")["versions"]  # noqa: E731
     assert monitor(doc_a) == monitor(doc_b)  # the drift result
+    # validation: by partitions in one process, by a Distributed Map and a merge task: the same verdict and counts
+    validated = lambda doc: {k: v for k, v in next(s["summary"] for s in doc["steps"] if s["name"] == "validate").items()  # noqa: E731
+                             if k in ("success", "rows", "evaluated", "failed", "partitions", "pending")}
+    assert validated(doc_a) == validated(doc_b) == {"success": True, "rows": 4000, "evaluated": validated(doc_a)["evaluated"],
+                                                    "failed": 0, "partitions": 2}
+    assert validated(doc_a)["evaluated"] > 100
 
 
-def test_a_dataset_that_fails_validation_exits_2_through_the_state_machine(places, tmp_path):
+@pytest.mark.parametrize("fault", ["out-of-range, one row group", "duplicate id across two partitions"])
+def test_a_dataset_that_fails_validation_exits_2_through_the_state_machine(places, tmp_path, fault):
+    """Validated whole by the first validate task (one row group: one partition), or fanned out to
+    a Map task per partition whose merge finds an id that no partition alone holds twice."""
     made, data = places
     bad = tmp_path / "bad.parquet"
     frame = pd.read_parquet(data)
-    frame["sessions_per_week"] = -5.0
-    frame.to_parquet(bad)
+    if fault.startswith("out-of-range"):
+        frame["sessions_per_week"] = -5.0
+        frame.to_parquet(bad)
+        failed = "sessions_per_week"
+    else:
+        frame.loc[3_999, "customer_id"] = frame.loc[0, "customer_id"]  # rows 0-1999 and 2000-3999: one in each
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), bad, row_group_size=ROW_GROUP_ROWS)
+        failed = "customer_id"
     place = made["state-machine"]
     before = len(registry_of(place.conn).list_versions(MODEL))
 
     code, doc, err = place.cli("run", "--executor", "state-machine", "--data", str(bad))
 
     assert code == 2, err
-    assert doc["error"].startswith("Stagewise.ValidationFailed")
+    assert doc["error"].startswith("Stagewise.ValidationFailed") and failed in doc["error"]
     assert [(s["name"], s["status"]) for s in doc["steps"][:3]] == [("ingest", "succeeded"), ("validate", "failed"), ("train", "skipped")]
     assert "resume" not in doc and len(registry_of(place.conn).list_versions(MODEL)) == before
 

@@ -249,11 +249,12 @@ def test_state_machine_role_starts_and_manages_only_its_own_child_executions(sta
     assert {sid: (st["Action"], st["Resource"]) for sid, st in states.items()} == {
         "StartMapRunChildren": (["states:StartExecution"], [own]),
         "ManageMapRunChildren": (["states:DescribeExecution", "states:RedriveExecution", "states:StopExecution"],
-                                 [f"{executions}/Score:*"]),
+                                 [f"{executions}/ValidatePartitions:*", f"{executions}/Score:*"]),
         "DescribeOwnExecutions": (["states:DescribeExecution"], [f"{executions}:*"]),
     }
-    label = json.loads(sm.inputs["definition"])["States"]["Score"]["Label"]
-    assert label == "Score"  # the label the child execution ARNs carry
+    definition = json.loads(sm.inputs["definition"])["States"]
+    # the labels the child execution ARNs carry: validation's Map and scoring's
+    assert (definition["ValidatePartitions"]["Label"], definition["Score"]["Label"]) == ("ValidatePartitions", "Score")
 
 
 def test_outputs_hold_no_secret(stack):

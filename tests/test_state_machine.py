@@ -115,17 +115,23 @@ def test_states_follow_the_task_groups() -> None:
     assert asl["StartAt"] == "Triggered"
     assert list(asl["States"]) == [
         "Triggered", "ClaimInput", "ClaimInputOnDemand", "Claimed", "AlreadyProcessed",
-        "Validate", "ValidateOnDemand", "Train", "TrainOnDemand", "Score", "ScoreFailed", "Report", "ReportOnDemand", "Done",
+        "Validate", "ValidateOnDemand", "ValidateFannedOut", "ValidatePartitions", "ValidatePartitionsFailed",
+        "ValidateMerge", "ValidateMergeOnDemand",
+        "Train", "TrainOnDemand", "Score", "ScoreFailed", "Report", "ReportOnDemand", "Done",
         "NotifyValidationFailed", "ValidationFailed", "NotifyGateFailed", "GateFailed", "NotifyFailure", "PipelineFailed",
     ]  # fmt: skip
-    assert [asl["States"][s]["Next"] for s in ("Validate", "Train", "Score", "Report")] == ["Train", "Score", "Report", "Done"]
+    assert [asl["States"][s]["Next"] for s in ("Validate", "ValidatePartitions", "ValidateMerge", "Train", "Score", "Report")] == [
+        "ValidateFannedOut", "ValidateMerge", "Train", "Score", "Report", "Done"]
+    # validated by the first task (one partition): straight on; else the Map and the merge
+    assert asl["States"]["ValidateFannedOut"]["Default"] == "Train"
     # an input with a trigger (the S3 rule, the schedule) claims its content first; any other starts at Validate
     assert asl["States"]["Triggered"]["Default"] == "Validate" and asl["States"]["ClaimInput"]["Next"] == "Claimed"
     assert asl["States"]["Claimed"]["Choices"][0]["Next"] == "Validate" and asl["States"]["Claimed"]["Default"] == "AlreadyProcessed"
     command = asl["States"]["ClaimInput"]["Parameters"]["Overrides"]["ContainerOverrides"][0]["Command.$"]
     assert command.startswith("States.Array('claim', '--run-id', $.run_id") and "$$.Execution.Id" in command
     scoring = _compile("dev", SCORING)
-    assert [scoring["States"][s]["Next"] for s in ("Validate", "Score", "Report")] == ["Score", "Report", "Done"]
+    assert [scoring["States"][s]["Next"] for s in ("ValidateMerge", "Score", "Report")] == ["Score", "Report", "Done"]
+    assert scoring["States"]["ValidateFannedOut"]["Default"] == "Score"
     assert all(state["Comment"] for state in asl["States"].values())
 
 
@@ -221,6 +227,44 @@ def test_score_is_a_distributed_map_as_concurrent_as_the_stack_setting(env: str)
         assert state["Catch"][-1] == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyScorePartitionFailed"}
     assert inner["States"]["ScorePartition"]["Catch"][0]["Next"] == "ScorePartitionOnDemand"
     assert len(inner["States"]["ScorePartitionOnDemand"]["Catch"]) == 1
+
+
+def test_validation_fans_out_to_a_distributed_map_then_a_merge_task() -> None:
+    """On AWS the validate group is three tasks when the input has several partitions: the first
+    (``--fan-out``) ingests and plans, a Distributed Map validates each partition's row groups,
+    and the merge task (``--merge``) decides; every one on the validate task definition."""
+    asl = _compile("dev")
+    settings, resources, arns = _offline_target("dev")
+    states = asl["States"]
+
+    def command(state: dict) -> str:
+        return state["Parameters"]["Overrides"]["ContainerOverrides"][0]["Command.$"]
+
+    base = "States.Array('validate', '--run-id', $.run_id, '--data', $.data, '--model', $.model, '--env', 'dev'"
+    assert command(states["Validate"]) == base + ", '--fan-out')"
+    assert command(states["ValidateMerge"]) == base + ", '--merge')"
+    assert states["Validate"]["ResultPath"] == states["ValidateMerge"]["ResultPath"] == "$.results.validate"
+    assert {states[s]["Parameters"]["TaskDefinition"] for s in ("Validate", "ValidateMerge")} == {arns["validate"]}
+    # a validation failure found by the merge alerts and fails as the first task's would
+    assert states["ValidateMerge"]["Catch"][1:] == states["Validate"]["Catch"][1:]
+    assert states["ValidateMerge"]["Catch"][1] == {"ErrorEquals": ["Stagewise.ValidationFailed"], "ResultPath": "$.error",
+                                                   "Next": "NotifyValidationFailed"}
+    choice = states["ValidateFannedOut"]
+    assert choice["Choices"] == [{"And": [{"Variable": "$.results.validate.validated", "IsPresent": True},
+                                          {"Variable": "$.results.validate.validated", "BooleanEquals": False}],
+                                  "Next": "ValidatePartitions"}]
+    fan = states["ValidatePartitions"]
+    assert (fan["Type"], fan["Label"], fan["ItemsPath"], fan["MaxConcurrency"]) == (
+        "Map", "ValidatePartitions", "$.results.validate.partitions", 2)
+    assert fan["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert (fan["ResultSelector"], fan["ResultPath"]) == ({"partitions.$": "States.ArrayLength($)"}, "$.results.validate_partitions")
+    inner = fan["ItemProcessor"]["States"]
+    assert set(inner) == {"ValidatePartition", "ValidatePartitionOnDemand", "NotifyValidatePartitionFailed",
+                          "ValidatePartitionFailed"}
+    assert command(inner["ValidatePartition"]) == base + (
+        ", '--partition', States.Format('{}', $.partition.index), '--partitions', States.Format('{}', $.partition.count))")
+    assert inner["ValidatePartition"]["Parameters"]["TaskDefinition"] == arns["validate"]
+    assert inner["ValidatePartition"]["ResultSelector"] == {"index.$": "$.partition.index", "rows.$": "$.rows"}
 
 
 @pytest.mark.parametrize("concurrency", [0, -1, 10_001])
@@ -525,7 +569,7 @@ def test_success_runs_every_group_on_spot_and_maps_the_partitions(deployed: Depl
 
     validate = containers.next()
     assert (validate.command, validate.capacity_provider, validate.task_definition_arn) == (
-        _args("validate", run_id), "FARGATE_SPOT", arns["validate"],
+        _args("validate", run_id, "--fan-out"), "FARGATE_SPOT", arns["validate"],
     )  # fmt: skip
     containers.succeed(validate, {"rows": 1000, "valid": True, "partitions": _partitions(2)})
 
@@ -559,7 +603,7 @@ def test_success_runs_every_group_on_spot_and_maps_the_partitions(deployed: Depl
     }
     sfn = deployed.client("stepfunctions")
     # the partitions ran as child executions of the Map Run, each with its own history
-    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "Train", "Score", "Report", "Done"]
+    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "ValidateFannedOut", "Train", "Score", "Report", "Done"]
     assert {"MapRunStarted", "MapRunSucceeded"} <= {e["type"] for e in _history(sfn, execution_arn)}
     map_run = _map_run(sfn, execution_arn)
     assert map_run["mapRunArn"].split(":mapRun:")[1].startswith(f"{deployed.resources.compute.state_machine}/Score:")
@@ -592,7 +636,7 @@ def test_spot_interruptions_are_retried_then_run_on_demand(deployed: Deployed) -
     execution = _finished(sfn, execution_arn)
     assert execution["status"] == "SUCCEEDED"
     assert json.loads(execution["output"])["results"]["train"] == {"version": 4}
-    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "Train", "TrainOnDemand", "Score", "Report", "Done"]
+    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "ValidateFannedOut", "Train", "TrainOnDemand", "Score", "Report", "Done"]
     failures = [e["taskFailedEventDetails"]["error"] for e in _history(sfn, execution_arn) if e["type"] == "TaskFailed"]
     assert failures == [TaskError.SPOT_INTERRUPTION] * 3
 
@@ -618,7 +662,7 @@ def test_each_attempt_has_its_own_task_token_and_a_late_callback_changes_nothing
 
     sfn = deployed.client("stepfunctions")
     assert _finished(sfn, execution_arn)["status"] == "SUCCEEDED"
-    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "Train", "Score", "Report", "Done"]
+    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "ValidateFannedOut", "Train", "Score", "Report", "Done"]
     failures = [e["taskFailedEventDetails"]["error"] for e in _history(sfn, execution_arn) if e["type"] == "TaskFailed"]
     assert failures == [TaskError.SPOT_INTERRUPTION]
 
@@ -708,6 +752,59 @@ def test_validation_failure_alerts_and_fails_the_execution(deployed: Deployed) -
     assert execution_arn in alert["Message"]
 
 
+def test_validation_of_several_partitions_fans_out_then_the_merge_decides(deployed: Deployed) -> None:
+    """The first validate task says ``"validated": false``: each partition is validated by its own
+    task of the ``ValidatePartitions`` Map, then ``ValidateMerge`` runs; its output (the verdict
+    and the partitions to score) replaces the first task's. A merge that finds the data invalid
+    alerts and fails the run as the first task would, and nothing is trained."""
+    sfn = deployed.client("stepfunctions")
+    arns = deployed.target.task_definition_arns
+    run_id = "run-fan-out"
+    execution_arn, containers = _start(deployed, run_id)
+    containers.succeed(containers.next(), {"rows": 3000, "validated": False, "partitions": _partitions(3)})
+    parts = sorted(containers.started(2), key=lambda t: t.command)  # scoringConcurrency 2: two at a time
+    containers.none_started(1.0)
+    assert [t.command for t in parts] == [_args("validate", run_id, "--partition", str(i), "--partitions", "3") for i in (0, 1)]
+    assert {(t.capacity_provider, t.task_definition_arn) for t in parts} == {("FARGATE_SPOT", arns["validate"])}
+    for task in parts:
+        containers.succeed(task, {"partition": {"index": int(task.command[-3]), "count": 3}, "rows": 1000})
+    last = containers.next()
+    assert last.command == _args("validate", run_id, "--partition", "2", "--partitions", "3")
+    containers.succeed(last, {"partition": {"index": 2, "count": 3}, "rows": 1000})
+
+    merge = containers.next()
+    assert (merge.command, merge.task_definition_arn) == (_args("validate", run_id, "--merge"), arns["validate"])
+    containers.succeed(merge, {"rows": 3000, "validated": True, "partitions": _partitions(3)})
+    containers.succeed(containers.next(), {"version": 4})
+    for task in containers.started(2):
+        containers.succeed(task, _score_output(task))
+    third = containers.next()  # once a slot is free
+    containers.succeed(third, _score_output(third))
+    containers.succeed(containers.next(), {"decision": "advance"})
+    execution = _finished(sfn, execution_arn)
+    assert execution["status"] == "SUCCEEDED", _entered(sfn, execution_arn)
+    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "ValidateFannedOut", "ValidatePartitions", "ValidateMerge",
+                                            "Train", "Score", "Report", "Done"]
+    results = json.loads(execution["output"])["results"]
+    assert results["validate"] == {"rows": 3000, "validated": True, "partitions": _partitions(3)}
+    assert results["validate_partitions"] == {"partitions": 3} and results["score"] == {"partitions": 3}
+    runs = sfn.list_map_runs(executionArn=execution_arn)["mapRuns"]
+    assert sorted(r["mapRunArn"].split(":mapRun:")[1].split(":")[0].split("/")[1] for r in runs) == ["Score", "ValidatePartitions"]
+
+    run_id = "run-fan-out-invalid"
+    cause = "1 of 107 expectations failed: expect_column_values_to_be_unique(customer_id)"
+    execution_arn, containers = _start(deployed, run_id)
+    containers.succeed(containers.next(), {"rows": 2000, "validated": False, "partitions": _partitions(2)})
+    for task in containers.started(2):
+        containers.succeed(task, {"partition": {"index": int(task.command[-3]), "count": 2}, "rows": 1000})
+    containers.fail(containers.next(), TaskError.VALIDATION_FAILED, cause)
+    execution = _finished(sfn, execution_arn)
+    assert (execution["status"], execution["error"], execution["cause"]) == ("FAILED", TaskError.VALIDATION_FAILED, cause)
+    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "ValidateFannedOut", "ValidatePartitions", "ValidateMerge",
+                                            "NotifyValidationFailed", "ValidationFailed"]
+    assert cause in _alert(deployed, run_id)["Message"]
+
+
 def test_a_failed_partition_fails_the_map_run_and_the_run(deployed: Deployed) -> None:
     run_id = "run-score-fails"
     cause = "score: predictions for partition 1 could not be written to S3 (AccessDenied)"
@@ -750,7 +847,7 @@ def test_a_silent_task_times_out_on_its_heartbeat_and_runs_on_demand(deployed: D
     for _ in range(3):  # no heartbeat, no answer: States.HeartbeatTimeout, retried twice
         assert containers.next().capacity_provider == "FARGATE_SPOT"
     validate = containers.next()
-    assert (validate.command, validate.capacity_provider) == (_args("validate", run_id), "FARGATE")
+    assert (validate.command, validate.capacity_provider) == (_args("validate", run_id, "--fan-out"), "FARGATE")
     for _ in range(5):  # a container that heartbeats stays alive past HeartbeatSeconds
         time.sleep(0.3)
         sfn.send_task_heartbeat(taskToken=validate.token)
@@ -760,5 +857,5 @@ def test_a_silent_task_times_out_on_its_heartbeat_and_runs_on_demand(deployed: D
     containers.succeed(containers.next(), {"decision": "advance"})
 
     assert _finished(sfn, execution_arn)["status"] == "SUCCEEDED"
-    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "ValidateOnDemand", "Score", "Report", "Done"]
+    assert _entered(sfn, execution_arn) == ["Triggered", "Validate", "ValidateOnDemand", "ValidateFannedOut", "Score", "Report", "Done"]
     assert [e["type"] for e in _history(sfn, execution_arn)].count("TaskTimedOut") == 3

@@ -79,6 +79,10 @@ class Workspace:
             streamed the input (``training_data``), the columns evaluation reads (id, features,
             target, split columns), index 0..n-1.
         holdout_features: ``modeling.feature_matrix(holdout)``, same rows.
+        validation_partial: a validate Map task's partial result (``validate``, one partition;
+            the entrypoint records it for the merge).
+        validation_partials: every partition's partial result (the entrypoint hands them to the
+            validate group's merge task).
         holdout_true, holdout_pred: the holdout's labels and the model's predictions, float arrays.
         versions, models, baselines: per-run caches: version number -> record, artifact sha256 ->
             fitted model, version number -> baseline statistics (versions are immutable).
@@ -97,6 +101,8 @@ class Workspace:
     versions: dict[int, VersionRecord] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     baselines: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+    validation_partial: dict[str, Any] | None = None
+    validation_partials: list[dict[str, Any]] | None = None
 
     data_file_stamp: tuple[int, int] | None = None
 
@@ -145,7 +151,10 @@ class RunContext:
         actor: who runs it (the assumed role's ARN, or ``--actor``).
         results: the steps' typed results so far.
         work: in-process objects (``Workspace``).
-        partition: ``(index, count)`` when this process scores one partition of a Map (AWS).
+        partition: ``(index, count)`` when this process scores, or validates, one partition of a
+            Map (AWS).
+        fan_out: the validate step only plans an input of several partitions and leaves them to
+            an AWS Distributed Map (the state machine's first validate task, ``--fan-out``).
         alerts: what ``send_alert`` published (or failed to), in order.
         progress: ``progress(done, total, message)`` for long steps.
         durations: step name -> seconds.
@@ -162,6 +171,7 @@ class RunContext:
     results: StepResults = field(default_factory=StepResults)
     work: Workspace = field(default_factory=Workspace)
     partition: tuple[int, int] | None = None
+    fan_out: bool = False
     alerts: list[dict[str, Any]] = field(default_factory=list)
     progress: Progress = lambda done, total, message: None
     durations: dict[str, float] = field(default_factory=dict)

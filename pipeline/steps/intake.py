@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 from stagewise.pipeline import modeling
-from stagewise.pipeline.inputs import is_parquet, read_table
+from stagewise.pipeline.inputs import ObjectPin, RangedReader, is_parquet, local_input, pin_object, read_table
 from stagewise.pipeline.scoring.plan import PartitionPlan, plan_source, rows_per_partition
 from stagewise.pipeline.steps.context import RunContext, ValidationFailed
 from stagewise.pipeline.steps.results import Ingested, Validated
 from stagewise.platform.runtime.failpoints import failpoint
-from stagewise.platform.runtime.objects import S3Uri, sha256_bytes, sha256_file
+from stagewise.platform.runtime.objects import S3Uri, StorageError, sha256_bytes, sha256_file
 
 
 def ingest(ctx: RunContext) -> Ingested:
@@ -65,45 +65,70 @@ def validate(ctx: RunContext) -> Validated:
     in-process score); after partitioned validation nothing is: the train step reads the input
     whole only if it fits the train task's memory (``training_data``).
 
+    On AWS the partitions are validated by a Distributed Map, in three kinds of task:
+    ``ctx.fan_out`` (the first task) only plans and returns ``pending`` with the partition count
+    (an input validated whole is validated there and then); ``ctx.partition = (i, n)`` validates
+    partition ``i`` alone, reading only its row groups, and leaves its partial result in
+    ``ctx.work.validation_partial`` (a row group it cannot read is recorded there, not raised:
+    the merge fails the run with it, exit 2, as a local run would); ``ctx.work.validation_partials``
+    set (the merge task) merges them exactly and publishes as above.
+
     Raises:
         ValidationFailed: the data failed an expectation or could not be read (exit 2).
     """
     from stagewise.pipeline.validation import validate_frame  # deferred: Great Expectations takes ~1.5 s to import
-    from stagewise.pipeline.validation_partitions import UnsupportedForPartitions, validate_partitions  # deferred: as above
+    from stagewise.pipeline import validation_partitions as vp  # deferred: as above
 
     ingested: Ingested = ctx.needs("ingest")
     prefix, staged = validation_prefix(ctx.spec.name, ctx.run_id), f"staging/validation/{ctx.spec.name}/{ctx.run_id}"
-    data = ctx.work.data
-    if data is None:
-        raise RuntimeError(f"run {ctx.run_id}: validate needs the ingested input (ingest runs first)")
     per_partition = rows_per_partition(ctx.settings.rows_per_partition)
-    plan = _partitioned(data, ingested.data_name, per_partition)
-    df = None
-    if plan is None:
-        try:
-            df = read_table(_bytes(data), ingested.data_name)
-        except ValueError as e:
-            raise _unreadable(ctx, ingested, e) from e
-    rows = len(df) if df is not None else plan.rows
-    where = f" in {plan.count} partitions" if plan is not None else ""
-    ctx.progress(0, 1, f"validating {rows:,} rows{where} against {ctx.spec.name!r} suite")
     docs_dir = ctx.workdir / "data-docs"
 
     def prepare(frame):
         return modeling.prepare(frame, ctx.spec)  # ignored columns dropped, number-coded categories, whole floats
 
-    report = None
-    if plan is not None:
+    if ctx.partition is not None:
+        return _validate_partition(ctx, ingested, per_partition, prepare)
+    partials = ctx.work.validation_partials
+    report, df, plan = None, None, None
+    if partials is not None:  # the merge task of an AWS run's Map
+        source = input_source(ctx, ingested)
+        ctx.progress(0, 1, f"merging {len(partials)} partitions' results for {ctx.spec.name!r} suite")
+        if unreadable := [d["error"] for d in partials if "error" in d]:  # its partition task could not read it
+            raise _unreadable(ctx, ingested, ValueError(unreadable[0]))
         try:
-            report = validate_partitions(data, ingested.data_name, ctx.spec, docs_dir, per_partition=per_partition, prepare=prepare,
-                                         run_name=ctx.run_id, progress=ctx.progress)
-        except UnsupportedForPartitions:
-            df = read_table(_bytes(data), ingested.data_name)  # the suite needs the whole frame at once
-        except ValueError as e:  # a row group that cannot be read
+            report = vp.merge_partials(partials, _open(ctx, source), ingested.data_name, ctx.spec, docs_dir, run_name=ctx.run_id)
+        except ValueError as e:
             raise _unreadable(ctx, ingested, e) from e
-    if report is None:
-        df = prepare(df)
-        report = validate_frame(df, ctx.spec, docs_dir, run_name=ctx.run_id)
+        plan_count = len(partials)
+    else:
+        data = ctx.work.data
+        if data is None:
+            raise RuntimeError(f"run {ctx.run_id}: validate needs the ingested input (ingest runs first)")
+        plan = _partitioned(data, ingested.data_name, per_partition)
+        if ctx.fan_out and plan is not None and _mergeable(ctx.spec):
+            ctx.work.frame = None
+            return Validated(success=True, rows=plan.rows, partitions=plan.count, pending=True)
+        if plan is None:
+            try:
+                df = read_table(_bytes(data), ingested.data_name)
+            except ValueError as e:
+                raise _unreadable(ctx, ingested, e) from e
+        rows = len(df) if df is not None else plan.rows
+        where = f" in {plan.count} partitions" if plan is not None else ""
+        ctx.progress(0, 1, f"validating {rows:,} rows{where} against {ctx.spec.name!r} suite")
+        if plan is not None:
+            try:
+                report = vp.validate_partitions(data, ingested.data_name, ctx.spec, docs_dir, per_partition=per_partition,
+                                                prepare=prepare, run_name=ctx.run_id, progress=ctx.progress)
+            except vp.UnsupportedForPartitions:
+                df, plan = read_table(_bytes(data), ingested.data_name), None  # the suite needs the whole frame at once
+            except ValueError as e:  # a row group that cannot be read
+                raise _unreadable(ctx, ingested, e) from e
+        if report is None:
+            df = prepare(df)
+            report = validate_frame(df, ctx.spec, docs_dir, run_name=ctx.run_id)
+        plan_count = plan.count if plan is not None else 1
     ctx.objects.delete_keys(ctx.data_bucket, ctx.objects.keys(ctx.data_bucket, f"{staged}/"))  # a killed attempt's leftovers
     ctx.objects.put_bytes(ctx.data_bucket, f"{staged}/result.json", json.dumps(report.result, default=str).encode(), "application/json")
     failpoint("validate.result-written")
@@ -114,7 +139,7 @@ def validate(ctx: RunContext) -> Validated:
         success=report.success, rows=report.row_count, evaluated=report.evaluated, failed=len(report.failed),
         failed_expectations=[f.description for f in report.failed], result_uri=f"s3://{ctx.data_bucket}/{prefix}/result.json",
         data_docs_uri=f"s3://{ctx.data_bucket}/{prefix}/data-docs/index.html" if docs_files else None,
-        data_docs_local=str(report.docs_index) if report.docs_index else None,
+        data_docs_local=str(report.docs_index) if report.docs_index else None, partitions=plan_count,
     )
     if not report.success:
         raise ValidationFailed(
@@ -134,6 +159,58 @@ def validate(ctx: RunContext) -> Validated:
         )
     ctx.work.frame = df  # None when validated by partitions: train reads what it needs (``training_data``)
     return result
+
+
+def _validate_partition(ctx: RunContext, ingested: Ingested, per_partition: int, prepare) -> Validated:
+    """One partition of an AWS run's validation Map: its partial result, for the merge task."""
+    from stagewise.pipeline.validation_partitions import validate_partition  # deferred: Great Expectations, ~1.5 s
+
+    index, count = ctx.partition
+    ctx.progress(0, 1, f"validating partition {index + 1}/{count} against {ctx.spec.name!r} suite")
+    try:
+        partial = validate_partition(_open(ctx, input_source(ctx, ingested)), ingested.data_name, ctx.spec, index, count,
+                                     per_partition=per_partition, prepare=prepare, run_name=ctx.run_id)
+    except ValueError as e:  # a row group that cannot be read, or an input that changed: the merge fails the run
+        partial = {"index": index, "count": count, "rows": 0, "results": [], "error": str(e)}
+    ctx.work.validation_partial = partial
+    return Validated(success="error" not in partial, rows=partial["rows"], evaluated=len(partial["results"]),
+                     failed=sum(not r["success"] for r in partial["results"]) + ("error" in partial), partitions=count,
+                     pending=True, failed_expectations=[partial["error"]] if "error" in partial else [])
+
+
+def _mergeable(spec) -> bool:
+    """The spec's suite has an exact partition merge for every expectation (else it is validated whole)."""
+    from stagewise.pipeline.validation import build_suite  # deferred: Great Expectations, ~1.5 s
+    from stagewise.pipeline.validation_partitions import UnsupportedForPartitions, partition_kinds  # deferred: as above
+
+    try:
+        partition_kinds(build_suite(spec))
+    except UnsupportedForPartitions:
+        return False
+    return True
+
+
+def input_source(ctx: RunContext, ingested: Ingested) -> Path | ObjectPin:
+    """Where a partition reads the input: the source file of a local run; else, for a Parquet
+    input in S3 whose recorded sha256 is the ingested one, the object pinned by its ETag (ranged
+    reads of the partition's row groups only; a replaced object fails them); else a verified
+    download to the task's disk.
+
+    Raises:
+        StorageError: the downloaded object's bytes differ from the ingested sha256.
+    """
+    if not ctx.data_source.startswith("s3://") and Path(ctx.data_source).is_file():
+        return Path(ctx.data_source)
+    if ingested.data_name.endswith((".parquet", ".pq")):
+        try:
+            return pin_object(ctx.objects.s3, ingested.data_uri, ingested.data_sha256)
+        except StorageError:  # no sha256 metadata (an s3:// input read where it is): download it and verify
+            pass
+    return local_input(ctx.objects, ingested.data_uri, ingested.data_sha256, ingested.data_name, ctx.workdir)
+
+
+def _open(ctx: RunContext, source: Path | ObjectPin) -> Path | RangedReader:
+    return RangedReader(ctx.objects.s3, source) if isinstance(source, ObjectPin) else source
 
 
 def _unreadable(ctx: RunContext, ingested: Ingested, e: Exception) -> ValidationFailed:

@@ -52,7 +52,10 @@ class Ingested(StepResult):
 
 class Validated(StepResult):
     """The expectation suite's verdict (``success``), counts, the failures in words, and where
-    the result and Data Docs are."""
+    the result and Data Docs are; ``partitions``: how many Parquet partitions it was validated
+    in (1: the whole frame). ``pending``: no verdict yet, only the plan: an AWS run's first
+    validate task left the partitions to a Distributed Map (``RunContext.fan_out``), or this is
+    one Map task's partition (its counts are that partition's); the merge task gives the verdict."""
 
     success: bool
     rows: int = 0
@@ -62,8 +65,12 @@ class Validated(StepResult):
     result_uri: str | None = None
     data_docs_uri: str | None = None
     data_docs_local: str | None = None
+    partitions: int = 1
+    pending: bool = False
 
     def line(self) -> str:
+        if self.pending:
+            return f"{self.rows:,} rows: validation by {self.partitions} partition task(s), merged after"
         return f"{self.rows:,} rows, {self.evaluated} expectations, {self.failed} failed"
 
 

@@ -21,12 +21,12 @@ from typing import Any
 import pandas as pd
 
 from stagewise.pipeline import review, scoring
-from stagewise.pipeline.inputs import ObjectPin, RangedReader, local_input, pin_object
+from stagewise.pipeline.inputs import ObjectPin, RangedReader
 from stagewise.pipeline.spec import ModelSpec
 from stagewise.pipeline.steps.context import RunContext
+from stagewise.pipeline.steps.intake import input_source
 from stagewise.pipeline.steps.results import Ingested, Scored
 from stagewise.platform.runtime.idhash import read_id_salt
-from stagewise.platform.runtime.objects import StorageError
 
 SCORED_KEYS = ("r2", "rmse", "mae", "precision", "recall", "logloss", "brier")
 """Metrics measured on scored rows that carry the label and that the version did not train on
@@ -144,18 +144,9 @@ def predictions_summary(bucket: str, model: str, run_id: str, parts: int, shadow
 
 
 def _input_source(ctx: RunContext, ingested: Ingested) -> tuple[Path | None, ObjectPin | None]:
-    """Where partitions read the input: ``(the source file of a local run, None)``; else, for a
-    Parquet input in S3 whose recorded sha256 is the ingested one, ``(None, the object pinned by
-    its ETag)`` (ranged reads of each partition's row groups only; a replaced object fails them);
-    else ``(a verified download, None)``."""
-    if not ctx.data_source.startswith("s3://") and Path(ctx.data_source).is_file():
-        return Path(ctx.data_source), None
-    if ingested.data_name.endswith((".parquet", ".pq")):
-        try:
-            return None, pin_object(ctx.objects.s3, ingested.data_uri, ingested.data_sha256)
-        except StorageError:  # no sha256 metadata (an s3:// input read where it is): download it and verify
-            pass
-    return local_input(ctx.objects, ingested.data_uri, ingested.data_sha256, ingested.data_name, ctx.workdir), None
+    """``intake.input_source`` as ``(file, None)`` or ``(None, pin)``."""
+    src = input_source(ctx, ingested)
+    return (None, src) if isinstance(src, ObjectPin) else (src, None)
 
 
 def challenger_observations(per_version: dict[Any, dict[str, Any]], serving: dict[str, Any]) -> dict[str, tuple[float | None, int]]:
