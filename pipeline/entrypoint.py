@@ -60,6 +60,7 @@ from typing import Any
 from stagewise.monitoring import metrics as m
 from stagewise.pipeline import claim_task
 from stagewise.pipeline.definition import MAPPED_GROUPS, PIPELINE, Pipeline, Step
+from stagewise.pipeline.inputs import local_input
 from stagewise.pipeline.runner import StepRecord, run_pipeline
 from stagewise.pipeline.scoring import plan_source, publish_predictions, rows_per_partition
 from stagewise.pipeline.spec import load_spec
@@ -75,7 +76,7 @@ from stagewise.platform.resources import environment_resources
 from stagewise.platform.runtime.aws import AwsClients, AwsTarget, utc_now
 from stagewise.platform.runtime.embedded import stagewise_home
 from stagewise.platform.runtime.environment import Environment, connect
-from stagewise.platform.runtime.objects import S3Uri, sha256_file
+from stagewise.platform.runtime.objects import sha256_file
 from stagewise.registry.dynamodb import registry_of
 from stagewise.registry.errors import Locked
 from stagewise.registry.runlock import DEFAULT_TTL_SECONDS, RunLease
@@ -86,7 +87,8 @@ PROGRESS_SECONDS = 30.0
 LAST_GROUP = list(GROUPS)[-1]
 
 NEEDS_FRAME = frozenset({"train"})
-"""Groups whose steps need the ingested input (``ctx.work.data_bytes``, verified): train reads it
+"""Groups whose steps need the ingested input (``ctx.work.data_file``: downloaded to the task's disk
+as a stream, its sha256 verified): train reads it
 whole or by partitions (``training_data``). A score partition reads only its own row groups
 (``stagewise.pipeline.scoring``)."""
 
@@ -252,9 +254,9 @@ def _restore(group: str, ctx: RunContext, state: RunState, later: bool = False) 
     ctx.durations.update(doc["durations"])
     if group in NEEDS_FRAME:
         ingested = ctx.needs("ingest")
-        uri = S3Uri.parse(ingested.data_uri)
-        data = ctx.objects.get_bytes(uri.bucket, uri.key, expect_sha256=ingested.data_sha256)
-        ctx.work.data_bytes = data  # train reads it whole, or by partitions when it does not fit (training_data)
+        path = local_input(ctx.objects, ingested.data_uri, ingested.data_sha256, ingested.data_name, ctx.workdir)  # streamed
+        st = path.stat()
+        ctx.work.data_file, ctx.work.data_file_stamp = path, (st.st_size, st.st_mtime_ns)  # train reads it (training_data)
     if group == "report":
         docs = state.score_partitions()
         ctx.results.score = publish_score_partitions(ctx, docs, started_at=doc.get("created_at"))

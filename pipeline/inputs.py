@@ -78,6 +78,32 @@ def local_input(objects: ObjectStore, data_uri: str, sha256: str, name: str, wor
     return path
 
 
+def download_input(objects: ObjectStore, data_uri: str, workdir: Path) -> tuple[Path, str]:
+    """Stream the object at ``data_uri`` to ``workdir/input/<sha256>/<name>`` (never whole in
+    memory: boto3's managed transfer, then a 1 MiB-chunked hash) and return ``(path, sha256)``;
+    the path is where ``local_input`` looks for it, so later steps of the task reuse it.
+
+    Raises:
+        StorageError: the object does not exist.
+    """
+    uri = S3Uri.parse(data_uri)
+    folder = Path(workdir) / "input"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, delete=False) as tmp:
+        try:
+            objects.s3.download_fileobj(uri.bucket, uri.key, tmp)
+        except ClientError as e:
+            Path(tmp.name).unlink(missing_ok=True)
+            if e.response["Error"]["Code"] in ("NoSuchKey", "404", "NoSuchBucket", "NotFound"):
+                raise StorageError(f"{data_uri} does not exist") from e
+            raise
+    digest = sha256_file(Path(tmp.name))
+    path = folder / digest / Path(uri.key).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp.name, path)
+    return path, digest
+
+
 @dataclass(frozen=True)
 class ObjectPin:
     """One S3 object version, as ``pin_object`` found it (picklable: worker processes get it).

@@ -49,6 +49,8 @@ from stagewise.registry.dynamodb import DynamoDBRegistryStore
 from stagewise.registry.errors import NotFound
 from stagewise.registry.service import Registry
 from stagewise.platform.contract import Env, ExitCode
+from stagewise.platform.runtime.embedded import stagewise_home
+from stagewise.platform.runtime.objects import sha256_file
 
 ROWS = 20_000
 MODEL = "engagement-task"
@@ -233,6 +235,9 @@ def test_validate_reports_partitions_and_hands_over_the_input(dev, validated, in
     assert set(state["durations"]) == {"ingest", "validate"}
     assert [(x["step"], x["status"]) for x in validated.lines if x.get("status") == "succeeded" and "step" in x] == [
         ("ingest", "succeeded"), ("validate", "succeeded")]
+    # the s3:// input was streamed to the task's disk and hashed there (never read into memory whole)
+    local = stagewise_home() / "runs" / RUN / "validate" / "input" / inputs["sha256"] / "customers.parquet"
+    assert local.is_file() and sha256_file(local) == inputs["sha256"]
 
 
 def test_sigterm_stops_the_train_group_with_exit_143_and_registers_nothing(interrupted):

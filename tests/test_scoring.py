@@ -77,7 +77,7 @@ def _score(dev, spec, data: Path, tmp_path: Path, monkeypatch, per_partition: in
     if frame:
         ctx.results.validate = steps.validate(ctx)
     else:
-        ctx.work.data_bytes = None  # as a Map task: only the input's URI and sha256 are handed over
+        ctx.work.data_file = None  # as a Map task: only the input's URI and sha256 are handed over
     ctx.partition = partition
     ctx.results.score = steps.score(ctx)
     return ctx, ctx.results.score.summary()

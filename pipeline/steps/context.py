@@ -68,9 +68,9 @@ class Workspace:
     """In-process objects steps share within one process (one ECS task on AWS); never handed over.
 
     Attributes:
-        data_bytes: the input file's bytes (``ingest`` of an ``s3://`` input; the train task).
-        data_file: the local input file (``ingest`` of a local input: read from disk by each
-            step, never held in memory whole).
+        data_file: the input file on this machine (``ingest``: the local input, or an ``s3://``
+            input streamed to the task's disk; the train task's verified download): read from
+            disk by each step, never held in memory whole.
         frame: the validated input, conformed to the spec (``validate``), rows in file order.
         features: ``modeling.feature_matrix(frame)`` (``train``).
         model: the fitted XGBoost model (``train``).
@@ -88,7 +88,6 @@ class Workspace:
             fitted model, version number -> baseline statistics (versions are immutable).
     """
 
-    data_bytes: bytes | None = None
     data_file: Path | None = None
     frame: pd.DataFrame | None = None
     features: pd.DataFrame | None = None
@@ -124,15 +123,15 @@ class Workspace:
             pass
 
     @property
-    def data(self) -> bytes | Path | None:
-        """The ingested input: its bytes, else its local file, else None (not ingested here).
+    def data(self) -> Path | None:
+        """The ingested input's file on this machine, or None (not ingested here).
 
         Raises:
             RuntimeError: the local file's size or modification time is not what ``ingest``
                 hashed (it was replaced mid-run): start a new run.
         """
-        if self.data_bytes is not None or self.data_file is None:
-            return self.data_bytes
+        if self.data_file is None:
+            return None
         st = self.data_file.stat()
         if self.data_file_stamp is not None and (st.st_size, st.st_mtime_ns) != self.data_file_stamp:
             raise RuntimeError(f"the input {self.data_file} changed after it was ingested (size or modification time): "

@@ -7,29 +7,33 @@ import json
 from pathlib import Path
 
 from stagewise.pipeline import modeling
-from stagewise.pipeline.inputs import ObjectPin, RangedReader, is_parquet, local_input, pin_object, read_table
+from stagewise.pipeline.inputs import (
+    ObjectPin, RangedReader, download_input, is_parquet, local_input, pin_object, read_table,
+)
 from stagewise.pipeline.scoring.plan import PartitionPlan, plan_source, rows_per_partition
 from stagewise.pipeline.steps.context import RunContext, ValidationFailed
 from stagewise.pipeline.steps.results import Ingested, Validated
 from stagewise.platform.runtime.failpoints import failpoint
-from stagewise.platform.runtime.objects import S3Uri, StorageError, sha256_bytes, sha256_file
+from stagewise.platform.runtime.objects import S3Uri, StorageError, sha256_file
 
 
 def ingest(ctx: RunContext) -> Ingested:
     """Put the input in the data bucket under its content hash, ``raw/<model>/<sha256>/<name>``
-    (skipped if already there); an ``s3://`` input is read where it is (into memory). A local
-    input stays on disk (``ctx.work.data_file``): hashed and uploaded as a stream.
+    (skipped if already there); an ``s3://`` input stays where it is and is streamed to the
+    task's disk (``inputs.download_input``), hashed there. Either way the input is a file on disk
+    (``ctx.work.data_file``), never whole in memory.
 
     Raises:
         FileNotFoundError: the local input does not exist.
+        StorageError: the ``s3://`` input does not exist.
     """
     src = ctx.data_source
     if src.startswith("s3://"):
         uri = S3Uri.parse(src)
-        data = ctx.objects.get_bytes(uri.bucket, uri.key)
-        ctx.work.data_bytes = data
-        return Ingested(data_uri=str(uri), data_sha256=sha256_bytes(data), data_name=Path(uri.key).name, bytes=len(data),
-                        uploaded=False)
+        path, digest = download_input(ctx.objects, str(uri), ctx.workdir)
+        st = path.stat()
+        ctx.work.data_file, ctx.work.data_file_stamp = path, (st.st_size, st.st_mtime_ns)
+        return Ingested(data_uri=str(uri), data_sha256=digest, data_name=Path(uri.key).name, bytes=st.st_size, uploaded=False)
     path = Path(src)
     if not path.is_file():
         raise FileNotFoundError(f"input data {path} does not exist; create it with `stagewise data generate --out {path}`")
@@ -191,7 +195,8 @@ def _mergeable(spec) -> bool:
 
 
 def input_source(ctx: RunContext, ingested: Ingested) -> Path | ObjectPin:
-    """Where a partition reads the input: the source file of a local run; else, for a Parquet
+    """Where a partition reads the input: the file this process ingested (or the train task
+    downloaded), or the source file of a local run; else, for a Parquet
     input in S3 whose recorded sha256 is the ingested one, the object pinned by its ETag (ranged
     reads of the partition's row groups only; a replaced object fails them); else a verified
     download to the task's disk.
@@ -199,6 +204,8 @@ def input_source(ctx: RunContext, ingested: Ingested) -> Path | ObjectPin:
     Raises:
         StorageError: the downloaded object's bytes differ from the ingested sha256.
     """
+    if ctx.work.data is not None:  # ingested by this process: on disk, checked unchanged
+        return ctx.work.data
     if not ctx.data_source.startswith("s3://") and Path(ctx.data_source).is_file():
         return Path(ctx.data_source)
     if ingested.data_name.endswith((".parquet", ".pq")):

@@ -62,7 +62,7 @@ def score(ctx: RunContext) -> Scored:
     numbers = sorted({record.champion, *([r.challenger] if r else [])})
     versions = {n: ctx.version(n) for n in numbers}
     frame = ctx.work.frame
-    source, pin = _input_source(ctx, ingested) if frame is None or ctx.work.data_bytes is None else (None, None)
+    source, pin = _input_source(ctx, ingested)
     footer = RangedReader(ctx.objects.s3, pin) if pin is not None else None  # the plan reads only the footer
     plan = scoring.plan_source(footer or source or ctx.work.data or b"", ingested.data_name,
                                scoring.rows_per_partition(ctx.settings.rows_per_partition))
