@@ -78,30 +78,37 @@ def local_input(objects: ObjectStore, data_uri: str, sha256: str, name: str, wor
     return path
 
 
-def download_input(objects: ObjectStore, data_uri: str, workdir: Path) -> tuple[Path, str]:
-    """Stream the object at ``data_uri`` to ``workdir/input/<sha256>/<name>`` (never whole in
-    memory: boto3's managed transfer, then a 1 MiB-chunked hash) and return ``(path, sha256)``;
-    the path is where ``local_input`` looks for it, so later steps of the task reuse it.
+def download_input(objects: ObjectStore, data_uri: str, workdir: Path) -> tuple[Path, str, str]:
+    """Stream the object at ``data_uri`` to ``workdir/input/<sha256>/<name>`` (one ``GetObject``
+    read in 1 MiB chunks and hashed as it is written: never whole in memory) and return ``(path,
+    sha256, etag)``; the path is where ``local_input`` looks for it, so later steps of the task
+    reuse it. The ETag is the one of the bytes hashed: a ranged read pinned to it
+    (``pin_object``) reads the same bytes, or fails if the object was replaced.
 
     Raises:
         StorageError: the object does not exist.
     """
+    import hashlib
+
     uri = S3Uri.parse(data_uri)
     folder = Path(workdir) / "input"
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        resp = objects.s3.get_object(Bucket=uri.bucket, Key=uri.key)
+    except ClientError as e:
+        if e.response["Error"]["Code"] in ("NoSuchKey", "404", "NoSuchBucket", "NotFound"):
+            raise StorageError(f"{data_uri} does not exist") from e
+        raise
+    h = hashlib.sha256()
     with tempfile.NamedTemporaryFile(dir=folder, delete=False) as tmp:
-        try:
-            objects.s3.download_fileobj(uri.bucket, uri.key, tmp)
-        except ClientError as e:
-            Path(tmp.name).unlink(missing_ok=True)
-            if e.response["Error"]["Code"] in ("NoSuchKey", "404", "NoSuchBucket", "NotFound"):
-                raise StorageError(f"{data_uri} does not exist") from e
-            raise
-    digest = sha256_file(Path(tmp.name))
+        for chunk in resp["Body"].iter_chunks(1 << 20):
+            h.update(chunk)
+            tmp.write(chunk)
+    digest = h.hexdigest()
     path = folder / digest / Path(uri.key).name
     path.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp.name, path)
-    return path, digest
+    return path, digest, resp["ETag"]
 
 
 @dataclass(frozen=True)

@@ -562,6 +562,11 @@ def test_validation_fans_out_to_partition_tasks_then_the_merge_decides(dev, tmp_
         assert {k: part.sent[-1][1][k] for k in ("partition", "rows")} == {"partition": {"index": i, "count": 2}, "rows": 10_000}
     again = run_group(spec_path, "validate", run_id, uris["good"], "--partition", "1", "--partitions", "2")
     assert again.code == 0 and again.group("skipped") and again.sent[-1][1] == parts[1].sent[-1][1]
+    # the input (uploaded without sha256 metadata) is pinned by the ETag the first task hashed: the first
+    # task streamed it to its disk, each partition read only its row groups by ranged GETs, none downloaded it
+    work = stagewise_home() / "runs" / run_id
+    assert (work / "validate" / "input").is_dir() and state["results"]["ingest"]["data_etag"]
+    assert not any((work / f"validate-{i:05d}" / "input").exists() for i in (0, 1))
 
     merge = run_group(spec_path, "validate", run_id, uris["good"], "--merge")
     assert merge.code == 0, merge.stdout[-3000:]

@@ -30,10 +30,11 @@ def ingest(ctx: RunContext) -> Ingested:
     src = ctx.data_source
     if src.startswith("s3://"):
         uri = S3Uri.parse(src)
-        path, digest = download_input(ctx.objects, str(uri), ctx.workdir)
+        path, digest, etag = download_input(ctx.objects, str(uri), ctx.workdir)
         st = path.stat()
         ctx.work.data_file, ctx.work.data_file_stamp = path, (st.st_size, st.st_mtime_ns)
-        return Ingested(data_uri=str(uri), data_sha256=digest, data_name=Path(uri.key).name, bytes=st.st_size, uploaded=False)
+        return Ingested(data_uri=str(uri), data_sha256=digest, data_name=Path(uri.key).name, bytes=st.st_size, uploaded=False,
+                        data_etag=etag)
     path = Path(src)
     if not path.is_file():
         raise FileNotFoundError(f"input data {path} does not exist; create it with `stagewise data generate --out {path}`")
@@ -196,10 +197,10 @@ def _mergeable(spec) -> bool:
 
 def input_source(ctx: RunContext, ingested: Ingested) -> Path | ObjectPin:
     """Where a partition reads the input: the file this process ingested (or the train task
-    downloaded), or the source file of a local run; else, for a Parquet
-    input in S3 whose recorded sha256 is the ingested one, the object pinned by its ETag (ranged
-    reads of the partition's row groups only; a replaced object fails them); else a verified
-    download to the task's disk.
+    downloaded), or the source file of a local run; else, for a Parquet input in S3 whose
+    recorded sha256 is the ingested one, or whose ETag is the one ingest hashed (an ``s3://``
+    input read where it is), the object pinned by its ETag (ranged reads of the partition's row
+    groups only; a replaced object fails them); else a verified download to the task's disk.
 
     Raises:
         StorageError: the downloaded object's bytes differ from the ingested sha256.
@@ -210,8 +211,12 @@ def input_source(ctx: RunContext, ingested: Ingested) -> Path | ObjectPin:
         return Path(ctx.data_source)
     if ingested.data_name.endswith((".parquet", ".pq")):
         try:
-            return pin_object(ctx.objects.s3, ingested.data_uri, ingested.data_sha256)
-        except StorageError:  # no sha256 metadata (an s3:// input read where it is): download it and verify
+            if ingested.data_etag is None:  # uploaded by ingest: its sha256 metadata ties it to the hash
+                return pin_object(ctx.objects.s3, ingested.data_uri, ingested.data_sha256)
+            pin = pin_object(ctx.objects.s3, ingested.data_uri)  # read where it is: the ETag ingest hashed
+            if pin.etag == ingested.data_etag:
+                return pin
+        except StorageError:  # gone, or no sha256 metadata: download it and verify (which fails if it changed)
             pass
     return local_input(ctx.objects, ingested.data_uri, ingested.data_sha256, ingested.data_name, ctx.workdir)
 

@@ -38,13 +38,16 @@ class StepResult(BaseModel):
 
 
 class Ingested(StepResult):
-    """The input, content-addressed in the data bucket (``raw/<model>/<sha256>/<name>``)."""
+    """The input, content-addressed in the data bucket (``raw/<model>/<sha256>/<name>``), or an
+    ``s3://`` input where it is, with the ETag of the bytes that were hashed (``data_etag``: what
+    its partitions' ranged reads are pinned to)."""
 
     data_uri: str
     data_sha256: str
     data_name: str
     bytes: int
     uploaded: bool
+    data_etag: str | None = None
 
     def line(self) -> str:
         return f"{self.bytes / 1e6:.1f} MB, sha256 {self.data_sha256[:12]}…"
