@@ -356,8 +356,12 @@ def _output(group: str, ctx: RunContext, result: Any, state: RunState, partition
             return json.loads(dumps(out))
         per_partition = rows_per_partition(ctx.settings.rows_per_partition)
         ingested = ctx.needs("ingest")
-        count = validated.partitions if validated.pending or ctx.work.validation_partials is not None else (
-            plan_source(ctx.work.data or b"", ingested.data_name, per_partition).count)
+        if validated.pending:
+            count = validated.partitions
+        elif ctx.work.validation_partials is not None:  # the merge: the plan the Map validated (and score will map)
+            count = len(ctx.work.validation_partials)
+        else:
+            count = plan_source(ctx.work.data or b"", ingested.data_name, per_partition).count
         out.update(rows=validated.rows, rows_per_partition=per_partition, validated=not validated.pending,
                    partitions=[{"index": i, "count": count} for i in range(count)])
     elif group == "train":

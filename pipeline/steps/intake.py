@@ -97,15 +97,18 @@ def validate(ctx: RunContext) -> Validated:
     partials = ctx.work.validation_partials
     report, df, plan = None, None, None
     if partials is not None:  # the merge task of an AWS run's Map
-        source = input_source(ctx, ingested)
-        ctx.progress(0, 1, f"merging {len(partials)} partitions' results for {ctx.spec.name!r} suite")
         if unreadable := [d["error"] for d in partials if "error" in d]:  # its partition task could not read it
             raise _unreadable(ctx, ingested, ValueError(unreadable[0]))
+        ctx.progress(0, 1, f"merging {len(partials)} partitions' results for {ctx.spec.name!r} suite")
+        plan_count = len(partials)
         try:
-            report = vp.merge_partials(partials, _open(ctx, source), ingested.data_name, ctx.spec, docs_dir, run_name=ctx.run_id)
+            report = vp.merge_partials(partials, _open(ctx, input_source(ctx, ingested)), ingested.data_name, ctx.spec, docs_dir,
+                                       run_name=ctx.run_id)
+        except vp.UnsupportedForPartitions:  # a partition listed more distinct values than GX keeps: validate whole
+            path = local_input(ctx.objects, ingested.data_uri, ingested.data_sha256, ingested.data_name, ctx.workdir)
+            df, plan_count = read_table(path.read_bytes(), ingested.data_name), 1
         except ValueError as e:
             raise _unreadable(ctx, ingested, e) from e
-        plan_count = len(partials)
     else:
         data = ctx.work.data
         if data is None:
@@ -130,10 +133,10 @@ def validate(ctx: RunContext) -> Validated:
                 df, plan = read_table(_bytes(data), ingested.data_name), None  # the suite needs the whole frame at once
             except ValueError as e:  # a row group that cannot be read
                 raise _unreadable(ctx, ingested, e) from e
-        if report is None:
-            df = prepare(df)
-            report = validate_frame(df, ctx.spec, docs_dir, run_name=ctx.run_id)
         plan_count = plan.count if plan is not None else 1
+    if report is None:
+        df = prepare(df)
+        report = validate_frame(df, ctx.spec, docs_dir, run_name=ctx.run_id)
     ctx.objects.delete_keys(ctx.data_bucket, ctx.objects.keys(ctx.data_bucket, f"{staged}/"))  # a killed attempt's leftovers
     ctx.objects.put_bytes(ctx.data_bucket, f"{staged}/result.json", json.dumps(report.result, default=str).encode(), "application/json")
     failpoint("validate.result-written")
