@@ -61,21 +61,16 @@ def local_input(objects: ObjectStore, data_uri: str, sha256: str, name: str, wor
     sha256 verified), for tasks that must read row groups from a file.
 
     Raises:
-        StorageError: the object's bytes differ from ``sha256``.
+        StorageError: the object does not exist, or its bytes differ from ``sha256``.
     """
     path = Path(workdir) / "input" / sha256 / name
     if path.is_file() and sha256_file(path) == sha256:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    uri = S3Uri.parse(data_uri)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-        objects.s3.download_fileobj(uri.bucket, uri.key, tmp)
-    actual = sha256_file(Path(tmp.name))
+    got, actual, _ = download_input(objects, data_uri, workdir)
     if actual != sha256:
-        Path(tmp.name).unlink()
+        got.unlink()
         raise StorageError(f"{data_uri} has sha256 {actual}, expected {sha256}: the input changed after it was ingested")
-    os.replace(tmp.name, path)
-    return path
+    return got
 
 
 def download_input(objects: ObjectStore, data_uri: str, workdir: Path) -> tuple[Path, str, str]:

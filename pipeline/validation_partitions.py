@@ -241,6 +241,7 @@ class _Partitions:
         self.definition = add_validation_definition(self.context, spec, suite)
         self.suite = self.definition.suite
         self.kinds = partition_kinds(self.suite)  # refused before any row is read
+        self.position = {e.id: k for k, e in enumerate(self.suite.expectations)}  # GX ids -> place in the suite
         self._pf: Any = None
 
     @property
@@ -259,15 +260,12 @@ class _Partitions:
         frame = prepare_frame(prepare(frame))
         result = self.definition.run(batch_parameters={"dataframe": frame}, result_format=RESULT_FORMAT,
                                      run_id=run_identifier(run_name))
-        position = {e.id: k for k, e in enumerate(self.suite.expectations)}
-        results = []
-        for r in result.results:
-            doc = r.to_json_dict()
-            doc["expectation_index"] = position[r.expectation_config.id]
-            results.append(doc)
-        meta = {k: v for k, v in result.to_json_dict()["meta"].items() if k not in ("run_id", "batch_markers")}
+        doc = result.to_json_dict()  # JSON-native, serialised once
+        for out in doc["results"]:
+            out["expectation_index"] = self.position[out["expectation_config"]["id"]]
+        meta = {k: v for k, v in doc["meta"].items() if k not in ("run_id", "batch_markers")}
         return {"index": i, "count": plan.count, "rows": len(frame), "columns": list(frame.columns),
-                "batch_id": result.batch_id, "meta": meta, "results": results}
+                "batch_id": result.batch_id, "meta": meta, "results": doc["results"]}
 
     def merge(self, partials: list[dict], run_name: str, memory_limit: str, temp_dir: Path | None) -> ValidationReport:
         partials = sorted(partials, key=lambda d: d["index"])

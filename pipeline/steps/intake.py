@@ -119,7 +119,7 @@ def validate(ctx: RunContext) -> Validated:
             return Validated(success=True, rows=plan.rows, partitions=plan.count, pending=True)
         if plan is None:
             try:
-                df = read_table(_bytes(data), ingested.data_name)
+                df = read_table(data.read_bytes(), ingested.data_name)
             except ValueError as e:
                 raise _unreadable(ctx, ingested, e) from e
         rows = len(df) if df is not None else plan.rows
@@ -130,7 +130,7 @@ def validate(ctx: RunContext) -> Validated:
                 report = vp.validate_partitions(data, ingested.data_name, ctx.spec, docs_dir, per_partition=per_partition,
                                                 prepare=prepare, run_name=ctx.run_id, progress=ctx.progress)
             except vp.UnsupportedForPartitions:
-                df, plan = read_table(_bytes(data), ingested.data_name), None  # the suite needs the whole frame at once
+                df, plan = read_table(data.read_bytes(), ingested.data_name), None  # the suite needs the whole frame at once
             except ValueError as e:  # a row group that cannot be read
                 raise _unreadable(ctx, ingested, e) from e
         plan_count = plan.count if plan is not None else 1
@@ -241,16 +241,10 @@ def _unreadable(ctx: RunContext, ingested: Ingested, e: Exception) -> Validation
     )
 
 
-def _bytes(data: bytes | Path) -> bytes:
-    return data if isinstance(data, bytes) else data.read_bytes()
-
-
-def _partitioned(data: bytes | Path, name: str, per_partition: int) -> PartitionPlan | None:
+def _partitioned(data: Path, name: str, per_partition: int) -> PartitionPlan | None:
     """The input's partition plan when it is Parquet in more than one partition (validated by
     partitions), else None (validated whole; an unreadable input is reported by ``read_table``)."""
-    if isinstance(data, Path) and data.stat().st_size == 0:
-        return None
-    if not data or not is_parquet(data, name):
+    if data.stat().st_size == 0 or not is_parquet(data, name):
         return None
     try:
         plan = plan_source(data, name, per_partition)
